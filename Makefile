@@ -1,0 +1,52 @@
+# The README's two commands: `make demo` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ASR := $(VENV)/bin/asr
+TORCH_VERSION := 2.13.0
+APT_PACKAGES := espeak-ng flite sox
+DATA := data/synthetic
+EXP := exp/demo
+DEMO_EPOCHS ?= 14
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-deps demo test bench lint clean
+
+setup: system-deps $(VENV)/.installed
+
+# Debian packages for speech synthesis (only installed when missing).
+system-deps:
+	@missing=""; for c in espeak-ng flite sox; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing from Debian"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+# torch is pinned first (the local CPU wheel), so that no dependency range pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev]" "torch==$(TORCH_VERSION)"
+	touch $@
+
+# Main job: synthesize a corpus, train Conformer-CTC, decode the test split, score WER.
+demo: setup
+	$(ASR) prepare synthetic --corpus-dir $(DATA)/LibriSpeech --out $(DATA)/manifests --size demo
+	rm -rf $(EXP)
+	$(ASR) train exp_dir=$(EXP) trainer.max_epochs=$(DEMO_EPOCHS)
+	$(ASR) transcribe --ckpt $(EXP)/best.ckpt --data $(DATA)/LibriSpeech/test-clean --out $(EXP)/hyp_greedy.txt
+	$(ASR) transcribe --ckpt $(EXP)/best.ckpt --data $(DATA)/LibriSpeech/test-clean --out $(EXP)/hyp_beam.txt --method beam --beam 4 --quiet
+	$(ASR) score $(DATA)/manifests/test-clean.ref.txt $(EXP)/hyp_beam.txt --report $(EXP)/errors_beam.txt
+	$(ASR) score $(DATA)/manifests/test-clean.ref.txt $(EXP)/hyp_greedy.txt --report $(EXP)/errors_greedy.txt --plot $(EXP)/wer_by_length.png
+
+test: setup
+	$(PY) -m pytest -q -ra tests
+
+bench: setup
+	$(PY) scripts/bench/bench_features.py
+	$(PY) scripts/bench/bench_train_step.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,215 @@
+"""The `asr` command line: prepare | train | transcribe | score."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+EXAMPLES = {
+    "prepare": """examples:
+  asr prepare librispeech --root /data/LibriSpeech --out data/librispeech/manifests
+  asr prepare librispeech --root /data/LibriSpeech --out data/ls --splits train-clean-100 dev-clean test-clean --tokenizer char
+  asr prepare synthetic --corpus-dir data/synthetic/LibriSpeech --out data/synthetic/manifests --size demo""",
+    "train": """examples:
+  asr train                                   # conf/train.yaml defaults (synthetic data, conformer_ctc)
+  asr train data=synthetic model=conformer_ctc trainer.max_epochs=20 exp_dir=exp/x
+  asr train exp_dir=exp/x resume=true         # continue from exp/x/checkpoints/last.ckpt
+  asr train data=librispeech trainer=gpu model.encoder.num_layers=12
+
+Overrides use Hydra syntax (key=value, group=option). Config groups live in conf/:
+{groups}
+Outputs in exp_dir: checkpoints/ (last.ckpt, best by val_wer), best.ckpt, config.yaml,
+tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/metrics.csv.""",
+    "transcribe": """examples:
+  asr transcribe --ckpt exp/x/best.ckpt a.flac b.wav          # prints "utt-id TEXT" lines
+  asr transcribe --ckpt exp/x/best.ckpt --data data/LibriSpeech/test-clean --out exp/x/hyp.txt
+  asr transcribe --ckpt exp/x/best.ckpt --data DIR/test-clean --out hyp.txt --method beam --beam 8""",
+    "score": """examples:
+  asr score data/manifests/test-clean.ref.txt exp/x/hyp.txt
+  asr score ref.txt hyp.txt --report exp/x/errors.txt --plot exp/x/wer_by_length.png
+  asr score ref.txt hyp.txt --cer
+
+Both files hold "utt-id TEXT" lines. Case and whitespace are normalized. A missing
+hypothesis counts as all deletions (with a warning naming it); extra hypotheses are
+reported and ignored.""",
+}
+
+
+def _conf_groups() -> str:
+    from .train import CONF_DIR
+
+    lines = []
+    for g in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        opts = ", ".join(sorted(f.stem for f in g.glob("*.yaml")))
+        lines.append(f"  {g.name}: {opts}")
+    return "\n".join(lines)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.librispeech import prepare_librispeech
+
+    if args.corpus == "synthetic":
+        from .data.synthetic import synthesize_corpus
+
+        sizes = SYNTH_SIZES[args.size]
+        corpus = Path(args.corpus_dir)
+        synthesize_corpus(corpus, sizes, seed=args.seed, jobs=args.jobs)
+        root = corpus
+        tokenizer = args.tokenizer or "char"
+    else:
+        if not args.root:
+            raise SystemExit("asr prepare librispeech: --root is required")
+        root = Path(args.root)
+        tokenizer = args.tokenizer or "bpe"
+    out = prepare_librispeech(root, args.out, splits=args.splits, tokenizer=tokenizer, vocab_size=args.vocab_size,
+                              tokenizer_path=args.tokenizer_model)
+    print(f"manifests written to {args.out}; tokenizer {out['tokenizer']}")
+    return 0
+
+
+SYNTH_SIZES = {
+    "tiny": {"train-clean": 480, "dev-clean": 48, "test-clean": 64},
+    "demo": {"train-clean": 2400, "dev-clean": 160, "test-clean": 240},
+}
+
+
+def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
+    from .train import compose, run_train
+
+    cfg = compose(overrides, config_dir=args.config_dir) if args.config_dir else compose(overrides)
+    best = run_train(cfg)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    import torch
+
+    from .model import load_model
+    from .transcribe import split_items, transcribe_items, write_kaldi_text
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.ckpt, map_location=device)
+    if args.data:
+        items, refs, problems = split_items(args.data)
+    else:
+        if not args.files:
+            raise SystemExit("asr transcribe: give audio FILEs or --data DIR")
+        items = [(Path(f).name.rsplit(".", 1)[0], f) for f in args.files]
+        problems = None
+    t0 = time.perf_counter()
+    hyps, load_problems = transcribe_items(model, items, method=args.method, beam=args.beam,
+                                           max_seconds=args.max_duration, device=device, progress=not args.quiet)
+    elapsed = time.perf_counter() - t0
+    if args.out:
+        write_kaldi_text(args.out, hyps)
+        print(f"wrote {len(hyps)} hypotheses to {args.out}", file=sys.stderr)
+    else:
+        for uid, _ in items:
+            if uid in hyps:
+                print(f"{uid} {hyps[uid]}")
+    for p in (problems, load_problems):
+        if p is not None and p.counts:
+            print(p.summary("skipped or changed input"), file=sys.stderr)
+    print(f"decoded {len(hyps)} of {len(items)} utterances in {elapsed:.1f}s", file=sys.stderr)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .metrics import plot_error_by_length, read_kaldi_text, score
+
+    rep = score(read_kaldi_text(args.ref), read_kaldi_text(args.hyp), cer=args.cer)
+    if args.report:
+        Path(args.report).write_text(rep.details() + "\n")
+    if args.plot:
+        plot_error_by_length(rep, args.plot)
+    print(rep.summary())
+    if args.report:
+        print(f"per-utterance report: {args.report}")
+    if not args.report and args.verbose:
+        print(rep.details())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asr", description="End-to-end speech recognition: prepare data, train, "
+                                "transcribe, score. Run `asr COMMAND --help` for each command.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    pp = sub.add_parser("prepare", help="validate a corpus, write manifests and train a tokenizer",
+                        description="Read a LibriSpeech-layout corpus (or synthesize one), check every file, write "
+                        "lhotse manifests <split>.cuts.jsonl.gz, reference texts <split>.ref.txt, a "
+                        "sentencepiece tokenizer and prepare_report.txt.", epilog=EXAMPLES["prepare"], formatter_class=fmt)
+    pp.add_argument("corpus", choices=["librispeech", "synthetic"], help="corpus kind")
+    pp.add_argument("--root", help="librispeech: folder holding the split folders")
+    pp.add_argument("--out", required=True, help="output folder for manifests and tokenizer")
+    pp.add_argument("--splits", nargs="+", help="split folder names (default: all found)")
+    pp.add_argument("--tokenizer", choices=["bpe", "unigram", "char"], help="tokenizer kind (default: bpe for "
+                    "librispeech, char for synthetic)")
+    pp.add_argument("--vocab-size", type=int, default=500, help="bpe/unigram vocabulary size (default 500)")
+    pp.add_argument("--tokenizer-model", help="use this existing sentencepiece model instead of training one")
+    pp.add_argument("--corpus-dir", default="data/synthetic/LibriSpeech", help="synthetic: where to write audio")
+    pp.add_argument("--size", choices=sorted(SYNTH_SIZES), default="demo",
+                    help="synthetic: corpus size (" + "; ".join(f"{k}: {v}" for k, v in SYNTH_SIZES.items()) + ")")
+    pp.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
+    pp.add_argument("--jobs", type=int, default=None, help="synthetic: parallel synthesis processes")
+
+    pt = sub.add_parser("train", help="train a model (Hydra overrides)", description="Train with Lightning from "
+                        "conf/train.yaml plus Hydra overrides. Checkpoints every epoch; resume=true continues.",
+                        epilog=EXAMPLES["train"].format(groups="  (run from the repository to list them)"),
+                        formatter_class=fmt, add_help=False)
+    pt.add_argument("-h", "--help", action="store_true", help="show this help and the config groups")
+    pt.add_argument("--config-dir", help="config folder (default: the repository's conf/)")
+
+    pr = sub.add_parser("transcribe", help="decode audio files or a LibriSpeech-style split",
+                        description="Decode with a trained checkpoint. Prints 'utt-id TEXT' lines, or writes them "
+                        "to --out.", epilog=EXAMPLES["transcribe"], formatter_class=fmt)
+    pr.add_argument("files", nargs="*", help="audio files (any sample rate; resampled to 16 kHz)")
+    pr.add_argument("--ckpt", required=True, help="checkpoint from asr train (e.g. exp/x/best.ckpt)")
+    pr.add_argument("--data", help="a LibriSpeech-style split folder to decode instead of FILEs")
+    pr.add_argument("--out", help="write hypotheses here instead of stdout")
+    pr.add_argument("--method", choices=["greedy", "beam"], default="greedy", help="CTC greedy or prefix beam search")
+    pr.add_argument("--beam", type=int, default=4, help="beam size for --method beam (default 4)")
+    pr.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (default 120)")
+    pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    pr.add_argument("--threads", type=int, help="torch CPU threads")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ps = sub.add_parser("score", help="WER/CER of hypotheses against references",
+                        description="Score Kaldi-style 'utt-id TEXT' files with jiwer.", epilog=EXAMPLES["score"],
+                        formatter_class=fmt)
+    ps.add_argument("ref", help="reference text file")
+    ps.add_argument("hyp", help="hypothesis text file")
+    ps.add_argument("--cer", action="store_true", help="character error rate instead of WER")
+    ps.add_argument("--report", help="write the per-utterance alignment report here (worst first)")
+    ps.add_argument("--plot", help="write a PNG of the error rate by utterance length")
+    ps.add_argument("--details", dest="verbose", action="store_true", help="print the per-utterance report")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.command == "train":
+        if args.help:
+            print(parser._subparsers._group_actions[0].choices["train"].format_help()
+                  .replace("  (run from the repository to list them)", _conf_groups()))
+            return 0
+        return cmd_train(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return {"prepare": cmd_prepare, "transcribe": cmd_transcribe, "score": cmd_score}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared data pipeline: corpus readers, manifests, features, augmentation, tokenizer."""

@@ -1,0 +1,95 @@
+"""Audio I/O (soundfile) and band-limited resampling in torch.
+
+No audio framework is used: torchaudio is not assumed to load. The resampler is a
+windowed-sinc polyphase filter; it serves both for wrong-sample-rate input and for
+speed perturbation.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(RuntimeError):
+    """Raised for audio that cannot be used; the message always names the file."""
+
+
+def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> tuple[torch.Tensor, int]:
+    """Read a file as mono float32 in [-1, 1], resampled to `target_sr`.
+
+    Returns:
+        (wave[S], original_sample_rate)
+    Raises:
+        AudioError naming the file when it is unreadable or empty.
+    """
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types for broken files
+        raise AudioError(f"{path}: unreadable audio ({e})") from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    if sr != target_sr:
+        wave = resample(wave, sr, target_sr)
+    return wave, sr
+
+
+def save_audio(path: str | Path, wave: torch.Tensor, sr: int = SAMPLE_RATE) -> None:
+    """Write mono audio; format from the suffix (.flac is written as 16-bit PCM)."""
+    path = Path(path)
+    subtype = "PCM_16" if path.suffix.lower() in (".flac", ".wav") else None
+    sf.write(str(path), wave.detach().cpu().clamp(-1, 1).numpy(), sr, subtype=subtype)
+
+
+@lru_cache(maxsize=16)
+def _sinc_kernel(orig: int, new: int, width: int, rolloff: float) -> tuple[torch.Tensor, int]:
+    """Polyphase kernel [new, 1, K] for reduced rates orig -> new, and the half width."""
+    cutoff = min(orig, new) * rolloff  # low-pass below the lower Nyquist
+    half = int(math.ceil(width * orig / cutoff))
+    idx = torch.arange(-half, half + orig, dtype=torch.float64) / orig  # [K]
+    phase = -torch.arange(new, dtype=torch.float64)[:, None] / new  # [new, 1]
+    t = (phase + idx[None, :]) * cutoff  # time in units of the cutoff period
+    t = t.clamp(-width, width)
+    window = torch.cos(t * math.pi / width / 2) ** 2  # Hann window over [-width, width]
+    t = t * math.pi
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
+    kernel = sinc * window * (cutoff / orig)
+    return kernel[:, None, :].to(torch.float32), half
+
+
+def resample(wave: torch.Tensor, orig_sr: int, new_sr: int, width: int = 16, rolloff: float = 0.97) -> torch.Tensor:
+    """Resample the last dimension of `wave` ([..., S]) from orig_sr to new_sr.
+
+    Output length is ceil(S * new_sr / orig_sr).
+    """
+    if orig_sr == new_sr:
+        return wave
+    g = math.gcd(orig_sr, new_sr)
+    orig, new = orig_sr // g, new_sr // g
+    kernel, half = _sinc_kernel(orig, new, width, rolloff)
+    shape = wave.shape
+    x = wave.reshape(-1, 1, shape[-1]).to(torch.float32)
+    x = F.pad(x, (half, half + orig))
+    y = F.conv1d(x, kernel.to(x.device), stride=orig)  # [N, new, L]
+    y = y.transpose(1, 2).reshape(x.shape[0], -1)
+    out_len = int(math.ceil(new * shape[-1] / orig))
+    return y[:, :out_len].reshape(*shape[:-1], out_len).to(wave.dtype)
+
+
+def speed_perturb(wave: torch.Tensor, factor: float, sr: int = SAMPLE_RATE) -> torch.Tensor:
+    """Kaldi/sox-style speed perturbation: play at `factor` times the speed.
+
+    Pitch and tempo both change; the length becomes S / factor. Implemented as a
+    resampling from sr*factor to sr (e.g. 0.9 -> 14400->16000 Hz, i.e. 9:10 polyphase).
+    """
+    if factor == 1.0:
+        return wave
+    return resample(wave, int(round(sr * factor)), sr)

@@ -1,0 +1,196 @@
+"""Batches of raw audio for training and decoding.
+
+Features are computed on the batch inside the model (asr.model), so they run on the
+GPU when there is one; the loader only reads, resamples and speed-perturbs audio.
+Batches are duration-bucketed by lhotse's DynamicBucketingSampler (`max_duration`
+seconds of audio per batch).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
+from torch.utils.data import DataLoader, Dataset
+
+from .audio import SAMPLE_RATE, AudioError, load_audio, speed_perturb
+from .features import FbankOptions, num_frames
+from .tokenizer import UNK_ID, Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """audio[B, S] float32 (zero padded), audio_lens[B], tokens[B, U] (zero padded),
+    token_lens[B], texts, ids."""
+
+    audio: torch.Tensor
+    audio_lens: torch.Tensor
+    tokens: torch.Tensor
+    token_lens: torch.Tensor
+    texts: list[str]
+    ids: list[str]
+
+    def to(self, device) -> "Batch":
+        return Batch(self.audio.to(device), self.audio_lens.to(device), self.tokens.to(device),
+                     self.token_lens.to(device), self.texts, self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def collate(waves: list[torch.Tensor], token_seqs: list[list[int]], texts: list[str], ids: list[str]) -> Batch:
+    audio_lens = torch.tensor([len(w) for w in waves], dtype=torch.int64)
+    audio = torch.zeros(len(waves), int(audio_lens.max()) if waves else 0)
+    for i, w in enumerate(waves):
+        audio[i, : len(w)] = w
+    token_lens = torch.tensor([len(t) for t in token_seqs], dtype=torch.int64)
+    tokens = torch.zeros(len(waves), max(1, int(token_lens.max()) if waves else 1), dtype=torch.int64)
+    for i, t in enumerate(token_seqs):
+        tokens[i, : len(t)] = torch.tensor(t, dtype=torch.int64)
+    return Batch(audio, audio_lens, tokens, token_lens, texts, ids)
+
+
+class AudioDataset(Dataset):
+    """Map-style dataset whose "index" is a CutSet (one batch) from a lhotse sampler.
+
+    An utterance whose audio fails to load is skipped with a warning naming the file;
+    a batch in which all fail is returned as None (the model skips it).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, speed_factors: tuple[float, ...] = (1.0,)):
+        self.tokenizer = tokenizer
+        self.speed_factors = tuple(speed_factors)
+        self.num_failed = 0
+
+    def __getitem__(self, cuts: CutSet) -> Batch | None:
+        waves, toks, texts, ids = [], [], [], []
+        for cut in cuts:
+            path = cut.recording.sources[0].source
+            try:
+                wave, _ = load_audio(path, SAMPLE_RATE)
+            except AudioError as e:
+                self.num_failed += 1
+                log.warning("skipping utterance %s: %s (%d failed so far in this worker)", cut.supervisions[0].id, e, self.num_failed)
+                continue
+            if cut.start > 0 or cut.duration < cut.recording.duration - 1e-3:
+                a = int(round(cut.start * SAMPLE_RATE))
+                wave = wave[a : a + int(round(cut.duration * SAMPLE_RATE))]
+            factor = random.choice(self.speed_factors)
+            wave = speed_perturb(wave, factor)
+            text = " ".join(s.text for s in cut.supervisions)
+            waves.append(wave)
+            toks.append(self.tokenizer.encode(text))
+            texts.append(text)
+            ids.append(cut.supervisions[0].id)
+        if not waves:
+            return None
+        return collate(waves, toks, texts, ids)
+
+
+def ctc_min_frames(tokens: list[int]) -> int:
+    """Fewest encoder frames a CTC alignment of `tokens` needs (a blank between repeats)."""
+    return len(tokens) + sum(1 for a, b in zip(tokens, tokens[1:]) if a == b)
+
+
+def filter_cuts(cuts: CutSet, tokenizer: Tokenizer, subsampling: int, fbank: FbankOptions,
+                min_duration: float, max_duration: float, name: str) -> CutSet:
+    """Drop training cuts that cannot or should not be trained on, with counted warnings.
+
+    Removed: duration outside [min, max], text with characters outside the vocabulary,
+    and T shorter than U (fewer encoder frames than CTC needs for the transcript).
+    """
+    kept, counts = [], {"too short/long": 0, "characters outside the vocabulary": 0, "T shorter than U": 0}
+    for cut in cuts:
+        text = " ".join(s.text for s in cut.supervisions)
+        src = cut.recording.sources[0].source
+        if not (min_duration <= cut.duration <= max_duration):
+            counts["too short/long"] += 1
+            continue
+        toks = tokenizer.encode(text)
+        if UNK_ID in toks:
+            counts["characters outside the vocabulary"] += 1
+            log.warning("%s: dropped from %s, text has characters outside the vocabulary: %r", src, name, text)
+            continue
+        t = int(num_frames(torch.tensor(int(cut.duration * SAMPLE_RATE)), fbank))
+        t_enc = t // subsampling  # conservative estimate of frames after subsampling
+        if t_enc < ctc_min_frames(toks):
+            counts["T shorter than U"] += 1
+            log.warning("%s: dropped from %s, %d encoder frames < %d needed for %d tokens",
+                        src, name, t_enc, ctc_min_frames(toks), len(toks))
+            continue
+        kept.append(cut)
+    dropped = sum(counts.values())
+    if dropped:
+        log.warning("%s: kept %d of %d utterances; dropped %s", name, len(kept), len(kept) + dropped,
+                    ", ".join(f"{k}: {v}" for k, v in counts.items() if v))
+    return CutSet.from_cuts(kept)
+
+
+class ASRDataModule(L.LightningDataModule):
+    """Train/valid loaders over prepared lhotse cuts.
+
+    Args:
+        manifest_dir: folder written by `asr prepare`.
+        train_splits, valid_splits: split names (files `<split>.cuts.jsonl.gz`).
+        tokenizer: a Tokenizer.
+        max_duration: seconds of audio per batch (before speed perturbation).
+        speed_perturb: speed factors sampled per training utterance, e.g. [0.9, 1.0, 1.1].
+    """
+
+    def __init__(self, manifest_dir: str, train_splits: list[str], valid_splits: list[str], tokenizer: Tokenizer,
+                 max_duration: float = 200.0, num_buckets: int = 10, speed_perturb: tuple[float, ...] = (1.0,),
+                 num_workers: int = 2, min_utt_duration: float = 0.5, max_utt_duration: float = 30.0,
+                 subsampling: int = 4, fbank: FbankOptions | None = None, seed: int = 0):
+        super().__init__()
+        self.manifest_dir = Path(manifest_dir)
+        self.train_splits, self.valid_splits = list(train_splits), list(valid_splits)
+        self.tokenizer = tokenizer
+        self.max_duration, self.num_buckets = max_duration, num_buckets
+        self.speed = tuple(speed_perturb)
+        self.num_workers = num_workers
+        self.min_utt, self.max_utt = min_utt_duration, max_utt_duration
+        self.subsampling = subsampling
+        self.fbank = fbank or FbankOptions()
+        self.seed = seed
+        self._train: CutSet | None = None
+
+    def load_cuts(self, splits: list[str]) -> CutSet:
+        cuts = []
+        for s in splits:
+            p = self.manifest_dir / f"{s}.cuts.jsonl.gz"
+            if not p.exists():
+                raise FileNotFoundError(f"{p}: manifest not found; run `asr prepare` first")
+            cuts.extend(CutSet.from_file(p))
+        return CutSet.from_cuts(cuts)
+
+    def train_cuts(self) -> CutSet:
+        if self._train is None:
+            self._train = filter_cuts(self.load_cuts(self.train_splits), self.tokenizer, self.subsampling, self.fbank,
+                                      self.min_utt, self.max_utt, "train")
+            if len(self._train) == 0:
+                raise ValueError("no training utterances left after filtering")
+        return self._train
+
+    def _loader(self, dataset: AudioDataset, sampler) -> DataLoader:
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = DynamicBucketingSampler(self.train_cuts(), max_duration=self.max_duration, shuffle=True,
+                                          num_buckets=self.num_buckets, seed=self.seed, drop_last=True)
+        return self._loader(AudioDataset(self.tokenizer, self.speed), sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_loader(self.load_cuts(self.valid_splits))
+
+    def eval_loader(self, cuts: CutSet) -> DataLoader:
+        """Unshuffled, unperturbed batches of `cuts`, sorted by duration (less padding)."""
+        sampler = SimpleCutSampler(cuts.sort_by_duration(), max_duration=self.max_duration)
+        return self._loader(AudioDataset(self.tokenizer), sampler)

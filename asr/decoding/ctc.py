@@ -1,0 +1,76 @@
+"""CTC decoding: batched greedy, and prefix beam search."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+
+
+def ctc_greedy_search(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
+    """Best path: argmax per frame, merge repeats, drop blanks.
+
+    Args:
+        log_probs: [B, T, V]; lengths: [B]. Frames at or beyond a length are ignored.
+    Returns:
+        token ids per utterance.
+    """
+    best = log_probs.argmax(dim=-1)  # [B, T]
+    t = best.shape[1]
+    valid = torch.arange(t, device=best.device)[None, :] < lengths[:, None].to(best.device)
+    prev = torch.cat([torch.full_like(best[:, :1], -1), best[:, :-1]], dim=1)
+    keep = valid & (best != blank) & (best != prev)
+    best, keep = best.cpu(), keep.cpu()
+    return [best[b][keep[b]].tolist() for b in range(best.shape[0])]
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    m = max(a, b)
+    return m + math.log1p(math.exp(-abs(a - b)))
+
+
+def ctc_prefix_beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam: int = 4,
+                           blank: int = 0, token_prune: int | None = None) -> list[list[int]]:
+    """CTC prefix beam search (Hannun et al. 2014) without a language model.
+
+    Each prefix keeps two scores: ending in blank and ending in its last token, so
+    paths that collapse to the same prefix are summed. Per frame only the
+    `token_prune` (default: beam) most likely tokens are expanded.
+
+    Args:
+        log_probs: [B, T, V]; lengths: [B].
+    Returns:
+        the best prefix's token ids per utterance.
+    """
+    k = token_prune or beam
+    topv, topi = log_probs.float().topk(min(k, log_probs.shape[-1]), dim=-1)
+    topv, topi = topv.cpu().tolist(), topi.cpu().tolist()
+    blank_lp = log_probs[..., blank].float().cpu().tolist()
+    out = []
+    for b in range(log_probs.shape[0]):
+        beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (p_blank, p_token)
+        for t in range(int(lengths[b])):
+            nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
+            pb_t = blank_lp[b][t]
+            for prefix, (pb, pnb) in beams.items():
+                total = _logaddexp(pb, pnb)
+                e = nxt[prefix]
+                e[0] = _logaddexp(e[0], total + pb_t)  # blank keeps the prefix
+                for lp, tok in zip(topv[b][t], topi[b][t]):
+                    if tok == blank:
+                        continue
+                    if prefix and prefix[-1] == tok:
+                        e[1] = _logaddexp(e[1], pnb + lp)  # repeat merges into the same prefix
+                        ext = nxt[prefix + (tok,)]
+                        ext[1] = _logaddexp(ext[1], pb + lp)  # a blank separated the repeat
+                    else:
+                        ext = nxt[prefix + (tok,)]
+                        ext[1] = _logaddexp(ext[1], total + lp)
+            beams = dict(sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam])
+        best = max(beams.items(), key=lambda kv: _logaddexp(*kv[1]))[0]
+        out.append(list(best))
+    return out

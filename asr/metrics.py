@@ -1,0 +1,137 @@
+"""WER/CER scoring of Kaldi-style `utt-id TEXT` files with per-utterance alignments (jiwer)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jiwer
+
+log = logging.getLogger(__name__)
+
+
+def normalize(text: str) -> str:
+    """Upper-case and collapse whitespace (the only normalization scoring applies)."""
+    return " ".join(text.upper().split())
+
+
+def read_kaldi_text(path: str | Path) -> dict[str, str]:
+    """`utt-id TEXT` lines -> {utt_id: text}; a line with only an id has empty text."""
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if parts[0] in out:
+            log.warning("%s:%d: duplicate utterance id %s; the later line wins", path, lineno, parts[0])
+        out[parts[0]] = parts[1] if len(parts) > 1 else ""
+    return out
+
+
+@dataclass
+class UttScore:
+    id: str
+    ref: str
+    hyp: str
+    ref_len: int  # words (or characters with cer)
+    sub: int
+    dele: int
+    ins: int
+    alignment: str  # jiwer's visual alignment (REF/HYP lines)
+
+    @property
+    def errors(self) -> int:
+        return self.sub + self.dele + self.ins
+
+
+@dataclass
+class ScoreReport:
+    unit: str  # "word" or "char"
+    utts: list[UttScore] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # refs without a hypothesis
+    extra: list[str] = field(default_factory=list)  # hyps without a reference
+
+    @property
+    def ref_len(self) -> int:
+        return sum(u.ref_len for u in self.utts)
+
+    def total(self, attr: str) -> int:
+        return sum(getattr(u, attr) for u in self.utts)
+
+    @property
+    def error_rate(self) -> float:
+        return sum(u.errors for u in self.utts) / max(1, self.ref_len)
+
+    def summary(self) -> str:
+        name = "WER" if self.unit == "word" else "CER"
+        s = (f"%{name} {100 * self.error_rate:.2f} [ {sum(u.errors for u in self.utts)} / {self.ref_len}, "
+             f"{self.total('ins')} ins, {self.total('dele')} del, {self.total('sub')} sub ] "
+             f"over {len(self.utts)} utterances")
+        if self.missing:
+            s += f"\n{len(self.missing)} utterances had no hypothesis (scored as all deletions)"
+        if self.extra:
+            s += f"\n{len(self.extra)} hypotheses had no reference (ignored): {' '.join(self.extra[:10])}"
+        return s
+
+    def details(self) -> str:
+        """Per-utterance report, worst first."""
+        lines = [self.summary(), ""]
+        for u in sorted(self.utts, key=lambda u: (-u.errors / max(1, u.ref_len), u.id)):
+            rate = 100 * u.errors / max(1, u.ref_len)
+            lines.append(f"{u.id}  errors {u.errors}/{u.ref_len} ({rate:.1f}%)  sub {u.sub} del {u.dele} ins {u.ins}")
+            lines.append(u.alignment.rstrip())
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _score_pair(uid: str, ref: str, hyp: str, cer: bool) -> UttScore:
+    ref_units = list(ref.replace(" ", "")) if cer else ref.split()
+    hyp_units = list(hyp.replace(" ", "")) if cer else hyp.split()
+    if not ref_units or not hyp_units:  # jiwer refuses empty strings; the counts are trivial
+        return UttScore(uid, ref, hyp, len(ref_units), 0, len(ref_units), len(hyp_units),
+                        f"REF: {ref}\nHYP: {hyp}\n")
+    out = jiwer.process_characters(ref, hyp) if cer else jiwer.process_words(ref, hyp)
+    vis = jiwer.visualize_alignment(out, show_measures=False, skip_correct=False)
+    vis = "\n".join(l for l in vis.splitlines() if not l.startswith("=== SENTENCE"))
+    return UttScore(uid, ref, hyp, len(ref_units), out.substitutions, out.deletions, out.insertions, vis)
+
+
+def score(refs: dict[str, str], hyps: dict[str, str], cer: bool = False) -> ScoreReport:
+    """Score hypotheses against references (both {utt_id: text}), after normalize()."""
+    rep = ScoreReport("char" if cer else "word")
+    for uid in sorted(refs):
+        if uid not in hyps:
+            log.warning("no hypothesis for utterance %s: counted as all deletions", uid)
+            rep.missing.append(uid)
+        rep.utts.append(_score_pair(uid, normalize(refs[uid]), normalize(hyps.get(uid, "")), cer))
+    rep.extra = sorted(set(hyps) - set(refs))
+    if rep.extra:
+        log.warning("%d hypotheses have no reference, e.g. %s", len(rep.extra), rep.extra[0])
+    return rep
+
+
+def plot_error_by_length(rep: ScoreReport, path: str | Path, bins: int = 6) -> None:
+    """Bar chart of the error rate by reference length (equal-count bins)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    utts = sorted(rep.utts, key=lambda u: u.ref_len)
+    bins = max(1, min(bins, len(utts)))
+    labels, rates = [], []
+    for i in range(bins):
+        chunk = utts[i * len(utts) // bins : (i + 1) * len(utts) // bins]
+        if not chunk:
+            continue
+        labels.append(f"{chunk[0].ref_len}-{chunk[-1].ref_len}")
+        rates.append(100 * sum(u.errors for u in chunk) / max(1, sum(u.ref_len for u in chunk)))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(labels, rates)
+    name = "WER" if rep.unit == "word" else "CER"
+    ax.set_xlabel(f"reference length ({rep.unit}s)")
+    ax.set_ylabel(f"{name} (%)")
+    ax.set_title(f"{name} by utterance length (overall {100 * rep.error_rate:.2f}%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,153 @@
+"""The one LightningModule: features -> encoder -> a dict of weighted heads.
+
+CTC, transducer, TDT and hybrids are configurations of this class, never subclasses.
+The checkpoint carries the hyper-parameters, the CMVN statistics and the serialized
+tokenizer, so `load_model(path)` is all inference needs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.text import WordErrorRate
+
+from .data.augment import SpecAugment
+from .data.datamodule import Batch
+from .data.features import Fbank, FbankOptions, GlobalCMVN
+from .data.tokenizer import Tokenizer
+from .decoding import ctc_greedy_search, ctc_prefix_beam_search
+from .nn.encoders import build_encoder
+from .nn.heads import build_head
+
+
+class ASRModel(L.LightningModule):
+    """Args (all plain dicts/values, as saved in the checkpoint):
+        vocab_size: tokenizer size (blank = 0).
+        encoder: {"name": registry name, **encoder kwargs}.
+        heads: {head_name: {"kind": ctc|..., "weight": float, **head kwargs}}.
+        features: FbankOptions fields.
+        specaug: SpecAugmentOptions fields, or None for no SpecAugment.
+        optim: {"lr", "weight_decay", "warmup_steps", "betas"}: AdamW with a Noam schedule.
+    """
+
+    def __init__(self, vocab_size: int, encoder: dict, heads: dict, features: dict | None = None,
+                 specaug: dict | None = None, optim: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.fbank = Fbank(FbankOptions(**(features or {})))
+        n_mels = self.fbank.opts.num_mel_bins
+        self.normalizer = GlobalCMVN(n_mels)
+        self.specaug = SpecAugment(**specaug) if specaug else None
+        enc_kwargs = dict(encoder)
+        enc_name = enc_kwargs.pop("name")
+        enc_kwargs.setdefault("in_features", n_mels)
+        self.encoder = build_encoder(enc_name, **enc_kwargs)
+        self.heads = nn.ModuleDict()
+        self.head_weights: dict[str, float] = {}
+        for name, spec in heads.items():
+            spec = dict(spec)
+            weight = float(spec.pop("weight", 1.0))
+            kind = spec.pop("kind", name)
+            self.heads[name] = build_head(kind, self.encoder.output_dim, vocab_size, **spec)
+            self.head_weights[name] = weight
+        self.optim = {"lr": 1e-3, "weight_decay": 1e-3, "warmup_steps": 1000, "betas": (0.9, 0.98), **(optim or {})}
+        self.tokenizer: Tokenizer | None = None
+        self.val_wer = WordErrorRate()
+
+    # ---- forward -------------------------------------------------------------------
+    def features(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio[B, S] -> normalized (and, in training, augmented) fbank [B, T, F], lens[B]."""
+        feats, lens = self.fbank(audio, audio_lens)
+        feats = self.normalizer(feats, lens)
+        if self.specaug is not None and self.training:
+            feats = self.specaug(feats, lens)
+        return feats, lens
+
+    def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio[B, S] -> encoder output enc[B, T', D], enc_lens[B]."""
+        return self.encoder(*self.features(audio, audio_lens))
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        enc, enc_lens = self(batch.audio, batch.audio_lens)
+        out = {name: head.loss(enc, enc_lens, batch.tokens, batch.token_lens) for name, head in self.heads.items()}
+        out["loss"] = sum(self.head_weights[n] * out[n] for n in self.heads)
+        return out
+
+    # ---- decoding ------------------------------------------------------------------
+    def decode_head(self) -> str:
+        return next(n for n, h in self.heads.items() if h.__class__.__name__ == "CTCHead")
+
+    @torch.no_grad()
+    def decode(self, audio: torch.Tensor, audio_lens: torch.Tensor, method: str = "greedy", beam: int = 4,
+               head: str | None = None) -> list[list[int]]:
+        """Token ids per utterance for a batch of audio[B, S] with lengths[B]."""
+        enc, enc_lens = self(audio, audio_lens)
+        h = self.heads[head or self.decode_head()]
+        log_probs = h(enc)
+        if method == "greedy":
+            return ctc_greedy_search(log_probs, enc_lens)
+        if method == "beam":
+            return ctc_prefix_beam_search(log_probs, enc_lens, beam=beam)
+        raise ValueError(f"unknown decoding method {method!r}; use greedy or beam")
+
+    def transcribe(self, audio: torch.Tensor, audio_lens: torch.Tensor, **kwargs) -> list[str]:
+        assert self.tokenizer is not None, "model has no tokenizer attached"
+        return [self.tokenizer.decode(ids) for ids in self.decode(audio, audio_lens, **kwargs)]
+
+    # ---- Lightning hooks -----------------------------------------------------------
+    def training_step(self, batch: Batch | None, batch_idx: int):
+        if batch is None:  # every utterance of the batch failed to load (already logged)
+            return None
+        out = self.losses(batch)
+        bs = len(batch)
+        for k, v in out.items():
+            self.log(f"train/{k}", v, prog_bar=k == "loss", batch_size=bs)
+        return out["loss"]
+
+    def validation_step(self, batch: Batch | None, batch_idx: int) -> None:
+        if batch is None:
+            return
+        out = self.losses(batch)
+        self.log("val_loss", out["loss"], prog_bar=True, batch_size=len(batch), sync_dist=True)
+        hyps = self.transcribe(batch.audio, batch.audio_lens)
+        self.val_wer.update(hyps, batch.texts)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val_wer", self.val_wer.compute(), prog_bar=True, sync_dist=False)
+        self.val_wer.reset()
+
+    def configure_optimizers(self):
+        o = self.optim
+        opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], weight_decay=o["weight_decay"], betas=tuple(o["betas"]))
+        warm = max(1, int(o["warmup_steps"]))
+        # Noam: linear warm-up to lr, then decay as 1/sqrt(step).
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, (warm / (s + 1)) ** 0.5))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is not None:
+            checkpoint["tokenizer"] = self.tokenizer.model_proto
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "tokenizer" in checkpoint:
+            self.tokenizer = Tokenizer(checkpoint["tokenizer"])
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device) if isinstance(batch, Batch) else batch
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ASRModel:
+    """Rebuild a model (with its tokenizer and CMVN) from a checkpoint, in eval mode."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if "hyper_parameters" not in ckpt or "tokenizer" not in ckpt:
+        raise ValueError(f"{path}: not an asr checkpoint (no hyper_parameters/tokenizer)")
+    model = ASRModel(**ckpt["hyper_parameters"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.tokenizer = Tokenizer(ckpt["tokenizer"])
+    return model.eval()

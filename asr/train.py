@@ -1,0 +1,101 @@
+"""`asr train`: Hydra config -> datamodule, model, Lightning trainer, fit.
+
+Hydra is used only here, through its compose API (no working-directory changes);
+modules receive plain typed arguments.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from .data.datamodule import ASRDataModule
+from .data.features import FbankOptions
+from .data.tokenizer import Tokenizer
+from .model import ASRModel
+
+log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose(overrides: list[str], config_dir: str | Path = CONF_DIR, config_name: str = "train") -> DictConfig:
+    """The training config with command-line overrides applied (Hydra syntax)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides)
+
+
+def fit_cmvn(model: ASRModel, dm: ASRDataModule, max_utts: int) -> None:
+    """Estimate global CMVN statistics on up to max_utts training utterances."""
+    cuts = dm.train_cuts().subset(first=min(max_utts, len(dm.train_cuts())))
+    loader = dm.eval_loader(cuts)
+
+    def feats():
+        for batch in loader:
+            if batch is not None:
+                yield model.fbank(batch.audio, batch.audio_lens)
+
+    model.normalizer.fit_(feats())
+    log.info("CMVN from %d frames", int(model.normalizer.count))
+
+
+def run_train(cfg: DictConfig) -> Path:
+    """Train as configured; returns the path of the best checkpoint (also copied to exp_dir/best.ckpt)."""
+    exp = Path(cfg.exp_dir)
+    exp.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_num_threads(max(1, int(cfg.get("num_threads") or torch.get_num_threads())))
+    (exp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tok_path = Path(cfg.data.tokenizer)
+    if not tok_path.exists():
+        raise FileNotFoundError(f"{tok_path}: tokenizer not found; run `asr prepare` first")
+    tok = Tokenizer.load(tok_path)
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    fbank = FbankOptions(**(m.get("features") or {}))
+    d = cfg.data
+    dm = ASRDataModule(d.manifest_dir, list(d.train_splits), list(d.valid_splits), tok, max_duration=d.max_duration,
+                       num_buckets=d.num_buckets, speed_perturb=tuple(d.speed_perturb), num_workers=d.num_workers,
+                       min_utt_duration=d.min_utt_duration, max_utt_duration=d.max_utt_duration, fbank=fbank,
+                       seed=cfg.seed)
+    model = ASRModel(vocab_size=len(tok), encoder=m["encoder"], heads=m["heads"], features=m.get("features"),
+                     specaug=m.get("specaug"), optim=m.get("optim"))
+    model.tokenizer = tok
+    dm.subsampling = model.encoder.subsampling_factor
+    ckpt_dir = exp / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    resume_from = None
+    if cfg.resume:
+        if not last.exists():
+            raise FileNotFoundError(f"resume=true but {last} does not exist")
+        resume_from = str(last)
+        log.info("resuming from %s", last)
+    else:
+        if last.exists():
+            raise FileExistsError(f"{exp} already has checkpoints; pass resume=true to continue, "
+                                  f"or choose another exp_dir")
+        fit_cmvn(model, dm, cfg.cmvn_utterances)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %.2fM parameters", n_params / 1e6)
+    ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:02d}-wer{val_wer:.4f}", auto_insert_metric_name=False,
+                              monitor="val_wer", mode="min", save_top_k=cfg.save_top_k, save_last=True)
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        default_root_dir=str(exp),
+        logger=[TensorBoardLogger(str(exp), name="tb", version=""), CSVLogger(str(exp), name="csv", version="")],
+        callbacks=[ckpt_cb, LearningRateMonitor(logging_interval="step")],
+        use_distributed_sampler=False,  # lhotse samplers shard across ranks themselves
+    )
+    trainer.fit(model, dm, ckpt_path=resume_from)
+    best = Path(ckpt_cb.best_model_path or last)
+    if trainer.is_global_zero:
+        shutil.copyfile(best, exp / "best.ckpt")
+        log.info("best checkpoint %s (val_wer %s) copied to %s", best, ckpt_cb.best_model_score, exp / "best.ckpt")
+    return exp / "best.ckpt"

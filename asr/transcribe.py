@@ -1,0 +1,71 @@
+"""Batch transcription of audio files or a whole LibriSpeech-style split."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .data.audio import AudioError, load_audio
+from .data.datamodule import collate
+from .data.librispeech import Problems, read_split
+from .model import ASRModel
+
+log = logging.getLogger(__name__)
+
+
+def _batches(items: list[tuple[str, str]], max_seconds: float, problems: Problems) -> Iterator[tuple[list[str], list[torch.Tensor]]]:
+    """Load (utt_id, path) items and group them into batches of at most max_seconds of audio."""
+    ids: list[str] = []
+    waves: list[torch.Tensor] = []
+    total = 0.0
+    for uid, path in items:
+        try:
+            wave, sr = load_audio(path)
+        except AudioError as e:
+            problems.add("unreadable or empty audio", str(e))
+            continue
+        if sr != 16000:
+            problems.add("resampled audio", f"{path}: {sr} Hz resampled to 16000 Hz")
+        dur = len(wave) / 16000
+        if waves and total + dur > max_seconds:
+            yield ids, waves
+            ids, waves, total = [], [], 0.0
+        ids.append(uid)
+        waves.append(wave)
+        total += dur
+    if waves:
+        yield ids, waves
+
+
+@torch.no_grad()
+def transcribe_items(model: ASRModel, items: list[tuple[str, str]], method: str = "greedy", beam: int = 4,
+                     max_seconds: float = 120.0, device: str | torch.device = "cpu",
+                     progress: bool = True) -> tuple[dict[str, str], Problems]:
+    """Decode (utt_id, path) items. Returns ({utt_id: text}, problems); bad files are skipped and counted."""
+    model = model.to(device).eval()
+    problems = Problems()
+    hyps: dict[str, str] = {}
+    bar = tqdm(total=len(items), desc=f"decode ({method})", unit="utt", disable=not progress)
+    for ids, waves in _batches(items, max_seconds, problems):
+        batch = collate(waves, [[] for _ in waves], ["" for _ in waves], ids).to(device)
+        for uid, text in zip(ids, model.transcribe(batch.audio, batch.audio_lens, method=method, beam=beam)):
+            hyps[uid] = text
+        bar.update(len(ids))
+    bar.close()
+    return hyps, problems
+
+
+def split_items(split_dir: str | Path) -> tuple[list[tuple[str, str]], dict[str, str], Problems]:
+    """Validated (utt_id, path) items of a LibriSpeech-style split, longest first, plus references."""
+    problems = Problems()
+    utts = read_split(split_dir, problems)
+    utts.sort(key=lambda u: -u.duration)  # similar lengths share a batch: less padding
+    return [(u.id, str(u.path)) for u in utts], {u.id: u.text for u in utts}, problems
+
+
+def write_kaldi_text(path: str | Path, texts: dict[str, str]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("".join(f"{k} {v}\n" for k, v in sorted(texts.items())))

@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny synthesized corpus (real espeak-ng speech) and its manifests."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from asr.data.audio import load_audio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def speech_wave(tmp_path_factory) -> torch.Tensor:
+    """About 3 s of real speech at 16 kHz from espeak-ng."""
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: run `make setup`")
+    p = tmp_path_factory.mktemp("speech") / "a.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us+m3", "-w", str(p), "THE QUICK BROWN FOX JUMPS OVER SEVEN LAZY DOGS"],
+                   check=True)
+    return load_audio(p)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A small LibriSpeech-layout corpus: 40 train, 8 dev, 8 test utterances."""
+    from asr.data.synthetic import synthesize_corpus
+
+    root = tmp_path_factory.mktemp("corpus") / "LibriSpeech"
+    synthesize_corpus(root, {"train-clean": 40, "dev-clean": 8, "test-clean": 8}, seed=1, jobs=2)
+    return root

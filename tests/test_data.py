@@ -1,0 +1,127 @@
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler
+
+from asr.data.audio import load_audio
+from asr.data.datamodule import AudioDataset, ctc_min_frames, filter_cuts
+from asr.data.features import FbankOptions
+from asr.data.librispeech import Problems, prepare_librispeech, read_split
+from asr.data.tokenizer import Tokenizer
+
+
+def make_bad_split(src: Path, dst: Path) -> dict[str, Path]:
+    """Copy a good split and break it in every way the reader must report."""
+    shutil.copytree(src, dst)
+    flacs = sorted(dst.rglob("*.flac"))
+    chapter = flacs[0].parent
+    spk, ch = chapter.parent.name, chapter.name
+    trans = chapter / f"{spk}-{ch}.trans.txt"
+    lines = trans.read_text().splitlines()
+    bad = {
+        "unreadable": chapter / f"{spk}-{ch}-0900.flac",
+        "empty": chapter / f"{spk}-{ch}-0901.wav",  # a 0-frame FLAC is not even readable
+        "rate8k": chapter / f"{spk}-{ch}-0902.flac",
+        "no_transcript": chapter / f"{spk}-{ch}-0903.flac",
+        "oov": chapter / f"{spk}-{ch}-0904.flac",
+    }
+    bad["unreadable"].write_bytes(b"garbage")
+    sf.write(str(bad["empty"]), np.zeros(0, dtype=np.float32), 16000)
+    wave, _ = load_audio(flacs[0])
+    from asr.data.audio import resample
+
+    sf.write(str(bad["rate8k"]), resample(wave, 16000, 8000).numpy(), 8000)
+    shutil.copy(flacs[0], bad["no_transcript"])
+    shutil.copy(flacs[0], bad["oov"])
+    lines += [f"{spk}-{ch}-0900 THE CAT", f"{spk}-{ch}-0901 THE DOG", f"{spk}-{ch}-0902 EIGHT KHZ AUDIO",
+              f"{spk}-{ch}-0904 ZÜRICH IS 100% FINE", f"{spk}-{ch}-0999 TRANSCRIPT WITHOUT AUDIO"]
+    trans.write_text("\n".join(lines) + "\n")
+    return bad
+
+
+def test_read_split_reports_every_problem_naming_the_file(tiny_corpus, tmp_path, caplog):
+    bad = make_bad_split(tiny_corpus / "dev-clean", tmp_path / "dev-clean")
+    problems = Problems()
+    with caplog.at_level(logging.WARNING):
+        utts = read_split(tmp_path / "dev-clean", problems)
+    assert problems.counts == {"unreadable audio": 1, "empty audio": 1, "resampled audio": 1,
+                               "audio without transcript": 1, "transcript without audio": 1}
+    ids = {u.id for u in utts}
+    assert bad["rate8k"].stem in ids and bad["oov"].stem in ids  # kept
+    assert bad["unreadable"].stem not in ids and bad["empty"].stem not in ids
+    log = caplog.text
+    for key in ("unreadable", "empty", "rate8k", "no_transcript"):
+        assert str(bad[key]) in log, key
+    assert "0999 has no audio" in log
+    assert len(utts) == 8 + 2
+
+
+def test_prepare_writes_manifests_and_flags_oov(tiny_corpus, tmp_path, caplog):
+    shutil.copytree(tiny_corpus / "train-clean", tmp_path / "c" / "train-clean")
+    bad = make_bad_split(tiny_corpus / "dev-clean", tmp_path / "c" / "dev-clean")
+    with caplog.at_level(logging.WARNING):
+        out = prepare_librispeech(tmp_path / "c", tmp_path / "m", tokenizer="char")
+    assert set(out) == {"tokenizer", "train-clean", "dev-clean"}
+    cuts = CutSet.from_file(out["dev-clean"])
+    assert len(cuts) == 10
+    assert f"{bad['oov']}: " in caplog.text and "characters outside the vocabulary" in caplog.text
+    report = (tmp_path / "m" / "prepare_report.txt").read_text()
+    assert "unreadable audio" in report and "characters outside the vocabulary" in report
+    refs = (tmp_path / "m" / "dev-clean.ref.txt").read_text().splitlines()
+    assert len(refs) == 10 and all(len(r.split(maxsplit=1)) == 2 for r in refs)
+
+
+def test_filter_cuts_drops_oov_and_t_shorter_than_u(tiny_corpus, tmp_path, caplog):
+    out = prepare_librispeech(tiny_corpus, tmp_path / "m", splits=["train-clean"], tokenizer="char")
+    tok = Tokenizer.load(out["tokenizer"])
+    cuts = list(CutSet.from_file(out["train-clean"]))
+    # a transcript far too long for its audio (T' < U), and one with an unknown character
+    long = replace(cuts[0], supervisions=[replace(cuts[0].supervisions[0], text="A B " * 200)])
+    oov = replace(cuts[1], supervisions=[replace(cuts[1].supervisions[0], text="HELLO ~~~")])
+    with caplog.at_level(logging.WARNING):
+        kept = filter_cuts(CutSet.from_cuts([long, oov] + cuts[2:]), tok, 4, FbankOptions(), 0.5, 30.0, "train")
+    assert len(kept) == len(cuts) - 2
+    assert "T shorter than U: 1" in caplog.text and "characters outside the vocabulary: 1" in caplog.text
+
+
+def test_ctc_min_frames_counts_repeats():
+    assert ctc_min_frames([1, 2, 3]) == 3
+    assert ctc_min_frames([1, 1, 2, 2, 2]) == 8
+
+
+def test_bucketing_sampler_respects_max_duration(tiny_corpus, tmp_path):
+    out = prepare_librispeech(tiny_corpus, tmp_path / "m", splits=["train-clean"], tokenizer="char")
+    cuts = CutSet.from_file(out["train-clean"])
+    sampler = DynamicBucketingSampler(cuts, max_duration=12.0, shuffle=True, num_buckets=2, seed=0)
+    seen = []
+    for batch in sampler:
+        assert sum(c.duration for c in batch) <= 12.0
+        seen += [c.id for c in batch]
+    assert len(seen) == len(set(seen)) and len(seen) >= len(cuts) - 6  # nearly everything, each once
+
+
+def test_dataset_skips_unreadable_audio_with_warning(tiny_corpus, tmp_path, caplog):
+    out = prepare_librispeech(tiny_corpus, tmp_path / "m", splits=["test-clean"], train_splits=["test-clean"], tokenizer="char")
+    tok = Tokenizer.load(out["tokenizer"])
+    cuts = CutSet.from_file(out["test-clean"]).subset(first=3).to_eager()
+    victim = Path(cuts[1].recording.sources[0].source)
+    broken = tmp_path / "broken.flac"
+    broken.write_bytes(b"xx")
+    c1 = cuts[1]
+    rec = replace(c1.recording, sources=[replace(c1.recording.sources[0], source=str(broken))])
+    cuts = CutSet.from_cuts([cuts[0], replace(c1, recording=rec), cuts[2]])
+    ds = AudioDataset(tok, speed_factors=(1.0,))
+    with caplog.at_level(logging.WARNING):
+        batch = ds[cuts]
+    assert len(batch) == 2 and victim.stem not in batch.ids
+    assert "broken.flac: unreadable audio" in caplog.text
+    assert batch.audio.shape[0] == 2 and (batch.audio_lens <= batch.audio.shape[1]).all()
+    for i in range(2):
+        assert tok.decode(batch.tokens[i, : batch.token_lens[i]].tolist()) == batch.texts[i]
+    assert torch.all(batch.tokens[0, batch.token_lens[0]:] == 0)

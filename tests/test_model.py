@@ -1,0 +1,126 @@
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asr.decoding import ctc_greedy_search, ctc_prefix_beam_search
+from asr.losses import ctc_loss
+from asr.model import ASRModel
+from asr.nn.encoders import build_encoder
+from asr.nn.encoders.subsampling import conv2d_subsampling_lengths
+
+SMALL = dict(name="conformer", d_model=32, num_layers=2, num_heads=4, conv_kernel=7, dropout=0.0, subsampling_channels=8)
+
+
+def test_conformer_shapes_and_lengths():
+    torch.manual_seed(0)
+    enc = build_encoder(**{**SMALL, "in_features": 80})
+    x = torch.randn(3, 101, 80)
+    lens = torch.tensor([101, 60, 7])
+    y, ylens = enc(x, lens)
+    assert y.shape == (3, 24, 32)
+    assert ylens.tolist() == [24, 14, 1] == conv2d_subsampling_lengths(lens).tolist()
+    assert y[1, 14:].abs().sum() == 0
+
+
+def test_conformer_output_does_not_depend_on_padding():
+    """A short utterance gives the same encoder output alone and padded in a batch."""
+    torch.manual_seed(0)
+    enc = build_encoder(**{**SMALL, "in_features": 80}).eval()
+    short = torch.randn(1, 57, 80)
+    batch = torch.randn(2, 140, 80) * 5  # padding holds garbage
+    batch[1, :57] = short[0]
+    y_alone, n_alone = enc(short, torch.tensor([57]))
+    y_batch, n_batch = enc(batch, torch.tensor([140, 57]))
+    n = int(n_alone)
+    assert int(n_batch[1]) == n
+    assert torch.allclose(y_batch[1, :n], y_alone[0, :n], atol=1e-5)
+
+
+def test_unknown_encoder_or_head_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown encoder"):
+        build_encoder("transformerx")
+    with pytest.raises(ValueError, match="unknown head"):
+        ASRModel(10, encoder=SMALL, heads={"x": {"kind": "nope"}})
+
+
+def test_ctc_loss_reductions_match_torch():
+    torch.manual_seed(0)
+    lp = torch.randn(3, 20, 6, dtype=torch.float64).log_softmax(-1)
+    tg = torch.randint(1, 6, (3, 5))
+    il, tl = torch.tensor([20, 15, 9]), torch.tensor([5, 3, 1])
+    ref = F.ctc_loss(lp.transpose(0, 1), tg, il, tl, reduction="none")
+    assert torch.allclose(ctc_loss(lp, tg, il, tl, reduction="none"), ref)
+    assert torch.allclose(ctc_loss(lp, tg, il, tl, reduction="sum"), ref.sum())
+    assert torch.allclose(ctc_loss(lp, tg, il, tl, reduction="mean"), ref.sum() / tl.sum())
+
+
+def test_greedy_collapses_repeats_and_ignores_padding():
+    # frames: a a _ a b b | padding says c c
+    seq = [1, 1, 0, 1, 2, 2, 3, 3]
+    lp = torch.full((1, 8, 4), -10.0)
+    for t, s in enumerate(seq):
+        lp[0, t, s] = 0.0
+    assert ctc_greedy_search(lp, torch.tensor([6])) == [[1, 1, 2]]
+    assert ctc_greedy_search(lp, torch.tensor([8])) == [[1, 1, 2, 3]]
+
+
+def _collapse(path):
+    out, prev = [], None
+    for p in path:
+        if p != prev and p != 0:
+            out.append(p)
+        prev = p
+    return tuple(out)
+
+
+def brute_force_best_labeling(lp: torch.Tensor) -> tuple[int, ...]:
+    """argmax over labelings of the sum over all alignments (exhaustive; tiny T, V)."""
+    t, v = lp.shape
+    scores: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(v), repeat=t):
+        s = sum(lp[i, p].item() for i, p in enumerate(path))
+        k = _collapse(path)
+        scores[k] = s if k not in scores else max(scores[k], s) + math.log1p(math.exp(-abs(scores[k] - s)))
+    return max(scores, key=scores.get)
+
+
+def test_prefix_beam_search_finds_most_probable_labeling():
+    torch.manual_seed(3)
+    found_different_from_greedy = False
+    for trial in range(12):
+        lp = (torch.randn(1, 6, 3) * 1.5).log_softmax(-1)
+        best = brute_force_best_labeling(lp[0])
+        hyp = ctc_prefix_beam_search(lp, torch.tensor([6]), beam=27, token_prune=3)[0]
+        assert tuple(hyp) == best, trial
+        found_different_from_greedy |= tuple(ctc_greedy_search(lp, torch.tensor([6]))[0]) != best
+    assert found_different_from_greedy  # the test would notice a beam search that is only greedy
+
+
+def test_prefix_beam_search_batched_equals_single_and_respects_lengths():
+    torch.manual_seed(1)
+    lp = torch.randn(3, 12, 5).log_softmax(-1)
+    lens = torch.tensor([12, 7, 3])
+    batched = ctc_prefix_beam_search(lp, lens, beam=4)
+    for b in range(3):
+        n = int(lens[b])
+        assert batched[b] == ctc_prefix_beam_search(lp[b : b + 1, :n], lens[b : b + 1], beam=4)[0]
+
+
+def test_model_loss_backward_and_decode():
+    torch.manual_seed(0)
+    model = ASRModel(vocab_size=8, encoder=SMALL, heads={"ctc": {"kind": "ctc", "weight": 1.0}},
+                     specaug={"freq_masks": 1, "freq_width": 5, "time_masks": 1, "time_width": 0.05})
+    from asr.data.datamodule import collate
+
+    waves = [torch.randn(16000) * 0.1, torch.randn(9000) * 0.1]
+    batch = collate(waves, [[1, 2, 3], [4, 5]], ["", ""], ["a", "b"])
+    out = model.losses(batch)
+    assert torch.isfinite(out["loss"]) and set(out) == {"ctc", "loss"}
+    out["loss"].backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    model.eval()
+    ids = model.decode(batch.audio, batch.audio_lens)
+    assert len(ids) == 2 and all(isinstance(i, list) for i in ids)
