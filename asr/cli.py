@@ -21,7 +21,7 @@ EXAMPLES = {
 Overrides use Hydra syntax (key=value, group=option). Config groups live in conf/:
 {groups}
 Outputs in exp_dir: checkpoints/ (last.ckpt, best by val_wer), best.ckpt, config.yaml,
-tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/metrics.csv.""",
+tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv.""",
     "transcribe": """examples:
   asr transcribe --ckpt exp/x/best.ckpt a.flac b.wav          # prints "utt-id TEXT" lines
   asr transcribe --ckpt exp/x/best.ckpt --data data/LibriSpeech/test-clean --out exp/x/hyp.txt
@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.command == "train":

@@ -135,9 +135,6 @@ class ASRModel(L.LightningModule):
         if "tokenizer" in checkpoint:
             self.tokenizer = Tokenizer(checkpoint["tokenizer"])
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch.to(device) if isinstance(batch, Batch) else batch
-
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ASRModel:
     """Rebuild a model (with its tokenizer and CMVN) from a checkpoint, in eval mode."""

@@ -89,7 +89,8 @@ def run_train(cfg: DictConfig) -> Path:
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=str(exp),
-        logger=[TensorBoardLogger(str(exp), name="tb", version=""), CSVLogger(str(exp), name="csv", version="")],
+        # versioned log folders (tb/version_N, csv/version_N): a resumed run never overwrites earlier logs
+        logger=[TensorBoardLogger(str(exp), name="tb"), CSVLogger(str(exp), name="csv")],
         callbacks=[ckpt_cb, LearningRateMonitor(logging_interval="step")],
         use_distributed_sampler=False,  # lhotse samplers shard across ranks themselves
     )

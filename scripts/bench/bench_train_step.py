@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""Training step time (features + forward + backward + AdamW step) of a model config.
+
+    python scripts/bench/bench_train_step.py [--model conformer_ctc] [--batch-seconds 100] [overrides...]
+
+The batch is `--batch-seconds` of audio split into 3-second utterances with 30 tokens each,
+like a demo batch.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from asr.data.datamodule import collate
+from asr.model import ASRModel
+from asr.train import compose
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="conformer_ctc")
+    p.add_argument("--batch-seconds", type=float, default=100.0)
+    p.add_argument("--utt-seconds", type=float, default=3.0)
+    p.add_argument("--vocab", type=int, default=28)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for the model group, e.g. model.encoder.num_layers=12")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = compose([f"model={a.model}", *a.overrides])
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    model = ASRModel(a.vocab, m["encoder"], m["heads"], m.get("features"), m.get("specaug"), m.get("optim"))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    b = max(1, int(a.batch_seconds / a.utt_seconds))
+    g = torch.Generator().manual_seed(0)
+    waves = [0.1 * torch.randn(int(a.utt_seconds * 16000), generator=g) for _ in range(b)]
+    toks = [torch.randint(1, a.vocab, (30,), generator=g).tolist() for _ in range(b)]
+    batch = collate(waves, toks, [""] * b, [str(i) for i in range(b)])
+    times = []
+    for i in range(a.steps + 2):
+        t = time.perf_counter()
+        loss = model.losses(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= 2:  # skip warm-up steps
+            times.append(time.perf_counter() - t)
+    med = sorted(times)[len(times) // 2]
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"{a.model} ({n_params:.2f}M params), batch {b} x {a.utt_seconds:.0f} s = {b * a.utt_seconds:.0f} s audio, "
+          f"{torch.get_num_threads()} threads: median step {med * 1000:.0f} ms "
+          f"({b * a.utt_seconds / med:.0f} s of audio per second)")
+
+
+if __name__ == "__main__":
+    main()
