@@ -24,7 +24,9 @@ system-deps:
 	fi
 
 # torch is pinned first (the local CPU wheel), so that no dependency range pulls a CUDA build.
-$(VENV)/.installed: pyproject.toml
+# The editable install compiles csrc/ into asr/_C against that torch (no build isolation),
+# and is redone whenever csrc/ or the build files change.
+$(VENV)/.installed: pyproject.toml setup.py $(shell find csrc -type f 2>/dev/null)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)

@@ -14,8 +14,8 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torc
         log_probs: [B, T, V] log-softmax outputs.
         targets: [B, U] padded token ids (padding ignored via target_lengths).
         input_lengths, target_lengths: [B] int64.
-        reduction: "none" ([B]), "sum", or "mean" (sum over the batch / total target
-            tokens, so that long and short batches weigh the same per token).
+        reduction: "none" ([B]), "sum", or "mean" (torch's: each loss divided by its
+            target length, then averaged over the batch).
     """
     per_utt = F.ctc_loss(log_probs.transpose(0, 1), targets, input_lengths, target_lengths, blank=blank,
                          reduction="none", zero_infinity=zero_infinity)
@@ -24,5 +24,5 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torc
     if reduction == "sum":
         return per_utt.sum()
     if reduction == "mean":
-        return per_utt.sum() / target_lengths.sum().clamp(min=1)
+        return (per_utt / target_lengths.clamp(min=1).to(per_utt.dtype)).mean()
     raise ValueError(f"reduction must be none|mean|sum, not {reduction!r}")

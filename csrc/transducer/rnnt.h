@@ -1,0 +1,43 @@
+// Full RNN-T loss (Graves 2012): the lattice part of a fused-log-softmax loss.
+//
+// Logits are addressed as rows of V values: utterance b, frame t, label position u is
+// row `row_offsets[b] + t * t_strides[b] + u`. Padded logits [B, T, U+1, V] use
+// row_offsets[b] = b*T*(U+1) and t_strides[b] = U+1; packed logits (no padding) use
+// t_strides[b] = U_b + 1 and cumulative offsets. One kernel serves both.
+//
+// The dense per-element work (log-softmax normalizers, the softmax term of the
+// gradient) is done by the caller with vectorized tensor ops on chunks of rows; these
+// kernels do the (t, u) lattice: alpha, beta, node occupancies and arc posteriors.
+#pragma once
+#include <torch/extension.h>
+
+#include <vector>
+
+namespace asr {
+
+// denom[N]: log-softmax normalizer of each row (zeros when the rows are log-probs).
+// Returns {loss[B], alpha[B, Tmax, Umax+1], beta[B, Tmax, Umax+1]};
+// loss[b] = -log P(y_b | x_b), +inf when no alignment exists (T_b == 0).
+std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const torch::Tensor& denom,
+                                            const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                                            const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                            const torch::Tensor& t_strides, int64_t max_t, int64_t max_u,
+                                            int64_t blank);
+
+// log(occupancy * scale[b]) of every row: -inf on rows outside the lattices (padding)
+// and for utterances with infinite loss or zero scale. scale must be > 0 where used.
+torch::Tensor rnnt_log_occupancy_cpu(const torch::Tensor& alpha, const torch::Tensor& beta, const torch::Tensor& loss,
+                                     const torch::Tensor& scale, const torch::Tensor& logit_lengths,
+                                     const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                     const torch::Tensor& t_strides, int64_t num_rows);
+
+// In place: grad[row, blank] and grad[row, y_{u+1}] -= scale[b] * arc posterior, for every
+// lattice node. Skips utterances with infinite loss.
+void rnnt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& logits, const torch::Tensor& denom,
+                                      const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                                      const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                      const torch::Tensor& t_strides, const torch::Tensor& alpha,
+                                      const torch::Tensor& beta, const torch::Tensor& loss, const torch::Tensor& scale,
+                                      int64_t blank);
+
+}  // namespace asr

@@ -1,0 +1,184 @@
+// CPU kernels of the full RNN-T loss lattice; at::parallel_for (OpenMP) over utterances/frames.
+#include "transducer/rnnt.h"
+
+#include <ATen/Parallel.h>
+
+#include "transducer/logmath.h"
+
+namespace asr {
+namespace {
+
+struct Layout {
+  const int64_t* T;    // logit_lengths
+  const int64_t* U;    // target_lengths
+  const int64_t* off;  // row_offsets
+  const int64_t* st;   // t_strides
+  const int64_t* y;    // targets [B, max_u_targets]
+  int64_t max_t, max_u, max_u_targets;
+  int64_t row(int64_t b, int64_t t, int64_t u) const { return off[b] + t * st[b] + u; }
+  int64_t node(int64_t b, int64_t t, int64_t u) const { return (b * max_t + t) * (max_u + 1) + u; }
+  int64_t label(int64_t b, int64_t u) const { return y[b * max_u_targets + u]; }
+};
+
+void check_index(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == torch::kInt64 && t.is_contiguous(), name, " must be contiguous int64");
+}
+
+Layout make_layout(const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                   const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                   const torch::Tensor& t_strides, int64_t max_t, int64_t max_u) {
+  check_index(targets, "targets");
+  check_index(logit_lengths, "logit_lengths");
+  check_index(target_lengths, "target_lengths");
+  check_index(row_offsets, "row_offsets");
+  check_index(t_strides, "t_strides");
+  TORCH_CHECK(targets.dim() == 2, "targets must be [B, U]");
+  return Layout{logit_lengths.data_ptr<int64_t>(), target_lengths.data_ptr<int64_t>(),
+                row_offsets.data_ptr<int64_t>(),   t_strides.data_ptr<int64_t>(),
+                targets.data_ptr<int64_t>(),       max_t,
+                max_u,                             targets.size(1)};
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const torch::Tensor& denom,
+                                            const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                                            const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                            const torch::Tensor& t_strides, int64_t max_t, int64_t max_u,
+                                            int64_t blank) {
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "logits must be contiguous rows [N, V]");
+  TORCH_CHECK(denom.dim() == 1 && denom.size(0) == logits.size(0) && denom.is_contiguous() &&
+                  denom.scalar_type() == logits.scalar_type(),
+              "denom must be [N] of the logits' dtype");
+  const Layout L = make_layout(targets, logit_lengths, target_lengths, row_offsets, t_strides, max_t, max_u);
+  const int64_t B = logit_lengths.size(0), V = logits.size(1);
+  auto opts = logits.options();
+  auto loss = torch::empty({B}, opts);
+  auto alpha = torch::full({B, max_t, max_u + 1}, -std::numeric_limits<double>::infinity(), opts);
+  auto beta = torch::full({B, max_t, max_u + 1}, -std::numeric_limits<double>::infinity(), opts);
+
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "rnnt_forward_cpu", [&] {
+    const scalar_t* x = logits.data_ptr<scalar_t>();
+    const scalar_t* den = denom.data_ptr<scalar_t>();
+    scalar_t* a = alpha.data_ptr<scalar_t>();
+    scalar_t* be = beta.data_ptr<scalar_t>();
+    scalar_t* l = loss.data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t T = L.T[b], U = L.U[b];
+        if (T == 0) {
+          l[b] = std::numeric_limits<scalar_t>::infinity();
+          continue;
+        }
+        auto lp_blank = [&](int64_t t, int64_t u) {
+          const int64_t r = L.row(b, t, u);
+          return x[r * V + blank] - den[r];
+        };
+        auto lp_emit = [&](int64_t t, int64_t u) {
+          const int64_t r = L.row(b, t, u);
+          return x[r * V + L.label(b, u)] - den[r];
+        };
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t u = 0; u <= U; ++u) {
+            scalar_t v;
+            if (t == 0 && u == 0) {
+              v = 0;
+            } else {
+              v = neg_inf<scalar_t>();
+              if (t > 0) v = a[L.node(b, t - 1, u)] + lp_blank(t - 1, u);
+              if (u > 0) v = log_add(v, a[L.node(b, t, u - 1)] + lp_emit(t, u - 1));
+            }
+            a[L.node(b, t, u)] = v;
+          }
+        }
+        for (int64_t t = T - 1; t >= 0; --t) {
+          for (int64_t u = U; u >= 0; --u) {
+            scalar_t v;
+            if (t == T - 1 && u == U) {
+              v = lp_blank(t, u);  // the final blank ends the sequence
+            } else {
+              v = neg_inf<scalar_t>();
+              if (t < T - 1) v = be[L.node(b, t + 1, u)] + lp_blank(t, u);
+              if (u < U) v = log_add(v, be[L.node(b, t, u + 1)] + lp_emit(t, u));
+            }
+            be[L.node(b, t, u)] = v;
+          }
+        }
+        l[b] = -be[L.node(b, 0, 0)];
+      }
+    });
+  });
+  return {loss, alpha, beta};
+}
+
+torch::Tensor rnnt_log_occupancy_cpu(const torch::Tensor& alpha, const torch::Tensor& beta, const torch::Tensor& loss,
+                                     const torch::Tensor& scale, const torch::Tensor& logit_lengths,
+                                     const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                     const torch::Tensor& t_strides, int64_t num_rows) {
+  const int64_t B = logit_lengths.size(0), max_t = alpha.size(1), max_u = alpha.size(2) - 1;
+  auto dummy_targets = torch::zeros({B, 1}, logit_lengths.options());
+  const Layout L = make_layout(dummy_targets, logit_lengths, target_lengths, row_offsets, t_strides, max_t, max_u);
+  auto out = torch::full({num_rows}, -std::numeric_limits<double>::infinity(), alpha.options());
+  auto sc = scale.contiguous().to(alpha.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES(alpha.scalar_type(), "rnnt_log_occupancy_cpu", [&] {
+    const scalar_t* a = alpha.data_ptr<scalar_t>();
+    const scalar_t* be = beta.data_ptr<scalar_t>();
+    const scalar_t* l = loss.data_ptr<scalar_t>();
+    const scalar_t* s = sc.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        if (!std::isfinite(l[b]) || s[b] <= 0) continue;
+        // occupancy = exp(alpha + beta - log P), log P = -loss
+        const scalar_t shift = l[b] + std::log(s[b]);
+        for (int64_t t = 0; t < L.T[b]; ++t)
+          for (int64_t u = 0; u <= L.U[b]; ++u) o[L.row(b, t, u)] = a[L.node(b, t, u)] + be[L.node(b, t, u)] + shift;
+      }
+    });
+  });
+  return out;
+}
+
+void rnnt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& logits, const torch::Tensor& denom,
+                                      const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                                      const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                      const torch::Tensor& t_strides, const torch::Tensor& alpha,
+                                      const torch::Tensor& beta, const torch::Tensor& loss, const torch::Tensor& scale,
+                                      int64_t blank) {
+  TORCH_CHECK(grad.is_contiguous() && grad.sizes() == logits.sizes(), "grad must be contiguous like logits");
+  const int64_t B = logit_lengths.size(0), max_t = alpha.size(1), max_u = alpha.size(2) - 1, V = logits.size(1);
+  const Layout L = make_layout(targets, logit_lengths, target_lengths, row_offsets, t_strides, max_t, max_u);
+  auto sc = scale.contiguous().to(logits.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "rnnt_subtract_arc_posteriors_cpu", [&] {
+    const scalar_t* x = logits.data_ptr<scalar_t>();
+    const scalar_t* den = denom.data_ptr<scalar_t>();
+    const scalar_t* a = alpha.data_ptr<scalar_t>();
+    const scalar_t* be = beta.data_ptr<scalar_t>();
+    const scalar_t* l = loss.data_ptr<scalar_t>();
+    const scalar_t* s = sc.data_ptr<scalar_t>();
+    scalar_t* g = grad.data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t T = L.T[b], U = L.U[b];
+        if (!std::isfinite(l[b]) || s[b] == 0) continue;
+        const scalar_t log_p = -l[b];
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t u = 0; u <= U; ++u) {
+            const int64_t r = L.row(b, t, u);
+            const scalar_t* xr = x + r * V;
+            const scalar_t alpha_tu = a[L.node(b, t, u)];
+            const scalar_t beta_next_blank =
+                t + 1 < T ? be[L.node(b, t + 1, u)] : (u == U ? scalar_t(0) : neg_inf<scalar_t>());
+            g[r * V + blank] -= s[b] * std::exp(alpha_tu + xr[blank] - den[r] + beta_next_blank - log_p);
+            if (u < U) {
+              const int64_t y = L.label(b, u);
+              g[r * V + y] -= s[b] * std::exp(alpha_tu + xr[y] - den[r] + be[L.node(b, t, u + 1)] - log_p);
+            }
+          }
+        }
+      }
+    });
+  });
+}
+
+}  // namespace asr

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""RNN-T loss speed and peak memory against the memory-bandwidth floor.
+
+    python scripts/bench/bench_rnnt.py [--B 32 --T 500 --U 100 --V 500] [--threads N]
+
+Lengths are random in 70-100% of the maxima (seed 0), logits float32 [B, T, U+1, V].
+Each variant runs in its own process, so its peak RSS above the inputs is its own:
+  log_softmax   one torch.log_softmax pass over the logits (forward only): the floor
+  full          asr.losses.rnnt_loss forward + backward (fused log-softmax)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def child(args) -> None:
+    import torch
+
+    from asr.losses import rnnt_loss
+
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    B, T, U, V = args.B, args.T, args.U, args.V
+    tl = (T * (0.7 + 0.3 * torch.rand(B, generator=g))).long().clamp(1, T)
+    tl[0] = T
+    ul = (U * (0.7 + 0.3 * torch.rand(B, generator=g))).long().clamp(1, U)
+    ul[0] = U
+    logits = torch.randn(B, T, U + 1, V, generator=g)
+    targets = torch.randint(1, V, (B, U), generator=g)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def run():
+        if args.variant == "log_softmax":
+            return torch.log_softmax(logits, dim=-1)
+        x = logits.requires_grad_()
+        loss = rnnt_loss(x, targets, tl, ul, reduction="sum")
+        loss.backward()
+        x.grad = None
+        return loss
+
+    run()  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        out = run()
+        times.append(time.perf_counter() - t0)
+        del out
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"variant": args.variant, "median_s": sorted(times)[len(times) // 2],
+                      "peak_extra_gib": (peak - base) / 2**20, "logits_gib": logits.numel() * 4 / 2**30}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--B", type=int, default=32)
+    p.add_argument("--T", type=int, default=500)
+    p.add_argument("--U", type=int, default=100)
+    p.add_argument("--V", type=int, default=500)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.variant:
+        return child(a)
+    rows = []
+    for variant in ("log_softmax", "full"):
+        cmd = [sys.executable, __file__, "--variant", variant, *[f"--{k}={getattr(a, k)}" for k in
+                                                                    ("B", "T", "U", "V", "threads", "repeats")]]
+        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()))
+    floor = rows[0]["median_s"]
+    print(f"B={a.B} T={a.T} U={a.U} V={a.V} float32, logits {rows[0]['logits_gib']:.2f} GiB, {a.threads} threads")
+    print("| variant | median time | x log_softmax | peak memory above inputs |")
+    print("| --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['variant']} | {r['median_s']:.3f} s | {r['median_s'] / floor:.2f} | {r['peak_extra_gib']:.2f} GiB |")
+
+
+if __name__ == "__main__":
+    main()

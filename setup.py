@@ -1,0 +1,35 @@
+"""Builds the compiled ops (csrc/) as the extension `asr._C` against the installed torch.
+
+Install with `pip install --no-build-isolation -e .` after `pip install torch==...`
+(`make setup` does this), so the extension is compiled against the torch you run.
+CUDA sources (csrc/**/*_cuda.cu) are added when torch has CUDA and a toolkit is found.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+from setuptools import setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+except ImportError as e:  # pragma: no cover - build-time message
+    raise SystemExit("asr's build needs torch installed first, and --no-build-isolation: "
+                     "`pip install torch==2.13.0 && pip install --no-build-isolation -e .` (or `make setup`)") from e
+
+here = os.path.dirname(os.path.abspath(__file__))
+cpp = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+cu = sorted(glob.glob(os.path.join("csrc", "**", "*_cuda.cu"), recursive=True))
+with_cuda = bool(cu) and torch.cuda.is_available() and CUDA_HOME is not None or os.environ.get("ASR_FORCE_CUDA") == "1"
+cxx = ["-O3", "-fopenmp", "-std=c++17"]
+macros = [("ASR_WITH_CUDA", None)] if with_cuda else []
+if with_cuda:
+    ext = CUDAExtension("asr._C", cpp + cu, define_macros=macros, include_dirs=[os.path.join(here, "csrc")],
+                        extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]},
+                        extra_link_args=["-fopenmp"])
+else:
+    ext = CppExtension("asr._C", cpp, include_dirs=[os.path.join(here, "csrc")], extra_compile_args=cxx,
+                       extra_link_args=["-fopenmp"])
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
