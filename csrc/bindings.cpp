@@ -1,6 +1,7 @@
 // Python bindings of the compiled ops (module asr._C). Thin: argument checks and dispatch by device.
 #include <torch/extension.h>
 
+#include "transducer/mutual_information.h"
 #include "transducer/rnnt.h"
 
 namespace {
@@ -38,6 +39,20 @@ void rnnt_subtract_arc_posteriors(torch::Tensor grad, const torch::Tensor& logit
                                         t_strides, alpha, beta, loss, scale, blank);
 }
 
+std::vector<torch::Tensor> mutual_information_forward(const torch::Tensor& px, const torch::Tensor& py,
+                                                      const torch::Tensor& boundary, bool modified) {
+  require_cpu(px, "mutual_information_forward");
+  return asr::mutual_information_forward_cpu(px, py, boundary, modified);
+}
+
+std::vector<torch::Tensor> mutual_information_backward(const torch::Tensor& px, const torch::Tensor& py,
+                                                       const torch::Tensor& boundary, const torch::Tensor& p,
+                                                       const torch::Tensor& ans, const torch::Tensor& ans_grad,
+                                                       bool modified) {
+  require_cpu(px, "mutual_information_backward");
+  return asr::mutual_information_backward_cpu(px, py, boundary, p, ans, ans_grad, modified);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -45,6 +60,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnnt_forward", &rnnt_forward, "RNN-T lattice forward: {loss, alpha, beta}");
   m.def("rnnt_log_occupancy", &rnnt_log_occupancy, "log(node occupancy * scale) per logits row");
   m.def("rnnt_subtract_arc_posteriors", &rnnt_subtract_arc_posteriors, "grad[row, arc] -= scale * arc posterior");
+  m.def("mutual_information_forward", &mutual_information_forward, "MI recursion forward: {ans, p}");
+  m.def("mutual_information_backward", &mutual_information_backward, "MI recursion backward: {px_grad, py_grad}");
 #ifdef ASR_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

@@ -35,3 +35,28 @@ def rnnt_loss_reference(logits: torch.Tensor, targets: torch.Tensor, logit_lengt
                 alpha[t][u] = torch.logsumexp(torch.stack(terms), 0)
         out.append(-(alpha[T - 1][U] + lp[T - 1, U, blank]))
     return torch.stack(out)
+
+
+def mutual_information_reference(px: torch.Tensor, py: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
+    """ans[B] of the MI recursion by explicit loops (regular if px has T+1 columns, else modified)."""
+    modified = px.shape[2] == py.shape[2]
+    out = []
+    for b in range(px.shape[0]):
+        s0, t0, s1, t1 = (int(v) for v in boundary[b])
+        p: dict[tuple[int, int], torch.Tensor] = {}
+        for s in range(s0, s1 + 1):
+            for t in range(t0, t1 + 1):
+                if (s, t) == (s0, t0):
+                    p[s, t] = torch.zeros((), dtype=px.dtype)
+                    continue
+                terms = []
+                if t > t0:
+                    terms.append(p[s, t - 1] + py[b, s, t - 1])
+                if s > s0 and not modified and t < t1:  # no symbol after the last frame
+                    terms.append(p[s - 1, t] + px[b, s - 1, t])
+                if s > s0 and modified and t > t0:
+                    terms.append(p[s - 1, t - 1] + px[b, s - 1, t - 1])
+                terms = [x for x in terms if torch.isfinite(x)]  # all -inf: unreachable, no gradient (not NaN)
+                p[s, t] = torch.logsumexp(torch.stack(terms), 0) if terms else torch.tensor(float("-inf"), dtype=px.dtype)
+        out.append(p[s1, t1])
+    return torch.stack(out)

@@ -7,6 +7,10 @@ Lengths are random in 70-100% of the maxima (seed 0), logits float32 [B, T, U+1,
 Each variant runs in its own process, so its peak RSS above the inputs is its own:
   log_softmax   one torch.log_softmax pass over the logits (forward only): the floor
   full          asr.losses.rnnt_loss forward + backward (fused log-softmax)
+End to end from encoder/predictor outputs am [B, T, V], lm [B, U+1, V] (joiner = am + lm),
+counting the joiner output and its gradient:
+  full_e2e      joiner on the whole lattice [B, T, U+1, V] + rnnt_loss, backward
+  pruned_e2e    rnnt_loss_simple + prune ranges + joiner on [B, T, s_range, V] + rnnt_loss_pruned, backward
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import time
 def child(args) -> None:
     import torch
 
-    from asr.losses import rnnt_loss
+    from asr.losses import do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_simple
 
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -30,13 +34,32 @@ def child(args) -> None:
     tl[0] = T
     ul = (U * (0.7 + 0.3 * torch.rand(B, generator=g))).long().clamp(1, U)
     ul[0] = U
-    logits = torch.randn(B, T, U + 1, V, generator=g)
+    e2e = args.variant.endswith("_e2e")
+    if e2e:
+        am = torch.randn(B, T, V, generator=g).requires_grad_()
+        lm = torch.randn(B, U + 1, V, generator=g).requires_grad_()
+        bd = torch.stack([torch.zeros_like(tl), torch.zeros_like(tl), ul, tl], dim=1)
+    else:
+        logits = torch.randn(B, T, U + 1, V, generator=g)
     targets = torch.randint(1, V, (B, U), generator=g)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def run():
         if args.variant == "log_softmax":
             return torch.log_softmax(logits, dim=-1)
+        if args.variant == "full_e2e":
+            loss = rnnt_loss(am[:, :, None, :] + lm[:, None, :, :], targets, tl, ul, reduction="sum")
+            loss.backward()
+            am.grad = lm.grad = None
+            return loss
+        if args.variant == "pruned_e2e":
+            simple, (gx, gy) = rnnt_loss_simple(lm, am, targets, 0, bd, reduction="sum", return_grad=True)
+            ranges = get_rnnt_prune_ranges(gx, gy, bd, args.s_range)
+            am_p, lm_p = do_rnnt_pruning(am, lm, ranges)
+            loss = simple + rnnt_loss_pruned(am_p + lm_p, targets, ranges, 0, bd, reduction="sum")
+            loss.backward()
+            am.grad = lm.grad = None
+            return loss
         x = logits.requires_grad_()
         loss = rnnt_loss(x, targets, tl, ul, reduction="sum")
         loss.backward()
@@ -52,7 +75,7 @@ def child(args) -> None:
         del out
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"variant": args.variant, "median_s": sorted(times)[len(times) // 2],
-                      "peak_extra_gib": (peak - base) / 2**20, "logits_gib": logits.numel() * 4 / 2**30}))
+                      "peak_extra_gib": (peak - base) / 2**20, "logits_gib": B * T * (U + 1) * V * 4 / 2**30}))
 
 
 def main() -> None:
@@ -63,17 +86,19 @@ def main() -> None:
     p.add_argument("--V", type=int, default=500)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--s-range", dest="s_range", type=int, default=5)
     p.add_argument("--variant", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.variant:
         return child(a)
     rows = []
-    for variant in ("log_softmax", "full"):
-        cmd = [sys.executable, __file__, "--variant", variant, *[f"--{k}={getattr(a, k)}" for k in
-                                                                    ("B", "T", "U", "V", "threads", "repeats")]]
+    for variant in ("log_softmax", "full", "full_e2e", "pruned_e2e"):
+        cmd = [sys.executable, __file__, "--variant", variant, f"--s-range={a.s_range}",
+               *[f"--{k}={getattr(a, k)}" for k in ("B", "T", "U", "V", "threads", "repeats")]]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()))
     floor = rows[0]["median_s"]
-    print(f"B={a.B} T={a.T} U={a.U} V={a.V} float32, logits {rows[0]['logits_gib']:.2f} GiB, {a.threads} threads")
+    print(f"B={a.B} T={a.T} U={a.U} V={a.V} s_range={a.s_range} float32, logits {rows[0]['logits_gib']:.2f} GiB, "
+          f"{a.threads} threads")
     print("| variant | median time | x log_softmax | peak memory above inputs |")
     print("| --- | --- | --- | --- |")
     for r in rows:
