@@ -3,6 +3,7 @@
 
 #include "transducer/mutual_information.h"
 #include "transducer/rnnt.h"
+#include "transducer/tdt.h"
 
 namespace {
 
@@ -53,6 +54,30 @@ std::vector<torch::Tensor> mutual_information_backward(const torch::Tensor& px, 
   return asr::mutual_information_backward_cpu(px, py, boundary, p, ans, ans_grad, modified);
 }
 
+std::vector<torch::Tensor> tdt_forward(const torch::Tensor& logits, const torch::Tensor& den_tok,
+                                       const torch::Tensor& den_dur, const torch::Tensor& targets,
+                                       const torch::Tensor& logit_lengths, const torch::Tensor& target_lengths,
+                                       const torch::Tensor& row_offsets, const torch::Tensor& t_strides,
+                                       const torch::Tensor& durations, int64_t num_tokens, int64_t max_t,
+                                       int64_t max_u, int64_t blank, double sigma) {
+  require_cpu(logits, "tdt_forward");
+  return asr::tdt_forward_cpu(logits, den_tok, den_dur, targets, logit_lengths, target_lengths, row_offsets,
+                              t_strides, durations, num_tokens, max_t, max_u, blank, sigma);
+}
+
+void tdt_subtract_arc_posteriors(torch::Tensor grad, const torch::Tensor& logits, const torch::Tensor& den_tok,
+                                 const torch::Tensor& den_dur, const torch::Tensor& targets,
+                                 const torch::Tensor& logit_lengths, const torch::Tensor& target_lengths,
+                                 const torch::Tensor& row_offsets, const torch::Tensor& t_strides,
+                                 const torch::Tensor& durations, const torch::Tensor& alpha, const torch::Tensor& beta,
+                                 const torch::Tensor& loss, const torch::Tensor& scale, int64_t num_tokens,
+                                 int64_t blank, double sigma) {
+  require_cpu(grad, "tdt_subtract_arc_posteriors");
+  asr::tdt_subtract_arc_posteriors_cpu(grad, logits, den_tok, den_dur, targets, logit_lengths, target_lengths,
+                                       row_offsets, t_strides, durations, alpha, beta, loss, scale, num_tokens, blank,
+                                       sigma);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -62,6 +87,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnnt_subtract_arc_posteriors", &rnnt_subtract_arc_posteriors, "grad[row, arc] -= scale * arc posterior");
   m.def("mutual_information_forward", &mutual_information_forward, "MI recursion forward: {ans, p}");
   m.def("mutual_information_backward", &mutual_information_backward, "MI recursion backward: {px_grad, py_grad}");
+  m.def("tdt_forward", &tdt_forward, "TDT lattice forward: {loss, alpha, beta}");
+  m.def("tdt_subtract_arc_posteriors", &tdt_subtract_arc_posteriors, "TDT: grad[row, arc] -= scale * posterior");
 #ifdef ASR_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

@@ -8,8 +8,9 @@ from .mutual_information import mutual_information_recursion
 from .pruned_rnnt import (do_rnnt_pruning, get_rnnt_logprobs, get_rnnt_prune_ranges, rnnt_loss_pruned,
                           rnnt_loss_simple, rnnt_loss_smoothed)
 from .rnnt import rnnt_loss
+from .tdt import tdt_loss
 
 __all__ = [
     "ctc_loss", "rnnt_loss", "mutual_information_recursion", "get_rnnt_logprobs", "rnnt_loss_simple",
-    "rnnt_loss_smoothed", "get_rnnt_prune_ranges", "do_rnnt_pruning", "rnnt_loss_pruned",
+    "rnnt_loss_smoothed", "get_rnnt_prune_ranges", "do_rnnt_pruning", "rnnt_loss_pruned", "tdt_loss",
 ]

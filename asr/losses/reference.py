@@ -60,3 +60,32 @@ def mutual_information_reference(px: torch.Tensor, py: torch.Tensor, boundary: t
                 p[s, t] = torch.logsumexp(torch.stack(terms), 0) if terms else torch.tensor(float("-inf"), dtype=px.dtype)
         out.append(p[s1, t1])
     return torch.stack(out)
+
+
+def tdt_loss_reference(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
+                       target_lengths: torch.Tensor, durations: list[int], blank: int = 0,
+                       sigma: float = 0.0) -> torch.Tensor:
+    """Per-utterance TDT loss [B] by pushing probability along every arc of the lattice."""
+    d = len(durations)
+    out = []
+    for b in range(logits.shape[0]):
+        T, U = int(logit_lengths[b]), int(target_lengths[b])
+        x = logits[b, :T, : U + 1]
+        tok = x[..., :-d].log_softmax(-1) - sigma
+        dur = x[..., -d:].log_softmax(-1)
+        y = [int(v) for v in targets[b, :U]]
+        alpha: dict[tuple[int, int], list[torch.Tensor]] = {(0, 0): [torch.zeros((), dtype=logits.dtype)]}
+        for t in range(T):
+            for u in range(U + 1):
+                terms = alpha.get((t, u))
+                if not terms:
+                    continue
+                a = torch.logsumexp(torch.stack(terms), 0)
+                for i, dd in enumerate(durations):
+                    if dd > 0 and t + dd <= T:
+                        alpha.setdefault((t + dd, u), []).append(a + tok[t, u, blank] + dur[t, u, i])
+                    if u < U and t + dd <= T - 1:
+                        alpha.setdefault((t + dd, u + 1), []).append(a + tok[t, u, y[u]] + dur[t, u, i])
+        final = alpha.get((T, U)) if T > 0 else None
+        out.append(-torch.logsumexp(torch.stack(final), 0) if final else torch.tensor(float("inf"), dtype=logits.dtype))
+    return torch.stack(out)

@@ -7,6 +7,7 @@ Lengths are random in 70-100% of the maxima (seed 0), logits float32 [B, T, U+1,
 Each variant runs in its own process, so its peak RSS above the inputs is its own:
   log_softmax   one torch.log_softmax pass over the logits (forward only): the floor
   full          asr.losses.rnnt_loss forward + backward (fused log-softmax)
+  tdt           asr.losses.tdt_loss forward + backward, durations (0..4): logits [B, T, U+1, V+5]
 End to end from encoder/predictor outputs am [B, T, V], lm [B, U+1, V] (joiner = am + lm),
 counting the joiner output and its gradient:
   full_e2e      joiner on the whole lattice [B, T, U+1, V] + rnnt_loss, backward
@@ -25,7 +26,8 @@ import time
 def child(args) -> None:
     import torch
 
-    from asr.losses import do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_simple
+    from asr.losses import (do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_simple,
+                            tdt_loss)
 
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -40,7 +42,7 @@ def child(args) -> None:
         lm = torch.randn(B, U + 1, V, generator=g).requires_grad_()
         bd = torch.stack([torch.zeros_like(tl), torch.zeros_like(tl), ul, tl], dim=1)
     else:
-        logits = torch.randn(B, T, U + 1, V, generator=g)
+        logits = torch.randn(B, T, U + 1, V + (5 if args.variant == "tdt" else 0), generator=g)
     targets = torch.randint(1, V, (B, U), generator=g)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -61,7 +63,10 @@ def child(args) -> None:
             am.grad = lm.grad = None
             return loss
         x = logits.requires_grad_()
-        loss = rnnt_loss(x, targets, tl, ul, reduction="sum")
+        if args.variant == "tdt":
+            loss = tdt_loss(x, targets, tl, ul, durations=(0, 1, 2, 3, 4), reduction="sum")
+        else:
+            loss = rnnt_loss(x, targets, tl, ul, reduction="sum")
         loss.backward()
         x.grad = None
         return loss
@@ -92,7 +97,7 @@ def main() -> None:
     if a.variant:
         return child(a)
     rows = []
-    for variant in ("log_softmax", "full", "full_e2e", "pruned_e2e"):
+    for variant in ("log_softmax", "full", "tdt", "full_e2e", "pruned_e2e"):
         cmd = [sys.executable, __file__, "--variant", variant, f"--s-range={a.s_range}",
                *[f"--{k}={getattr(a, k)}" for k in ("B", "T", "U", "V", "threads", "repeats")]]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()))

@@ -1,0 +1,106 @@
+"""Token-and-Duration Transducer loss (Xu et al. 2023) on the compiled lattice kernels.
+
+Logits are [B, T, U+1, V+D] (or packed [sum_b T_b*(U_b+1), V+D]): V token logits then D
+duration logits, normalized separately. Token log-probs are under-normalized by `sigma`;
+`omega` mixes in the standard RNN-T loss of the token logits. Blank never takes
+duration 0. The dense work (normalizers, softmax terms) runs as chunked tensor ops as in
+asr.losses.rnnt; csrc/transducer/tdt_cpu.cpp does the lattice.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .._ext import ops
+from .rnnt import _check, _layout, _reduce, _row_chunks, _row_logsumexp, _row_values, rnnt_loss
+
+log = logging.getLogger(__name__)
+
+
+class _TDTLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, targets, logit_lengths, target_lengths, durations, num_tokens, blank, sigma):
+        max_u = int(target_lengths.max()) if target_lengths.numel() else 0
+        rows, offsets, strides, max_t = _layout(logits, logit_lengths, target_lengths, max_u)
+        rows = rows.contiguous()
+        v = num_tokens
+        den_tok = _row_logsumexp(rows[:, :v])
+        den_dur = _row_logsumexp(rows[:, v:])
+        loss, alpha, beta = ops().tdt_forward(rows, den_tok, den_dur, targets, logit_lengths, target_lengths, offsets,
+                                              strides, durations, v, max_t, max_u, blank, sigma)
+        ctx.save_for_backward(rows, den_tok, den_dur, targets, logit_lengths, target_lengths, offsets, strides,
+                              durations, alpha, beta, loss)
+        ctx.args = (v, blank, sigma, logits.shape)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (rows, den_tok, den_dur, targets, logit_lengths, target_lengths, offsets, strides, durations, alpha, beta,
+         loss) = ctx.saved_tensors
+        v, blank, sigma, shape = ctx.args
+        grad_loss = grad_loss.to(rows.dtype).contiguous()
+        fold = bool((grad_loss > 0).all())
+        scale = grad_loss if fold else torch.ones_like(grad_loss)
+        # every arc leaving a node uses one token and one duration log-prob: both parts get
+        # occupancy * softmax, minus the posteriors of the arcs that use each entry
+        occ = ops().rnnt_log_occupancy(alpha, beta, loss, scale, logit_lengths, target_lengths, offsets, strides,
+                                       rows.shape[0]).exp_()
+        grad = torch.empty_like(rows)
+        for i, j in _row_chunks(rows.shape[0], rows.shape[1]):
+            o = occ[i:j, None]
+            grad[i:j, :v] = torch.softmax(rows[i:j, :v], dim=-1).mul_(o)
+            grad[i:j, v:] = torch.softmax(rows[i:j, v:], dim=-1).mul_(o)
+        ops().tdt_subtract_arc_posteriors(grad, rows, den_tok, den_dur, targets, logit_lengths, target_lengths,
+                                          offsets, strides, durations, alpha, beta, loss, scale, v, blank, sigma)
+        if not fold:
+            grad.mul_(_row_values(grad_loss, logit_lengths, target_lengths, shape)[:, None])
+        return grad.reshape(shape), None, None, None, None, None, None, None
+
+
+def tdt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor,
+             durations: tuple[int, ...] | list[int] = (0, 1, 2, 3, 4), blank: int = 0, sigma: float = 0.0,
+             omega: float = 0.0, reduction: str = "mean", zero_infinity: bool = False) -> torch.Tensor:
+    """TDT negative log-likelihood.
+
+    Args:
+        logits: [B, T, U+1, V+D] or packed [sum_b T_b*(U_b+1), V+D]; the last D = len(durations)
+            entries of each row are the duration logits.
+        targets: [B, U]; logit_lengths, target_lengths: [B].
+        durations: the frame advances the duration head predicts (non-negative, distinct);
+            blank uses only those > 0, so at least one must be > 0.
+        sigma: logit under-normalization subtracted from every token log-prob.
+        omega: weight of the standard RNN-T loss of the token logits: (1 - omega) * TDT + omega * RNN-T.
+        reduction: none ([B]) | mean (over the batch) | sum.
+        zero_infinity: utterances with no alignment (too few frames) give loss and gradient 0
+            instead of +inf, with a warning that counts them.
+    """
+    durs = [int(d) for d in durations]
+    if not durs or min(durs) < 0 or len(set(durs)) != len(durs):
+        raise ValueError(f"durations must be distinct non-negative ints, got {durations}")
+    if max(durs) == 0:
+        raise ValueError("durations need a value > 0: blank may not take duration 0")
+    if not 0.0 <= omega <= 1.0:
+        raise ValueError(f"omega must be in [0, 1], got {omega}")
+    d = len(durs)
+    v = logits.shape[-1] - d
+    if v < 2:
+        raise ValueError(f"logits' last dim {logits.shape[-1]} must hold V tokens + {d} durations")
+    targets = targets.to(torch.int64).contiguous()
+    logit_lengths = logit_lengths.to(torch.int64).contiguous()
+    target_lengths = target_lengths.to(torch.int64).contiguous()
+    if targets.dim() != 2:
+        raise ValueError("targets must be [B, U]")
+    _check(logits, targets, logit_lengths, target_lengths, blank, v)
+    dur_t = torch.tensor(durs, dtype=torch.int64, device=logits.device)
+    loss = _TDTLoss.apply(logits, targets, logit_lengths, target_lengths, dur_t, v, blank, float(sigma))
+    if omega > 0:
+        loss = (1 - omega) * loss + omega * rnnt_loss(logits[..., :v], targets, logit_lengths, target_lengths,
+                                                      blank=blank, reduction="none")
+    if zero_infinity:
+        bad = torch.isinf(loss)
+        if bool(bad.any()):
+            log.warning("tdt_loss: %d utterance(s) have no alignment; their loss and gradient are set to 0",
+                        int(bad.sum()))
+            loss = torch.where(bad, torch.zeros_like(loss), loss)
+    return _reduce(loss, reduction)

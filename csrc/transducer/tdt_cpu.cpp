@@ -1,0 +1,150 @@
+// CPU lattice kernels of the TDT loss; at::parallel_for over utterances.
+#include "transducer/tdt.h"
+
+#include <ATen/Parallel.h>
+
+#include "transducer/logmath.h"
+
+namespace asr {
+namespace {
+
+template <typename scalar_t>
+struct TdtLattice {
+  const scalar_t* x;
+  const scalar_t* den_tok;
+  const scalar_t* den_dur;
+  const int64_t *T, *U, *off, *st, *y, *dur;
+  int64_t W, V, D, max_t, max_u, y_stride, blank;
+  scalar_t sigma;
+  int64_t row(int64_t b, int64_t t, int64_t u) const { return off[b] + t * st[b] + u; }
+  int64_t node(int64_t b, int64_t t, int64_t u) const { return (b * (max_t + 1) + t) * (max_u + 1) + u; }
+  scalar_t lp_tok(int64_t r, int64_t k) const { return x[r * W + k] - den_tok[r] - sigma; }
+  scalar_t lp_dur(int64_t r, int64_t i) const { return x[r * W + V + i] - den_dur[r]; }
+  int64_t label(int64_t b, int64_t u) const { return y[b * y_stride + u]; }
+  // Calls f(token, duration index, t', u') for every arc leaving (t, u) of utterance b.
+  template <typename F>
+  void arcs(int64_t b, int64_t t, int64_t u, F f) const {
+    for (int64_t i = 0; i < D; ++i) {
+      const int64_t d = dur[i];
+      if (d > 0 && t + d <= T[b]) f(blank, i, t + d, u);
+      if (u < U[b] && t + d <= T[b] - 1) f(label(b, u), i, t + d, u + 1);
+    }
+  }
+};
+
+template <typename scalar_t>
+TdtLattice<scalar_t> make(const torch::Tensor& logits, const torch::Tensor& den_tok, const torch::Tensor& den_dur,
+                          const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                          const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                          const torch::Tensor& t_strides, const torch::Tensor& durations, int64_t num_tokens,
+                          int64_t max_t, int64_t max_u, int64_t blank, double sigma) {
+  for (const auto* t : {&targets, &logit_lengths, &target_lengths, &row_offsets, &t_strides, &durations})
+    TORCH_CHECK(t->scalar_type() == torch::kInt64 && t->is_contiguous(), "index tensors must be contiguous int64");
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "logits must be contiguous rows [N, V + D]");
+  TORCH_CHECK(logits.size(1) == num_tokens + durations.size(0), "rows must hold V token + D duration logits");
+  return TdtLattice<scalar_t>{logits.data_ptr<scalar_t>(),     den_tok.data_ptr<scalar_t>(),
+                              den_dur.data_ptr<scalar_t>(),    logit_lengths.data_ptr<int64_t>(),
+                              target_lengths.data_ptr<int64_t>(), row_offsets.data_ptr<int64_t>(),
+                              t_strides.data_ptr<int64_t>(),   targets.data_ptr<int64_t>(),
+                              durations.data_ptr<int64_t>(),   logits.size(1),
+                              num_tokens,                      durations.size(0),
+                              max_t,                           max_u,
+                              targets.size(1),                 blank,
+                              static_cast<scalar_t>(sigma)};
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> tdt_forward_cpu(const torch::Tensor& logits, const torch::Tensor& den_tok,
+                                           const torch::Tensor& den_dur, const torch::Tensor& targets,
+                                           const torch::Tensor& logit_lengths, const torch::Tensor& target_lengths,
+                                           const torch::Tensor& row_offsets, const torch::Tensor& t_strides,
+                                           const torch::Tensor& durations, int64_t num_tokens, int64_t max_t,
+                                           int64_t max_u, int64_t blank, double sigma) {
+  const int64_t B = logit_lengths.size(0);
+  auto opts = logits.options();
+  auto loss = torch::empty({B}, opts);
+  auto alpha = torch::full({B, max_t + 1, max_u + 1}, -std::numeric_limits<double>::infinity(), opts);
+  auto beta = torch::full({B, max_t + 1, max_u + 1}, -std::numeric_limits<double>::infinity(), opts);
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "tdt_forward_cpu", [&] {
+    const auto L = make<scalar_t>(logits, den_tok, den_dur, targets, logit_lengths, target_lengths, row_offsets,
+                                  t_strides, durations, num_tokens, max_t, max_u, blank, sigma);
+    scalar_t* a = alpha.data_ptr<scalar_t>();
+    scalar_t* be = beta.data_ptr<scalar_t>();
+    scalar_t* l = loss.data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t T = L.T[b], U = L.U[b];
+        // alpha: push forward along every arc (nodes in increasing t, then u)
+        a[L.node(b, 0, 0)] = 0;
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t u = 0; u <= U; ++u) {
+            const scalar_t src = a[L.node(b, t, u)];
+            if (src == neg_inf<scalar_t>()) continue;
+            const int64_t r = L.row(b, t, u);
+            L.arcs(b, t, u, [&](int64_t k, int64_t i, int64_t t2, int64_t u2) {
+              scalar_t& dst = a[L.node(b, t2, u2)];
+              dst = log_add(dst, src + L.lp_tok(r, k) + L.lp_dur(r, i));
+            });
+          }
+        }
+        // beta: pull from successors (nodes in decreasing t)
+        be[L.node(b, T, U)] = 0;
+        for (int64_t t = T - 1; t >= 0; --t) {
+          for (int64_t u = U; u >= 0; --u) {
+            const int64_t r = L.row(b, t, u);
+            scalar_t v = neg_inf<scalar_t>();
+            L.arcs(b, t, u, [&](int64_t k, int64_t i, int64_t t2, int64_t u2) {
+              v = log_add(v, be[L.node(b, t2, u2)] + L.lp_tok(r, k) + L.lp_dur(r, i));
+            });
+            be[L.node(b, t, u)] = v;
+          }
+        }
+        l[b] = T > 0 ? -a[L.node(b, T, U)] : std::numeric_limits<scalar_t>::infinity();
+      }
+    });
+  });
+  return {loss, alpha, beta};
+}
+
+void tdt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& logits, const torch::Tensor& den_tok,
+                                     const torch::Tensor& den_dur, const torch::Tensor& targets,
+                                     const torch::Tensor& logit_lengths, const torch::Tensor& target_lengths,
+                                     const torch::Tensor& row_offsets, const torch::Tensor& t_strides,
+                                     const torch::Tensor& durations, const torch::Tensor& alpha,
+                                     const torch::Tensor& beta, const torch::Tensor& loss, const torch::Tensor& scale,
+                                     int64_t num_tokens, int64_t blank, double sigma) {
+  TORCH_CHECK(grad.is_contiguous() && grad.sizes() == logits.sizes(), "grad must be contiguous like logits");
+  const int64_t B = logit_lengths.size(0), max_t = alpha.size(1) - 1, max_u = alpha.size(2) - 1;
+  auto sc = scale.contiguous().to(logits.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "tdt_subtract_arc_posteriors_cpu", [&] {
+    const auto L = make<scalar_t>(logits, den_tok, den_dur, targets, logit_lengths, target_lengths, row_offsets,
+                                  t_strides, durations, num_tokens, max_t, max_u, blank, sigma);
+    const scalar_t* a = alpha.data_ptr<scalar_t>();
+    const scalar_t* be = beta.data_ptr<scalar_t>();
+    const scalar_t* l = loss.data_ptr<scalar_t>();
+    const scalar_t* s = sc.data_ptr<scalar_t>();
+    scalar_t* g = grad.data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        if (!std::isfinite(l[b]) || s[b] == 0) continue;
+        const scalar_t log_p = -l[b];
+        for (int64_t t = 0; t < L.T[b]; ++t) {
+          for (int64_t u = 0; u <= L.U[b]; ++u) {
+            const scalar_t src = a[L.node(b, t, u)];
+            if (src == neg_inf<scalar_t>()) continue;
+            const int64_t r = L.row(b, t, u);
+            L.arcs(b, t, u, [&](int64_t k, int64_t i, int64_t t2, int64_t u2) {
+              const scalar_t post =
+                  s[b] * std::exp(src + L.lp_tok(r, k) + L.lp_dur(r, i) + be[L.node(b, t2, u2)] - log_p);
+              g[r * L.W + k] -= post;
+              g[r * L.W + L.V + i] -= post;
+            });
+          }
+        }
+      }
+    });
+  });
+}
+
+}  // namespace asr

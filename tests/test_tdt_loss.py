@@ -1,0 +1,77 @@
+"""TDT loss (csrc) against the pure-torch reference, gradcheck, omega, packed = padded."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from asr.losses import rnnt_loss, tdt_loss
+from asr.losses.reference import tdt_loss_reference
+
+CASES = [([1], [0]), ([3], [1]), ([5], [2]), ([4, 7, 2], [2, 3, 0]), ([6, 6], [5, 1])]
+
+
+def make(ts, us, v, durations, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    B, T, U = len(ts), max(ts), max(us)
+    logits = (torch.randn(B, T, U + 1, v + len(durations), generator=g, dtype=torch.float64) * 1.5).requires_grad_()
+    targets = torch.randint(1, v, (B, max(U, 1)), generator=g)
+    return logits, targets, torch.tensor(ts), torch.tensor(us)
+
+
+@pytest.mark.parametrize("ts,us", CASES)
+@pytest.mark.parametrize("durations,sigma", [((0, 1, 2, 3, 4), 0.0), ((0, 1, 2), 0.05), ((1, 2), 0.0)])
+def test_matches_reference(ts, us, durations, sigma):
+    logits, targets, tl, ul = make(ts, us, 5, durations)
+    ours = tdt_loss(logits, targets, tl, ul, durations=durations, sigma=sigma, reduction="none")
+    ref = tdt_loss_reference(logits, targets, tl, ul, list(durations), sigma=sigma)
+    assert torch.equal(torch.isinf(ours), torch.isinf(ref))
+    fin = torch.isfinite(ref)
+    assert torch.allclose(ours[fin], ref[fin], atol=1e-10)
+    w = torch.arange(1.0, len(ts) + 1, dtype=torch.float64)
+    (g_ours,) = torch.autograd.grad((ours[fin] * w[fin]).sum(), logits)
+    (g_ref,) = torch.autograd.grad((ref[fin] * w[fin]).sum(), logits)
+    assert torch.allclose(g_ours, g_ref, atol=1e-10)
+
+
+def test_gradcheck_and_packed_equals_padded():
+    logits, targets, tl, ul = make([4, 3], [2, 1], 4, (0, 1, 2))
+    assert torch.autograd.gradcheck(
+        lambda x: tdt_loss(x, targets, tl, ul, durations=(0, 1, 2), sigma=0.1, reduction="sum"), (logits,))
+    padded = tdt_loss(logits, targets, tl, ul, durations=(0, 1, 2), reduction="none")
+    (g_pad,) = torch.autograd.grad(padded.sum(), logits)
+    rows = torch.cat([logits[b, : tl[b], : ul[b] + 1].reshape(-1, 7) for b in range(2)]).detach().requires_grad_()
+    packed = tdt_loss(rows, targets, tl, ul, durations=(0, 1, 2), reduction="none")
+    (g_packed,) = torch.autograd.grad(packed.sum(), rows)
+    assert torch.allclose(packed, padded, atol=1e-12)
+    assert torch.allclose(g_packed, torch.cat([g_pad[b, : tl[b], : ul[b] + 1].reshape(-1, 7) for b in range(2)]),
+                          atol=1e-12)
+
+
+def test_omega_mixes_standard_rnnt_loss():
+    logits, targets, tl, ul = make([5, 3], [2, 2], 5, (0, 1, 2))
+    tdt = tdt_loss(logits, targets, tl, ul, durations=(0, 1, 2), reduction="none")
+    rnnt = rnnt_loss(logits[..., :5], targets, tl, ul, reduction="none")
+    mixed = tdt_loss(logits, targets, tl, ul, durations=(0, 1, 2), omega=0.3, reduction="none")
+    assert torch.allclose(mixed, 0.7 * tdt + 0.3 * rnnt, atol=1e-12)
+
+
+def test_too_few_frames_is_infinite_and_zero_infinity(caplog):
+    # U=3 symbols need 3 landing frames < T plus a final blank: T=2 is impossible with durations (1,)
+    logits, targets, tl, ul = make([2, 6], [3, 1], 4, (1,))
+    loss = tdt_loss(logits, targets, tl, ul, durations=(1,), reduction="none")
+    assert torch.isinf(loss[0]) and torch.isfinite(loss[1])
+    with caplog.at_level(logging.WARNING):
+        z = tdt_loss(logits, targets, tl, ul, durations=(1,), reduction="none", zero_infinity=True)
+    assert z[0] == 0 and "1 utterance(s) have no alignment" in caplog.text
+    (g,) = torch.autograd.grad(z.sum(), logits)
+    assert g[0].abs().sum() == 0 and torch.isfinite(g).all()
+
+
+def test_bad_arguments():
+    logits, targets, tl, ul = make([3], [1], 4, (0, 1))
+    with pytest.raises(ValueError, match="blank may not take duration 0"):
+        tdt_loss(logits[..., :-1], targets, tl, ul, durations=(0,))
+    with pytest.raises(ValueError, match="distinct"):
+        tdt_loss(logits, targets, tl, ul, durations=(1, 1))
