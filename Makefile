@@ -49,6 +49,7 @@ test: setup
 bench: setup
 	$(PY) scripts/bench/bench_features.py
 	$(PY) scripts/bench/bench_train_step.py
+	$(PY) scripts/bench/bench_rnnt.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

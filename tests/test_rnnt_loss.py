@@ -144,3 +144,19 @@ def test_minus_inf_logits_in_column_zero_are_handled():
     ours = rnnt_loss(logits, targets, tl, ul, reduction="none")
     ref = rnnt_loss_reference(logits.detach(), targets, tl, ul)
     assert torch.isfinite(ours).all() and torch.allclose(ours, ref, atol=1e-10)
+
+
+def test_missing_build_is_a_clear_error_naming_the_command(monkeypatch):
+    import sys
+
+    import asr
+    import asr._ext as ext
+
+    monkeypatch.setattr(ext, "_ops", None)
+    monkeypatch.delattr(asr, "_C", raising=False)
+    monkeypatch.setitem(sys.modules, "asr._C", None)  # import of asr._C now fails
+    with pytest.raises(RuntimeError, match="run `make setup`"):
+        ext.ops()
+    logits, targets, tl, ul = make([2], [1], 3, "cpu")
+    with pytest.raises(RuntimeError, match="not built"):
+        rnnt_loss(logits, targets, tl, ul)
