@@ -12,14 +12,10 @@ All use the compiled mutual-information recursion.
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from .mutual_information import mutual_information_recursion
-from .rnnt import _reduce
-
-log = logging.getLogger(__name__)
+from .rnnt import finish_loss
 
 TOPOLOGIES = ("regular", "modified")
 
@@ -45,18 +41,6 @@ def _delay(px: torch.Tensor, boundary: torch.Tensor, delay_penalty: float) -> to
     t = torch.arange(px.shape[2], device=px.device, dtype=px.dtype)[None, None, :]
     t_len = boundary[:, 3].to(px.dtype)[:, None, None]
     return px + delay_penalty * ((t_len - 1) / 2 - t)
-
-
-def _loss(ans: torch.Tensor, reduction: str, zero_infinity: bool, name: str) -> torch.Tensor:
-    """-ans reduced; with zero_infinity, impossible utterances (ans = -inf) give loss 0 and gradient 0."""
-    loss = -ans
-    if zero_infinity:
-        bad = torch.isinf(loss)
-        if bool(bad.any()):
-            log.warning("%s: %d utterance(s) have no alignment; their loss and gradient are set to 0", name,
-                        int(bad.sum()))
-            loss = torch.where(bad, torch.zeros_like(loss), loss)
-    return _reduce(loss, reduction)
 
 
 def _finish_px(px_body: torch.Tensor, modified: bool) -> torch.Tensor:
@@ -125,8 +109,8 @@ def rnnt_loss_simple(lm: torch.Tensor, am: torch.Tensor, symbols: torch.Tensor, 
     out = mutual_information_recursion(px, py, bd, return_grad=return_grad)
     if return_grad:
         ans, grads = out
-        return _loss(ans, reduction, zero_infinity, "rnnt_loss_simple"), grads
-    return _loss(out, reduction, zero_infinity, "rnnt_loss_simple")
+        return finish_loss(-ans, reduction, zero_infinity, "rnnt_loss_simple"), grads
+    return finish_loss(-out, reduction, zero_infinity, "rnnt_loss_simple")
 
 
 def rnnt_loss_smoothed(lm: torch.Tensor, am: torch.Tensor, symbols: torch.Tensor, termination_symbol: int,
@@ -155,8 +139,8 @@ def rnnt_loss_smoothed(lm: torch.Tensor, am: torch.Tensor, symbols: torch.Tensor
     out = mutual_information_recursion(px, py, bd, return_grad=return_grad)
     if return_grad:
         ans, grads = out
-        return _loss(ans, reduction, zero_infinity, "rnnt_loss_smoothed"), grads
-    return _loss(out, reduction, zero_infinity, "rnnt_loss_smoothed")
+        return finish_loss(-ans, reduction, zero_infinity, "rnnt_loss_smoothed"), grads
+    return finish_loss(-out, reduction, zero_infinity, "rnnt_loss_smoothed")
 
 
 def get_rnnt_prune_ranges(px_grad: torch.Tensor, py_grad: torch.Tensor, boundary: torch.Tensor,
@@ -243,4 +227,4 @@ def rnnt_loss_pruned(logits: torch.Tensor, symbols: torch.Tensor, ranges: torch.
     py_full = py_full.scatter(1, idx, py_k.transpose(1, 2))
     px = _delay(_mask_symbols(px_full[:, :s], bd), bd, delay_penalty)
     ans = mutual_information_recursion(_finish_px(px, modified), py_full, bd)
-    return _loss(ans, reduction, zero_infinity, "rnnt_loss_pruned")
+    return finish_loss(-ans, reduction, zero_infinity, "rnnt_loss_pruned")

@@ -73,7 +73,7 @@ def _row_logsumexp(rows: torch.Tensor) -> torch.Tensor:
 
 class _RNNTLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, fused, clamp, zero_infinity):
+    def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, fused, clamp):
         max_u = int(target_lengths.max()) if target_lengths.numel() else 0
         rows, offsets, strides, max_t = _layout(logits, logit_lengths, target_lengths, max_u)
         rows = rows.contiguous()
@@ -82,8 +82,6 @@ class _RNNTLoss(torch.autograd.Function):
                                                max_t, max_u, blank)
         ctx.save_for_backward(rows, denom, targets, logit_lengths, target_lengths, offsets, strides, alpha, beta, loss)
         ctx.args = (blank, fused, clamp, logits.shape)
-        if zero_infinity:
-            loss = torch.where(torch.isinf(loss), torch.zeros_like(loss), loss)
         return loss
 
     @staticmethod
@@ -115,7 +113,7 @@ class _RNNTLoss(torch.autograd.Function):
             if clamp > 0:
                 grad.clamp_(-clamp, clamp)
             grad.mul_(_row_values(grad_loss, logit_lengths, target_lengths, shape)[:, None])
-        return grad.reshape(shape), None, None, None, None, None, None, None
+        return grad.reshape(shape), None, None, None, None, None, None
 
 
 def _row_values(per_utt: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor, shape) -> torch.Tensor:
@@ -138,6 +136,20 @@ def _check(logits, targets, logit_lengths, target_lengths, blank, vocab: int):
     valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < target_lengths[:, None]
     if bool((targets.eq(blank) & valid).any()):
         raise ValueError(f"targets contain the blank id {blank}")
+
+
+def finish_loss(loss: torch.Tensor, reduction: str, zero_infinity: bool, name: str) -> torch.Tensor:
+    """Apply zero_infinity (impossible utterances: loss 0, gradient 0, counted in a warning), then reduce.
+
+    The compiled backward passes already give infinite losses a zero gradient.
+    """
+    if zero_infinity:
+        bad = torch.isinf(loss)
+        if bool(bad.any()):
+            log.warning("%s: %d utterance(s) have no alignment; their loss and gradient are set to 0", name,
+                        int(bad.sum()))
+            loss = torch.where(bad, torch.zeros_like(loss), loss)
+    return _reduce(loss, reduction)
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -172,10 +184,5 @@ def rnnt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.
     if targets.dim() != 2:
         raise ValueError("targets must be [B, U]")
     _check(logits, targets, logit_lengths, target_lengths, blank, logits.shape[-1])
-    loss = _RNNTLoss.apply(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, float(clamp),
-                           zero_infinity)
-    if zero_infinity:
-        n_inf = int((logit_lengths == 0).sum())
-        if n_inf:
-            log.warning("rnnt_loss: %d utterance(s) have no alignment; their loss and gradient are set to 0", n_inf)
-    return _reduce(loss, reduction)
+    loss = _RNNTLoss.apply(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, float(clamp))
+    return finish_loss(loss, reduction, zero_infinity, "rnnt_loss")

@@ -8,14 +8,10 @@ asr.losses.rnnt; csrc/transducer/tdt_cpu.cpp does the lattice.
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from .._ext import ops
-from .rnnt import _check, _layout, _reduce, _row_chunks, _row_logsumexp, _row_values, rnnt_loss
-
-log = logging.getLogger(__name__)
+from .rnnt import _check, _layout, _row_chunks, _row_logsumexp, _row_values, finish_loss, rnnt_loss
 
 
 class _TDTLoss(torch.autograd.Function):
@@ -97,10 +93,4 @@ def tdt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.T
     if omega > 0:
         loss = (1 - omega) * loss + omega * rnnt_loss(logits[..., :v], targets, logit_lengths, target_lengths,
                                                       blank=blank, reduction="none")
-    if zero_infinity:
-        bad = torch.isinf(loss)
-        if bool(bad.any()):
-            log.warning("tdt_loss: %d utterance(s) have no alignment; their loss and gradient are set to 0",
-                        int(bad.sum()))
-            loss = torch.where(bad, torch.zeros_like(loss), loss)
-    return _reduce(loss, reduction)
+    return finish_loss(loss, reduction, zero_infinity, "tdt_loss")
