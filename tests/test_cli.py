@@ -34,3 +34,33 @@ def test_transcribe_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_train_without_prepared_data_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer not found; run `asr prepare` first"):
         main(["train", f"exp_dir={tmp_path / 'exp'}", f"data.manifest_dir={tmp_path / 'none'}"])
+
+
+def test_transcribe_names_bad_files_and_keeps_going(tmp_path, capsys, caplog, speech_wave):
+    """Unreadable audio is skipped and named; other sample rates are resampled and named."""
+    import soundfile as sf
+    import torch
+
+    from asr.data.audio import resample
+    from asr.data.tokenizer import train_tokenizer
+    from asr.model import ASRModel
+
+    tok = train_tokenizer(["THE QUICK BROWN FOX", "JUMPS OVER SEVEN LAZY DOGS"] * 5, tmp_path / "t.model", "char")
+    model = ASRModel(len(tok), encoder={"name": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 4,
+                                        "subsampling_channels": 8}, heads={"ctc": {"kind": "ctc"}})
+    ckpt = tmp_path / "m.ckpt"
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
+                "tokenizer": tok.model_proto}, ckpt)
+    good, low, bad = tmp_path / "good.flac", tmp_path / "low.wav", tmp_path / "bad.flac"
+    sf.write(str(good), speech_wave.numpy(), 16000)
+    sf.write(str(low), resample(speech_wave, 16000, 8000).numpy(), 8000)
+    bad.write_bytes(b"not audio")
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        assert main(["transcribe", "--ckpt", str(ckpt), str(good), str(low), str(bad), "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert [l.split()[0] for l in out.out.strip().splitlines()] == ["good", "low"]
+    assert f"{bad}: unreadable audio" in caplog.text and f"{low}: 8000 Hz resampled" in caplog.text
+    assert "unreadable or empty audio        1" in out.err and "resampled audio                  1" in out.err
+    assert "decoded 2 of 3 utterances" in out.err
