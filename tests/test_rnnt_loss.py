@@ -160,3 +160,11 @@ def test_missing_build_is_a_clear_error_naming_the_command(monkeypatch):
     logits, targets, tl, ul = make([2], [1], 3, "cpu")
     with pytest.raises(RuntimeError, match="not built"):
         rnnt_loss(logits, targets, tl, ul)
+
+
+def test_backward_twice_with_retain_graph_gives_the_same_gradient():
+    logits, targets, tl, ul = make([4, 3], [2, 1], 5, "cpu")
+    loss = rnnt_loss(logits, targets, tl, ul, reduction="sum")
+    (g1,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, logits)
+    assert torch.equal(g1, g2)
