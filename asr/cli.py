@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--report", help="write the per-utterance alignment report here (worst first)")
     ps.add_argument("--plot", help="write a PNG of the error rate by utterance length")
     ps.add_argument("--details", dest="verbose", action="store_true", help="print the per-utterance report")
+    p.set_defaults(train_parser=pt)
     return p
 
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.command == "train":
         if args.help:
-            print(parser._subparsers._group_actions[0].choices["train"].format_help()
+            print(args.train_parser.format_help()
                   .replace("  (run from the repository to list them)", _conf_groups()))
             return 0
         return cmd_train(args, rest)

@@ -21,6 +21,7 @@ from .data.tokenizer import Tokenizer
 from .decoding import ctc_greedy_search, ctc_prefix_beam_search
 from .nn.encoders import build_encoder
 from .nn.heads import build_head
+from .nn.heads.ctc import CTCHead
 
 
 class ASRModel(L.LightningModule):
@@ -78,7 +79,8 @@ class ASRModel(L.LightningModule):
 
     # ---- decoding ------------------------------------------------------------------
     def decode_head(self) -> str:
-        return next(n for n, h in self.heads.items() if h.__class__.__name__ == "CTCHead")
+        """Name of the head used for decoding when none is given: the first CTC head."""
+        return next(n for n, h in self.heads.items() if isinstance(h, CTCHead))
 
     @torch.no_grad()
     def decode(self, audio: torch.Tensor, audio_lens: torch.Tensor, method: str = "greedy", beam: int = 4,

@@ -52,7 +52,8 @@ def run_train(cfg: DictConfig) -> Path:
     exp = Path(cfg.exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
-    torch.set_num_threads(max(1, int(cfg.get("num_threads") or torch.get_num_threads())))
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     (exp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     tok_path = Path(cfg.data.tokenizer)
     if not tok_path.exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .data.audio import AudioError, load_audio
+from .data.audio import SAMPLE_RATE, AudioError, load_audio
 from .data.datamodule import collate
 from .data.librispeech import Problems, read_split
 from .model import ASRModel
@@ -27,9 +27,9 @@ def _batches(items: list[tuple[str, str]], max_seconds: float, problems: Problem
         except AudioError as e:
             problems.add("unreadable or empty audio", str(e))
             continue
-        if sr != 16000:
-            problems.add("resampled audio", f"{path}: {sr} Hz resampled to 16000 Hz")
-        dur = len(wave) / 16000
+        if sr != SAMPLE_RATE:
+            problems.add("resampled audio", f"{path}: {sr} Hz resampled to {SAMPLE_RATE} Hz")
+        dur = len(wave) / SAMPLE_RATE
         if waves and total + dur > max_seconds:
             yield ids, waves
             ids, waves, total = [], [], 0.0

@@ -9,8 +9,6 @@ import torch
 
 from asr.data.audio import load_audio
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="session")
 def speech_wave(tmp_path_factory) -> torch.Tensor:

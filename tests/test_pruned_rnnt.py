@@ -69,15 +69,23 @@ def make_transducer(b=3, t=7, s=4, c=6, seed=0):
     return am, lm, symbols, t_len, s_len, bd
 
 
+def assert_same_loss_and_grads(ours: torch.Tensor, ref: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> None:
+    assert torch.allclose(ours, ref, atol=1e-10)
+    g_ours = torch.autograd.grad(ours.sum(), inputs, retain_graph=True)
+    g_ref = torch.autograd.grad(ref.sum(), inputs, retain_graph=True)
+    for a, r in zip(g_ours, g_ref):
+        assert torch.allclose(a, r, atol=1e-10)
+
+
 def test_simple_loss_equals_full_rnnt_loss_of_the_additive_joiner():
     am, lm, symbols, t_len, s_len, bd = make_transducer()
     simple = rnnt_loss_simple(lm, am, symbols, 0, bd, reduction="none")
     full = rnnt_loss(am[:, :, None, :] + lm[:, None, :, :], symbols, t_len, s_len, reduction="none")
-    assert torch.allclose(simple, full, atol=1e-10)
-    g_simple = torch.autograd.grad(simple.sum(), (am, lm))
-    g_full = torch.autograd.grad(full.sum(), (am, lm))
-    for a, r in zip(g_simple, g_full):
-        assert torch.allclose(a, r, atol=1e-10)
+    assert_same_loss_and_grads(simple, full, (am, lm))
+    # with return_grad the loss and its gradient are unchanged, and the occupancies equal autograd's
+    simple2, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, reduction="none", return_grad=True)
+    assert_same_loss_and_grads(simple2, full, (am, lm))
+    assert gx.requires_grad is False and torch.isfinite(gx).all() and torch.isfinite(gy).all()
 
 
 def test_smoothed_loss_interpolates_log_probs():
@@ -114,11 +122,7 @@ def test_pruned_equals_full_when_window_covers_everything(rnnt_type):
     else:  # the same recursion without pruning (the full loss has no modified topology)
         ref = rnnt_loss_pruned(full_logits, symbols, torch.arange(s_range).expand(3, 7, s_range), 0, bd,
                                rnnt_type="modified", reduction="none")
-    assert torch.allclose(pruned, ref, atol=1e-10)
-    g_p = torch.autograd.grad(pruned.sum(), (am, lm))
-    g_r = torch.autograd.grad(ref.sum(), (am, lm))
-    for a, r in zip(g_p, g_r):
-        assert torch.allclose(a, r, atol=1e-10)
+    assert_same_loss_and_grads(pruned, ref, (am, lm))
 
 
 def test_pruning_removes_paths_and_ranges_are_well_formed():

@@ -7,20 +7,36 @@ from .._ext import ops
 
 
 class _MutualInformation(torch.autograd.Function):
+    """ans = recursion(px, py). With occupancy=True the forward also returns the arc
+    occupancies d ans / d (px, py) (the backward at ans_grad = 1, computed once); the
+    backward then only scales them instead of running the recursion backward again.
+    """
+
     @staticmethod
-    def forward(ctx, px, py, boundary, modified):
+    def forward(ctx, px, py, boundary, modified, occupancy):
         px, py = px.contiguous(), py.contiguous()
         ans, p = ops().mutual_information_forward(px, py, boundary, modified)
-        ctx.save_for_backward(px, py, boundary, p, ans)
         ctx.modified = modified
+        ctx.occupancy = occupancy
+        if occupancy:
+            px_occ, py_occ = ops().mutual_information_backward(px, py, boundary, p, ans, torch.ones_like(ans),
+                                                               modified)
+            ctx.save_for_backward(px_occ, py_occ)
+            ctx.mark_non_differentiable(px_occ, py_occ)
+            return ans, px_occ, py_occ
+        ctx.save_for_backward(px, py, boundary, p, ans)
         return ans
 
     @staticmethod
-    def backward(ctx, ans_grad):
+    def backward(ctx, ans_grad, *_occupancy_grads):
+        if ctx.occupancy:
+            px_occ, py_occ = ctx.saved_tensors
+            g = ans_grad[:, None, None]
+            return px_occ * g, py_occ * g, None, None, None
         px, py, boundary, p, ans = ctx.saved_tensors
         px_grad, py_grad = ops().mutual_information_backward(px, py, boundary, p, ans, ans_grad.contiguous(),
                                                              ctx.modified)
-        return px_grad, py_grad, None, None
+        return px_grad, py_grad, None, None, None
 
 
 def default_boundary(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
@@ -52,11 +68,6 @@ def mutual_information_recursion(px: torch.Tensor, py: torch.Tensor, boundary: t
         raise ValueError(f"py {tuple(py.shape)} must be [B, S+1, T] for px {tuple(px.shape)}")
     bd = default_boundary(px, py) if boundary is None else boundary.to(torch.int64).contiguous()
     if not return_grad:
-        return _MutualInformation.apply(px, py, bd, modified)
-    px_d = px.detach().requires_grad_()
-    py_d = py.detach().requires_grad_()
-    with torch.enable_grad():
-        ans = _MutualInformation.apply(px_d, py_d, bd, modified)
-        px_grad, py_grad = torch.autograd.grad(ans.sum(), (px_d, py_d))
-    ans = _MutualInformation.apply(px, py, bd, modified) if (px.requires_grad or py.requires_grad) else ans.detach()
+        return _MutualInformation.apply(px, py, bd, modified, False)
+    ans, px_grad, py_grad = _MutualInformation.apply(px, py, bd, modified, True)
     return ans, (px_grad, py_grad)
