@@ -19,7 +19,8 @@ class CTCHead(nn.Module):
     def forward(self, enc: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.proj(self.drop(enc)).float(), dim=-1)
 
-    def loss(self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor) -> torch.Tensor:
+    def loss(self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor,
+             step: int = 0) -> torch.Tensor:
         """Scalar CTC loss per target token of the batch: long and short batches weigh the same per token."""
         total = ctc_loss(self(enc), targets, enc_lens, target_lens, blank=0, reduction="sum")
         return total / target_lens.sum().clamp(min=1)

@@ -1,0 +1,224 @@
+"""Batched greedy and beam search for RNN-T and TDT heads.
+
+All functions take a `TransducerHead` and encoder output enc[B, T, D] with lengths[B],
+and return token ids per utterance. Every utterance of the batch is searched at once:
+the Python loops run over search steps, never over utterances, and no result depends
+on padding (tests decode each utterance alone and in a batch).
+
+- `transducer_greedy_search`: label-looping greedy search (the loop order of NeMo's
+  fast decoders). The outer loop emits one label per utterance; the inner loop moves
+  every utterance that predicts blank to its next frame, calling only the joint. The
+  predictor runs once per emitted label. RNN-T advances one frame on blank, and is
+  capped at `max_symbols` labels on one frame. TDT advances by the predicted duration
+  (a label with duration 0 stays on its frame, up to `max_symbols`). It takes the most
+  probable (token, duration) pair, where blank may only take durations > 0, as in the loss.
+- `transducer_beam_search`: beam search, batched, `beam` hypotheses per utterance, one
+  label per decision. A label stays on its frame (RNN-T, or TDT duration 0) up to
+  `max_symbols` labels on a frame; blank and TDT durations > 0 move on. Hypotheses sit
+  on different frames: each step expands those on the earliest frame while the others
+  wait in the beam, so every path into the same (labels, frame) meets the others there
+  and they are merged (probabilities added). max_symbols=1 is icefall's "modified beam
+  search". With beam=1 it makes the same choices as greedy search with the same
+  max_symbols; with a beam too wide to prune it returns the most probable label sequence
+  under these rules (tests check both).
+"""
+from __future__ import annotations
+
+import torch
+
+_HASH_MOD = 2_147_483_647  # label-sequence hashes for merging (mod a prime < 2^31: no int64 overflow)
+_HASH_MUL = 1_000_003
+
+
+def _frames(enc_p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """enc_p[B, T, J] at frames t[B] (clamped into range) -> [B, J]."""
+    idx = t.clamp(0, enc_p.shape[1] - 1)
+    return enc_p[torch.arange(enc_p.shape[0], device=enc_p.device), idx]
+
+
+def _split(head, logits: torch.Tensor, durations: torch.Tensor | None):
+    """Joint logits [..., V(+D)] -> (best label [...], frames it advances [...]) for greedy search."""
+    v = head.vocab_size
+    if durations is None:  # RNN-T: blank moves one frame, a label stays
+        label = logits[..., :v].argmax(-1)
+        return label, (label == head.blank).long()
+    # TDT: the most probable (token, duration) decision; blank only with durations > 0,
+    # the only ones its loss trains (so beam=1 makes the same decision)
+    lp_tok = logits[..., :v].log_softmax(-1)
+    lp_dur = logits[..., v:].log_softmax(-1)
+    best_dur, dur_idx = lp_dur.max(-1)
+    blank_dur, blank_idx = lp_dur.masked_fill(durations == 0, float("-inf")).max(-1)
+    best_lab, lab = lp_tok.index_fill(-1, torch.tensor([head.blank], device=logits.device), float("-inf")).max(-1)
+    is_blank = lp_tok[..., head.blank] + blank_dur >= best_lab + best_dur
+    return (torch.where(is_blank, head.blank, lab),
+            torch.where(is_blank, durations[blank_idx], durations[dur_idx]))
+
+
+@torch.no_grad()
+def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
+                             max_symbols: int | None = None) -> list[list[int]]:
+    """Label-looping greedy search for an RNN-T or TDT head (by head.loss_kind).
+
+    Args:
+        head: TransducerHead. enc: [B, T, D_enc]. enc_lens: [B].
+        max_symbols: most labels on one frame (default head.max_symbols).
+    Returns: token ids per utterance.
+    """
+    max_symbols = int(max_symbols or head.max_symbols)
+    b, device = enc.shape[0], enc.device
+    durations = torch.tensor(head.durations, device=device) if head.loss_kind == "tdt" else None
+    enc_p = head.joint.project_enc(enc)
+    pred = head.predictor
+    state = pred.init_state(b, device)
+    out, state = pred(torch.full((b, 1), head.blank, dtype=torch.long, device=device), state)
+    pred_p = head.joint.project_pred(out[:, 0])  # [B, J]
+    lens = enc_lens.to(device)
+    t = torch.zeros(b, dtype=torch.long, device=device)
+    on_frame = torch.zeros(b, dtype=torch.long, device=device)  # labels emitted on the current frame
+    active = t < lens
+    emitted: list[torch.Tensor] = []
+    while bool(active.any()):
+        label, adv = _split(head, head.joint.combine(_frames(enc_p, t), pred_p), durations)
+        # inner loop: utterances on blank move on (joint only) until each has a label or ends
+        need = active & (label == head.blank)
+        while bool(need.any()):
+            t = t + need * adv
+            on_frame = on_frame.masked_fill(need, 0)
+            active = t < lens
+            need = need & active
+            idx = need.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            l_i, a_i = _split(head, head.joint.combine(enc_p[idx, t[idx]], pred_p[idx]), durations)
+            label[idx], adv[idx] = l_i, a_i
+            need[idx] = l_i == head.blank
+        emit = active  # each active utterance now holds a label at frame t
+        if not bool(emit.any()):
+            break
+        emitted.append(torch.where(emit, label, -1))
+        on_frame = torch.where(emit & (adv == 0), on_frame + 1, on_frame.masked_fill(emit & (adv > 0), 0))
+        force = emit & (on_frame >= max_symbols)  # cap reached: move to the next frame
+        t = t + emit * adv + force
+        on_frame = on_frame.masked_fill(force, 0)
+        new_out, new_state = pred(label.masked_fill(~emit, head.blank)[:, None], state)
+        state = pred.merge_state(emit, new_state, state)
+        pred_p = torch.where(emit[:, None], head.joint.project_pred(new_out[:, 0]), pred_p)
+        active = t < lens
+    if not emitted:
+        return [[] for _ in range(b)]
+    rows = torch.stack(emitted, dim=1).tolist()
+    return [[x for x in row if x >= 0] for row in rows]
+
+
+@torch.no_grad()
+def transducer_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam: int = 4,
+                           max_symbols: int | None = None) -> list[list[int]]:
+    """Batched beam search for an RNN-T or TDT head: one label per decision.
+
+    Args:
+        head: TransducerHead. enc: [B, T, D_enc]. enc_lens: [B]. beam: hypotheses per utterance.
+        max_symbols: most labels on one frame (default head.max_symbols); 1 is icefall's
+            modified beam search, which cannot emit two labels on one frame.
+    Returns: the best token ids per utterance.
+    """
+    if beam < 1:
+        raise ValueError("beam must be >= 1")
+    max_symbols = int(max_symbols or head.max_symbols)
+    b, device = enc.shape[0], enc.device
+    k, v = beam, head.vocab_size
+    neg = float("-inf")
+    tdt = head.loss_kind == "tdt"
+    # raw[v, j]: frames decision (label v, duration j) moves; 0 = stay on the frame (capped below)
+    if tdt:
+        durations = torch.tensor(head.durations, device=device)
+        raw = durations[None, :].expand(v, -1).clone()
+    else:
+        raw = torch.zeros(v, 1, dtype=torch.long, device=device)
+        raw[head.blank] = 1
+    d = raw.shape[1]
+    enc_p = head.joint.project_enc(enc)
+    pred = head.predictor
+    lens = enc_lens.to(device)[:, None]
+    # hypotheses: [B, K]; slot 0 starts alive, the others empty
+    score = torch.full((b, k), neg, device=device)
+    score[:, 0] = 0.0
+    t = torch.zeros(b, k, dtype=torch.long, device=device)
+    on_frame = torch.zeros(b, k, dtype=torch.long, device=device)  # labels emitted on the current frame
+    hsh = torch.zeros(b, k, dtype=torch.long, device=device)
+    state = pred.init_state(b * k, device)
+    out, state = pred(torch.full((b * k, 1), head.blank, dtype=torch.long, device=device), state)
+    pred_p = head.joint.project_pred(out[:, 0])  # [B*K, J]
+    parents: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    arange_b = torch.arange(b, device=device)[:, None]
+    while True:
+        alive = score > neg
+        running = alive & (t < lens)
+        if not bool(running.any()):
+            break
+        # expand only the hypotheses on each utterance's earliest frame; later ones wait, so
+        # every path into a (labels, frame) state meets the others there and is merged
+        t_min = t.masked_fill(~running, torch.iinfo(t.dtype).max).min(dim=1, keepdim=True).values
+        running &= t == t_min
+        frames = enc_p[arange_b, t.clamp(max=enc_p.shape[1] - 1)]  # [B, K, J]
+        logits = head.joint.combine(frames, pred_p.view(b, k, -1))
+        lp_tok = logits[..., :v].log_softmax(-1)  # [B, K, V]
+        if tdt:
+            lp_dur = logits[..., v:].log_softmax(-1)  # [B, K, D]
+            cand = lp_tok[..., None] + lp_dur[:, :, None, :]  # [B, K, V, D]
+            cand[:, :, head.blank, :] = cand[:, :, head.blank, :].masked_fill(durations == 0, neg)  # as in the loss
+        else:
+            cand = lp_tok[..., None]
+        cand = (score[..., None, None] + cand).masked_fill(~running[..., None, None], neg)
+        carry = score.masked_fill(running, neg)  # waiting and finished hypotheses compete unchanged
+        pool = torch.cat([cand.reshape(b, k * v * d), carry], dim=1)
+        top, idx = pool.topk(k, dim=1)  # [B, K]
+        is_carry = idx >= k * v * d
+        parent = torch.where(is_carry, idx - k * v * d, idx // (v * d))
+        label = torch.where(is_carry, head.blank, (idx // d) % v)
+        moves = raw[label, idx % d]
+        on_par = torch.gather(on_frame, 1, parent)
+        adv = torch.where(moves > 0, moves, (on_par + 1 >= max_symbols).long())  # the cap forces a move
+        adv = adv.masked_fill(is_carry, 0)
+        emit = (label != head.blank) & ~is_carry
+        on_frame = torch.where(is_carry, on_par, torch.where(adv == 0, on_par + 1, 0))
+        t = torch.minimum(torch.gather(t, 1, parent) + adv, lens)  # finished: t = T_b, so they merge too
+        hsh = torch.gather(hsh, 1, parent)
+        hsh = torch.where(emit, (hsh * _HASH_MUL + label + 1) % _HASH_MOD, hsh)
+        # merge hypotheses with equal labels on equal frames (and equal counts of labels on that
+        # frame, so their futures are equal too): the first keeps the summed probability
+        alive = top > neg
+        same = (hsh[:, :, None] == hsh[:, None, :]) & (t[:, :, None] == t[:, None, :])
+        same &= on_frame[:, :, None] == on_frame[:, None, :]
+        same &= alive[:, :, None] & alive[:, None, :]
+        first = same.int().argmax(dim=1)  # [B, K]: first slot equal to slot j
+        owner = first[:, None, :] == torch.arange(k, device=device)[None, :, None]  # [B, i, j]: j merges into i
+        merged = torch.logsumexp(top[:, None, :].masked_fill(~owner, neg), dim=-1)
+        keep = alive & (first == torch.arange(k, device=device)[None, :])
+        score = merged.masked_fill(~keep, neg)
+        parents.append(parent)
+        labels.append(torch.where(emit, label, -1))
+        # predictor: the parent's state, advanced by the new label where one was emitted
+        flat = (arange_b * k + parent).reshape(-1)
+        state = pred.select_state(state, flat)
+        pred_p = pred_p[flat]
+        emit_f = emit.reshape(-1)
+        if bool(emit_f.any()):
+            new_out, new_state = pred(label.reshape(-1, 1), state)
+            state = pred.merge_state(emit_f, new_state, state)
+            pred_p = torch.where(emit_f[:, None], head.joint.project_pred(new_out[:, 0]), pred_p)
+    best = score.argmax(dim=1)  # [B]
+    hyps: list[list[int]] = [[] for _ in range(b)]
+    if not parents:
+        return hyps
+    par = torch.stack(parents, dim=1).tolist()  # [B, steps, K]
+    lab = torch.stack(labels, dim=1).tolist()
+    for i in range(b):  # backtracking: O(steps) per utterance, after the batched search
+        slot = int(best[i])
+        seq = []
+        for step in range(len(par[i]) - 1, -1, -1):
+            if lab[i][step][slot] >= 0:
+                seq.append(lab[i][step][slot])
+            slot = par[i][step][slot]
+        hyps[i] = seq[::-1]
+    return hyps

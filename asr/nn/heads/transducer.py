@@ -1,0 +1,217 @@
+"""Transducer head: a predictor (label context) and a joint network, trained with the
+full RNN-T, pruned RNN-T or TDT loss.
+
+Shapes: enc[B, T, D_enc] from the encoder, targets[B, U]. The predictor reads the
+label history with a leading blank ("start of sequence"), so it yields U+1 outputs.
+The joint combines them into logits[B, T, U+1, V] (V + len(durations) for TDT).
+
+Decoding never calls `Joint.forward`: it projects encoder frames once
+(`Joint.project_enc`) and the predictor output once per emitted label
+(`Joint.project_pred`), then only `Joint.combine` runs per search step.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...losses import (do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_smoothed,
+                       tdt_loss)
+
+LOSSES = ("rnnt", "pruned_rnnt", "tdt")
+
+
+class StatelessPredictor(nn.Module):
+    """Embedding + depthwise causal conv over the last `context_size` labels (icefall's
+    "stateless" decoder, Ghodsi et al. 2020): a bigram-like predictor with no recurrence.
+
+    State: the previous `context_size - 1` labels, int64 [B, context_size - 1] (blank at start).
+    forward(tokens[B, U], state) -> (out[B, U, dim], new_state).
+    """
+
+    def __init__(self, vocab_size: int, dim: int, context_size: int = 2, blank: int = 0, dropout: float = 0.0):
+        super().__init__()
+        if context_size < 1:
+            raise ValueError("context_size must be >= 1")
+        self.blank = blank
+        self.context_size = context_size
+        self.dim = dim
+        self.embed = nn.Embedding(vocab_size, dim)
+        # groups=dim: each channel mixes its own embedding over the context (cheap, as in icefall)
+        self.conv = nn.Conv1d(dim, dim, context_size, groups=dim, bias=False) if context_size > 1 else None
+        self.drop = nn.Dropout(dropout)
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.full((batch_size, self.context_size - 1), self.blank, dtype=torch.int64, device=device)
+
+    def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if state is None:
+            state = self.init_state(tokens.shape[0], tokens.device)
+        ctx = torch.cat([state, tokens.to(torch.int64)], dim=1)  # [B, C-1+U]
+        x = self.embed(ctx)
+        if self.conv is not None:
+            x = self.conv(x.transpose(1, 2)).transpose(1, 2)  # [B, U, dim]: unpadded, hence causal
+        return self.drop(torch.relu(x)), ctx[:, ctx.shape[1] - (self.context_size - 1):]
+
+    def select_state(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Reorder a batched state by hypothesis index[N] (beam search)."""
+        return state[index]
+
+    def merge_state(self, mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        """new where mask[B] else old."""
+        return torch.where(mask[:, None], new, old)
+
+
+class LSTMPredictor(nn.Module):
+    """Embedding + LSTM + linear projection. State: (h, c), each [layers, B, hidden].
+    forward(tokens[B, U], state) -> (out[B, U, dim], new_state)."""
+
+    def __init__(self, vocab_size: int, dim: int, hidden: int = 320, num_layers: int = 1, blank: int = 0,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.blank = blank
+        self.dim = dim
+        self.embed = nn.Embedding(vocab_size, hidden)
+        self.lstm = nn.LSTM(hidden, hidden, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
+        self.proj = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.zeros(self.lstm.num_layers, batch_size, self.lstm.hidden_size, device=device)
+        return z, z.clone()
+
+    def forward(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if state is None:
+            state = self.init_state(tokens.shape[0], tokens.device)
+        y, new_state = self.lstm(self.drop(self.embed(tokens.to(torch.int64))), state)
+        return self.proj(self.drop(y)), new_state
+
+    def select_state(self, state, index: torch.Tensor):
+        return state[0][:, index], state[1][:, index]
+
+    def merge_state(self, mask: torch.Tensor, new, old):
+        m = mask[None, :, None]
+        return torch.where(m, new[0], old[0]), torch.where(m, new[1], old[1])
+
+
+PREDICTORS = {"stateless": StatelessPredictor, "lstm": LSTMPredictor}
+
+
+class Joint(nn.Module):
+    """logits = out(tanh(enc_proj(enc) + pred_proj(pred))).
+
+    forward(enc[B, T, D_enc], pred[B, U+1, D_pred]) -> logits[B, T, U+1, num_outputs].
+    """
+
+    def __init__(self, enc_dim: int, pred_dim: int, joint_dim: int, num_outputs: int):
+        super().__init__()
+        self.enc_proj = nn.Linear(enc_dim, joint_dim)
+        self.pred_proj = nn.Linear(pred_dim, joint_dim)
+        self.out = nn.Linear(joint_dim, num_outputs)
+
+    def project_enc(self, enc: torch.Tensor) -> torch.Tensor:
+        return self.enc_proj(enc)
+
+    def project_pred(self, pred: torch.Tensor) -> torch.Tensor:
+        return self.pred_proj(pred)
+
+    def combine(self, enc_p: torch.Tensor, pred_p: torch.Tensor) -> torch.Tensor:
+        """Already projected inputs, any broadcastable shapes [..., joint_dim] -> [..., num_outputs]."""
+        return self.out(torch.tanh(enc_p + pred_p))
+
+    def forward(self, enc: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.project_enc(enc)[:, :, None], self.project_pred(pred)[:, None])
+
+
+class TransducerHead(nn.Module):
+    """Predictor + joint over encoder frames, with one of the transducer losses.
+
+    Args:
+        enc_dim, vocab_size: encoder width and tokenizer size (blank = 0).
+        loss: rnnt (full lattice) | pruned_rnnt (simple loss + pruned loss) | tdt.
+        predictor: {"kind": stateless|lstm, **kwargs of that predictor}.
+        pred_dim, joint_dim: predictor output and joint hidden widths.
+        durations: TDT frame advances (the joint gets len(durations) extra outputs).
+        sigma, omega: TDT logit under-normalization and RNN-T loss weight (see tdt_loss).
+        prune_range, simple_loss_scale, lm_only_scale, am_only_scale, warmup_steps: pruned
+            RNN-T. During the first warmup_steps the simple loss scale falls linearly from 1
+            to simple_loss_scale and the pruned loss scale rises from 0.1 to 1, because the
+            pruning bounds come from the simple loss and are poor before it has learnt.
+        delay_penalty: pruned RNN-T reward for early emission (0: off).
+        max_symbols: default cap of labels emitted on one frame by greedy decoding.
+    """
+
+    def __init__(self, enc_dim: int, vocab_size: int, loss: str = "rnnt", predictor: dict | None = None,
+                 pred_dim: int = 256, joint_dim: int = 256, durations: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4),
+                 sigma: float = 0.0, omega: float = 0.0, prune_range: int = 5, simple_loss_scale: float = 0.5,
+                 lm_only_scale: float = 0.25, am_only_scale: float = 0.0, warmup_steps: int = 0,
+                 delay_penalty: float = 0.0, max_symbols: int = 10, blank: int = 0, dropout: float = 0.0):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"transducer loss must be one of {LOSSES}, not {loss!r}")
+        self.loss_kind = loss
+        self.vocab_size = vocab_size
+        self.blank = blank
+        self.durations = tuple(int(d) for d in durations) if loss == "tdt" else ()
+        self.sigma, self.omega = float(sigma), float(omega)
+        self.prune_range = int(prune_range)
+        self.simple_loss_scale = float(simple_loss_scale)
+        self.lm_only_scale, self.am_only_scale = float(lm_only_scale), float(am_only_scale)
+        self.warmup_steps = int(warmup_steps)
+        self.delay_penalty = float(delay_penalty)
+        self.max_symbols = int(max_symbols)
+        spec = dict(predictor or {"kind": "stateless"})
+        kind = spec.pop("kind", "stateless")
+        if kind not in PREDICTORS:
+            raise ValueError(f"unknown predictor {kind!r}; choose from {sorted(PREDICTORS)}")
+        spec.setdefault("dropout", dropout)
+        self.predictor = PREDICTORS[kind](vocab_size, pred_dim, blank=blank, **spec)
+        self.drop = nn.Dropout(dropout)
+        self.joint = Joint(enc_dim, pred_dim, joint_dim, vocab_size + len(self.durations))
+        if loss == "pruned_rnnt":  # the "simple" joiner lm + am of pruned RNN-T
+            self.simple_am = nn.Linear(enc_dim, vocab_size)
+            self.simple_lm = nn.Linear(pred_dim, vocab_size)
+
+    def predict(self, targets: torch.Tensor) -> torch.Tensor:
+        """targets[B, U] -> predictor outputs [B, U+1, pred_dim] for the contexts <blank> y_1..y_U."""
+        sos = torch.full((targets.shape[0], 1), self.blank, dtype=torch.int64, device=targets.device)
+        out, _ = self.predictor(torch.cat([sos, targets.to(torch.int64)], dim=1))
+        return out
+
+    def loss_scales(self, step: int) -> tuple[float, float]:
+        """(simple, pruned) loss scales at a training step (pruned RNN-T warm-up)."""
+        if self.warmup_steps <= 0 or step >= self.warmup_steps:
+            return self.simple_loss_scale, 1.0
+        r = step / self.warmup_steps
+        return 1.0 - r * (1.0 - self.simple_loss_scale), 0.1 + 0.9 * r
+
+    def loss(self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor,
+             step: int = 0) -> dict[str, torch.Tensor]:
+        """{"loss": scalar per target token of the batch, plus its parts for logging}."""
+        enc = self.drop(enc)
+        tokens = target_lens.sum().clamp(min=1)
+        targets = targets[:, : int(target_lens.max())] if targets.shape[1] else targets
+        pred = self.predict(targets)  # [B, U+1, P]
+        if self.loss_kind == "rnnt":
+            logits = self.joint(enc, pred).float()
+            return {"loss": rnnt_loss(logits, targets, enc_lens, target_lens, blank=self.blank, reduction="sum") / tokens}
+        if self.loss_kind == "tdt":
+            logits = self.joint(enc, pred).float()
+            total = tdt_loss(logits, targets, enc_lens, target_lens, durations=self.durations, blank=self.blank,
+                             sigma=self.sigma, omega=self.omega, reduction="sum")
+            return {"loss": total / tokens}
+        # pruned RNN-T
+        b = enc.shape[0]
+        boundary = torch.zeros(b, 4, dtype=torch.int64, device=enc.device)
+        boundary[:, 2], boundary[:, 3] = target_lens, enc_lens
+        am, lm = self.simple_am(enc).float(), self.simple_lm(pred).float()
+        simple, (px_grad, py_grad) = rnnt_loss_smoothed(
+            lm, am, targets, self.blank, lm_only_scale=self.lm_only_scale, am_only_scale=self.am_only_scale,
+            boundary=boundary, delay_penalty=self.delay_penalty, reduction="sum", return_grad=True)
+        ranges = get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range)
+        am_p, lm_p = do_rnnt_pruning(self.joint.project_enc(enc), self.joint.project_pred(pred), ranges)
+        logits = self.joint.out(torch.tanh(am_p + lm_p)).float()  # [B, T, prune_range, V]
+        pruned = rnnt_loss_pruned(logits, targets, ranges, self.blank, boundary=boundary,
+                                  delay_penalty=self.delay_penalty, reduction="sum")
+        s_scale, p_scale = self.loss_scales(step)
+        simple, pruned = simple / tokens, pruned / tokens
+        return {"loss": s_scale * simple + p_scale * pruned, "simple": simple.detach(), "pruned": pruned.detach()}
