@@ -17,6 +17,8 @@ EXAMPLES = {
   asr train data=synthetic model=conformer_ctc trainer.max_epochs=20 exp_dir=exp/x
   asr train exp_dir=exp/x resume=true         # continue from exp/x/checkpoints/last.ckpt
   asr train data=librispeech trainer=gpu model.encoder.num_layers=12
+  asr train model=conformer_tdt exp_dir=exp/tdt       # any model config, see model: below
+  asr train model=conformer_transducer model/encoder=lstm   # swap the encoder of a model
 
 Overrides use Hydra syntax (key=value, group=option). Config groups live in conf/:
 {groups}
@@ -25,7 +27,11 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
     "transcribe": """examples:
   asr transcribe --ckpt exp/x/best.ckpt a.flac b.wav          # prints "utt-id TEXT" lines
   asr transcribe --ckpt exp/x/best.ckpt --data data/LibriSpeech/test-clean --out exp/x/hyp.txt
-  asr transcribe --ckpt exp/x/best.ckpt --data DIR/test-clean --out hyp.txt --method beam --beam 8""",
+  asr transcribe --ckpt exp/x/best.ckpt --data DIR/test-clean --out hyp.txt --method beam --beam 8
+  asr transcribe --ckpt exp/hybrid/best.ckpt --data DIR/test-clean --out hyp_ctc.txt --head ctc
+
+--method/--beam/--head/--max-symbols override the decode options saved in the checkpoint
+(conf/decode/ at training time: decode.method, decode.beam, decode.head, decode.max_symbols).""",
     "score": """examples:
   asr score data/manifests/test-clean.ref.txt exp/x/hyp.txt
   asr score ref.txt hyp.txt --report exp/x/errors.txt --plot exp/x/wer_by_length.png
@@ -41,9 +47,10 @@ def _conf_groups() -> str:
     from .train import CONF_DIR
 
     lines = []
-    for g in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+    for g in sorted(p for p in CONF_DIR.rglob("*") if p.is_dir()):
         opts = ", ".join(sorted(f.stem for f in g.glob("*.yaml")))
-        lines.append(f"  {g.name}: {opts}")
+        if opts:
+            lines.append(f"  {g.relative_to(CONF_DIR).as_posix()}: {opts}")
     return "\n".join(lines)
 
 
@@ -94,6 +101,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.ckpt, map_location=device)
+    if args.head and args.head not in model.heads:
+        raise SystemExit(f"asr transcribe: {args.ckpt} has no head {args.head!r}; its heads are {list(model.heads)}")
     if args.data:
         items, refs, problems = split_items(args.data)
     else:
@@ -102,8 +111,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         items = [(Path(f).name.rsplit(".", 1)[0], f) for f in args.files]
         problems = None
     t0 = time.perf_counter()
-    hyps, load_problems = transcribe_items(model, items, method=args.method, beam=args.beam,
-                                           max_seconds=args.max_duration, device=device, progress=not args.quiet)
+    hyps, load_problems = transcribe_items(model, items, method=args.method, beam=args.beam, head=args.head,
+                                           max_symbols=args.max_symbols, max_seconds=args.max_duration, device=device,
+                                           progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     if args.out:
         write_kaldi_text(args.out, hyps)
@@ -175,8 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--ckpt", required=True, help="checkpoint from asr train (e.g. exp/x/best.ckpt)")
     pr.add_argument("--data", help="a LibriSpeech-style split folder to decode instead of FILEs")
     pr.add_argument("--out", help="write hypotheses here instead of stdout")
-    pr.add_argument("--method", choices=["greedy", "beam"], default="greedy", help="CTC greedy or prefix beam search")
-    pr.add_argument("--beam", type=int, default=4, help="beam size for --method beam (default 4)")
+    pr.add_argument("--method", choices=["greedy", "beam"],
+                    help="greedy, or beam: prefix beam search (CTC head) / modified beam search (RNN-T, TDT head). "
+                    "Default: the checkpoint's decode.method")
+    pr.add_argument("--beam", type=int, help="beam size for --method beam (default: decode.beam, 4)")
+    pr.add_argument("--head", help="which head decodes, by its config name, e.g. transducer or ctc for hybrid "
+                    "models (default: decode.head, else the first head)")
+    pr.add_argument("--max-symbols", type=int,
+                    help="transducer greedy search: most labels emitted on one frame (default: the head's, 10)")
     pr.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (default 120)")
     pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr.add_argument("--threads", type=int, help="torch CPU threads")

@@ -18,24 +18,28 @@ from .data.augment import SpecAugment
 from .data.datamodule import Batch
 from .data.features import Fbank, FbankOptions, GlobalCMVN
 from .data.tokenizer import Tokenizer
-from .decoding import ctc_greedy_search, ctc_prefix_beam_search
+from .decoding import ctc_greedy_search, ctc_prefix_beam_search, transducer_beam_search, transducer_greedy_search
 from .nn.encoders import build_encoder
 from .nn.heads import build_head
 from .nn.heads.ctc import CTCHead
+from .nn.heads.transducer import TransducerHead
 
 
 class ASRModel(L.LightningModule):
     """Args (all plain dicts/values, as saved in the checkpoint):
         vocab_size: tokenizer size (blank = 0).
         encoder: {"name": registry name, **encoder kwargs}.
-        heads: {head_name: {"kind": ctc|..., "weight": float, **head kwargs}}.
+        heads: {head_name: {"kind": ctc|transducer, "weight": float, **head kwargs}}. The first
+            head decodes unless another is named (hybrids: e.g. decode.head=ctc).
         features: FbankOptions fields.
         specaug: SpecAugmentOptions fields, or None for no SpecAugment.
         optim: {"lr", "weight_decay", "warmup_steps", "betas"}: AdamW with a Noam schedule.
+        decode: default decoding options {"head", "method", "beam", "max_symbols"} (conf/decode/),
+            used by `transcribe` unless overridden; validation WER uses its head, greedy.
     """
 
     def __init__(self, vocab_size: int, encoder: dict, heads: dict, features: dict | None = None,
-                 specaug: dict | None = None, optim: dict | None = None):
+                 specaug: dict | None = None, optim: dict | None = None, decode: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.fbank = Fbank(FbankOptions(**(features or {})))
@@ -55,6 +59,9 @@ class ASRModel(L.LightningModule):
             self.heads[name] = build_head(kind, self.encoder.output_dim, vocab_size, **spec)
             self.head_weights[name] = weight
         self.optim = {"lr": 1e-3, "weight_decay": 1e-3, "warmup_steps": 1000, "betas": (0.9, 0.98), **(optim or {})}
+        self.decode_options = {"head": None, "method": "greedy", "beam": 4, "max_symbols": None, **(decode or {})}
+        if self.decode_options["head"] is not None and self.decode_options["head"] not in self.heads:
+            raise ValueError(f"decode.head={self.decode_options['head']!r} is not a head of this model: {list(self.heads)}")
         self.tokenizer: Tokenizer | None = None
         self.val_wer = WordErrorRate()
 
@@ -72,32 +79,54 @@ class ASRModel(L.LightningModule):
         return self.encoder(*self.features(audio, audio_lens))
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """{"loss": weighted sum, head name: its loss, "head/part": parts some heads report}."""
         enc, enc_lens = self(batch.audio, batch.audio_lens)
-        out = {name: head.loss(enc, enc_lens, batch.tokens, batch.token_lens) for name, head in self.heads.items()}
-        out["loss"] = sum(self.head_weights[n] * out[n] for n in self.heads)
+        out: dict[str, torch.Tensor] = {}
+        total = 0.0
+        for name, head in self.heads.items():
+            res = head.loss(enc, enc_lens, batch.tokens, batch.token_lens, step=self.global_step)
+            if isinstance(res, dict):
+                out.update({f"{name}/{k}": v for k, v in res.items() if k != "loss"})
+                res = res["loss"]
+            out[name] = res
+            total = total + self.head_weights[name] * res
+        out["loss"] = total
         return out
 
     # ---- decoding ------------------------------------------------------------------
     def decode_head(self) -> str:
-        """Name of the head used for decoding when none is given: the first CTC head."""
-        return next(n for n, h in self.heads.items() if isinstance(h, CTCHead))
+        """Name of the head used for decoding when none is given: decode.head, else the first head."""
+        return self.decode_options["head"] or next(iter(self.heads))
 
     @torch.no_grad()
     def decode(self, audio: torch.Tensor, audio_lens: torch.Tensor, method: str = "greedy", beam: int = 4,
-               head: str | None = None) -> list[list[int]]:
-        """Token ids per utterance for a batch of audio[B, S] with lengths[B]."""
+               head: str | None = None, max_symbols: int | None = None) -> list[list[int]]:
+        """Token ids per utterance for a batch of audio[B, S] with lengths[B].
+
+        method: greedy | beam. head: which head decodes (default: the first). For transducer
+        heads, max_symbols caps labels per frame (default: the head's).
+        """
+        if method not in ("greedy", "beam"):
+            raise ValueError(f"unknown decoding method {method!r}; use greedy or beam")
+        name = head or self.decode_head()
+        if name not in self.heads:
+            raise ValueError(f"no head {name!r} in this model; it has {list(self.heads)}")
+        h = self.heads[name]
         enc, enc_lens = self(audio, audio_lens)
-        h = self.heads[head or self.decode_head()]
+        if isinstance(h, TransducerHead):
+            if method == "greedy":
+                return transducer_greedy_search(h, enc, enc_lens, max_symbols=max_symbols)
+            return transducer_beam_search(h, enc, enc_lens, beam=beam, max_symbols=max_symbols)
         log_probs = h(enc)
         if method == "greedy":
             return ctc_greedy_search(log_probs, enc_lens)
-        if method == "beam":
-            return ctc_prefix_beam_search(log_probs, enc_lens, beam=beam)
-        raise ValueError(f"unknown decoding method {method!r}; use greedy or beam")
+        return ctc_prefix_beam_search(log_probs, enc_lens, beam=beam)
 
     def transcribe(self, audio: torch.Tensor, audio_lens: torch.Tensor, **kwargs) -> list[str]:
+        """Texts for a batch; kwargs override the model's decode options (None values are ignored)."""
         assert self.tokenizer is not None, "model has no tokenizer attached"
-        return [self.tokenizer.decode(ids) for ids in self.decode(audio, audio_lens, **kwargs)]
+        opts = {**self.decode_options, **{k: v for k, v in kwargs.items() if v is not None}}
+        return [self.tokenizer.decode(ids) for ids in self.decode(audio, audio_lens, **opts)]
 
     # ---- Lightning hooks -----------------------------------------------------------
     def training_step(self, batch: Batch | None, batch_idx: int):
@@ -114,7 +143,7 @@ class ASRModel(L.LightningModule):
             return
         out = self.losses(batch)
         self.log("val_loss", out["loss"], prog_bar=True, batch_size=len(batch), sync_dist=True)
-        hyps = self.transcribe(batch.audio, batch.audio_lens)
+        hyps = self.transcribe(batch.audio, batch.audio_lens, method="greedy")
         self.val_wer.update(hyps, batch.texts)
 
     def on_validation_epoch_end(self) -> None:

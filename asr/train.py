@@ -67,7 +67,8 @@ def run_train(cfg: DictConfig) -> Path:
                        min_utt_duration=d.min_utt_duration, max_utt_duration=d.max_utt_duration, fbank=fbank,
                        seed=cfg.seed)
     model = ASRModel(vocab_size=len(tok), encoder=m["encoder"], heads=m["heads"], features=m.get("features"),
-                     specaug=m.get("specaug"), optim=m.get("optim"))
+                     specaug=m.get("specaug"), optim=m.get("optim"),
+                     decode=OmegaConf.to_container(cfg.decode, resolve=True) if "decode" in cfg else None)
     model.tokenizer = tok
     dm.subsampling = model.encoder.subsampling_factor
     ckpt_dir = exp / "checkpoints"

@@ -41,17 +41,22 @@ def _batches(items: list[tuple[str, str]], max_seconds: float, problems: Problem
 
 
 @torch.no_grad()
-def transcribe_items(model: ASRModel, items: list[tuple[str, str]], method: str = "greedy", beam: int = 4,
-                     max_seconds: float = 120.0, device: str | torch.device = "cpu",
-                     progress: bool = True) -> tuple[dict[str, str], Problems]:
-    """Decode (utt_id, path) items. Returns ({utt_id: text}, problems); bad files are skipped and counted."""
+def transcribe_items(model: ASRModel, items: list[tuple[str, str]], method: str | None = None, beam: int | None = None,
+                     max_seconds: float = 120.0, device: str | torch.device = "cpu", progress: bool = True,
+                     head: str | None = None, max_symbols: int | None = None) -> tuple[dict[str, str], Problems]:
+    """Decode (utt_id, path) items. Returns ({utt_id: text}, problems); bad files are skipped and counted.
+
+    method/beam/head/max_symbols: None keeps the checkpoint's decode options (conf/decode/).
+    """
+    opts = dict(method=method, beam=beam, head=head, max_symbols=max_symbols)
+    method = method or model.decode_options["method"]
     model = model.to(device).eval()
     problems = Problems()
     hyps: dict[str, str] = {}
     bar = tqdm(total=len(items), desc=f"decode ({method})", unit="utt", disable=not progress)
     for ids, waves in _batches(items, max_seconds, problems):
         batch = collate(waves, [[] for _ in waves], ["" for _ in waves], ids).to(device)
-        for uid, text in zip(ids, model.transcribe(batch.audio, batch.audio_lens, method=method, beam=beam)):
+        for uid, text in zip(ids, model.transcribe(batch.audio, batch.audio_lens, **opts)):
             hyps[uid] = text
         bar.update(len(ids))
     bar.close()

@@ -64,3 +64,29 @@ def test_transcribe_names_bad_files_and_keeps_going(tmp_path, capsys, caplog, sp
     assert f"{bad}: unreadable audio" in caplog.text and f"{low}: 8000 Hz resampled" in caplog.text
     assert "unreadable or empty audio        1" in out.err and "resampled audio                  1" in out.err
     assert "decoded 2 of 3 utterances" in out.err
+
+
+def test_transcribe_hybrid_heads_and_unknown_head(tmp_path, capsys, speech_wave):
+    """--head picks the decoding head of a hybrid checkpoint; an unknown head names the heads there are."""
+    import soundfile as sf
+    import torch
+
+    from asr.data.tokenizer import train_tokenizer
+    from asr.model import ASRModel
+
+    tok = train_tokenizer(["THE QUICK BROWN FOX", "JUMPS OVER SEVEN LAZY DOGS"] * 5, tmp_path / "t.model", "char")
+    torch.manual_seed(0)
+    model = ASRModel(len(tok), encoder={"name": "mingru", "d_model": 16, "num_layers": 1, "subsampling_channels": 4},
+                     heads={"transducer": {"kind": "transducer", "loss": "tdt", "pred_dim": 8, "joint_dim": 8},
+                            "ctc": {"kind": "ctc"}}, decode={"method": "greedy", "head": "ctc"})
+    ckpt = tmp_path / "m.ckpt"
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
+                "tokenizer": tok.model_proto}, ckpt)
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), speech_wave.numpy(), 16000)
+    for args in ([], ["--head", "transducer"], ["--head", "ctc", "--method", "beam"],
+                 ["--head", "transducer", "--method", "beam", "--beam", "2", "--max-symbols", "1"]):
+        assert main(["transcribe", "--ckpt", str(ckpt), str(wav), "--quiet", *args]) == 0
+        assert capsys.readouterr().out.startswith("a")
+    with pytest.raises(SystemExit, match=r"has no head 'attention'; its heads are \['transducer', 'ctc'\]"):
+        main(["transcribe", "--ckpt", str(ckpt), str(wav), "--head", "attention"])

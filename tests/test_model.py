@@ -125,3 +125,57 @@ def test_model_loss_backward_and_decode():
     model.eval()
     ids = model.decode(batch.audio, batch.audio_lens)
     assert len(ids) == 2 and all(isinstance(i, list) for i in ids)
+
+
+MODEL_CONFIGS = ["conformer_ctc", "conformer_transducer", "conformer_pruned_transducer", "conformer_tdt",
+                 "conformer_hybrid_tdt_ctc", "lstm_transducer", "mingru_ctc"]
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_every_model_config_trains_a_step_and_decodes(name):
+    """Each conf/model/*.yaml builds (at a tiny size), back-propagates into every parameter,
+    and decodes greedily and with beam search through its default head."""
+    from omegaconf import OmegaConf
+
+    from asr.data.datamodule import collate
+    from asr.train import CONF_DIR, compose
+
+    assert (CONF_DIR / "model" / f"{name}.yaml").exists()
+    enc_small = {"conformer": "model.encoder.d_model=32 model.encoder.num_layers=1",
+                 "lstm": "model.encoder.d_model=32 model.encoder.hidden=16 model.encoder.num_layers=2",
+                 "mingru": "model.encoder.d_model=32 model.encoder.num_layers=2"}
+    cfg = compose([f"model={name}"])
+    over = enc_small[cfg.model.encoder.name].split() + ["model.encoder.subsampling_channels=8"]
+    for h in cfg.model.heads:
+        if cfg.model.heads[h].kind == "transducer":
+            over += [f"model.heads.{h}.pred_dim=16", f"model.heads.{h}.joint_dim=16"]
+    m = OmegaConf.to_container(compose([f"model={name}", *over]).model, resolve=True)
+    torch.manual_seed(0)
+    model = ASRModel(9, m["encoder"], m["heads"], m["features"], m["specaug"], m["optim"])
+    batch = collate([torch.randn(16000) * 0.1, torch.randn(9000) * 0.1], [[1, 2, 3], [4, 5]], ["", ""], ["a", "b"])
+    out = model.losses(batch)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    for method in ("greedy", "beam"):
+        ids = model.decode(batch.audio, batch.audio_lens, method=method, beam=3)
+        assert len(ids) == 2 and all(0 < t < 9 for hyp in ids for t in hyp)
+
+
+def test_hybrid_decodes_with_the_chosen_head():
+    torch.manual_seed(0)
+    heads = {"transducer": {"kind": "transducer", "loss": "tdt", "pred_dim": 8, "joint_dim": 8},
+             "ctc": {"kind": "ctc", "weight": 0.3}}
+    model = ASRModel(9, SMALL, heads).eval()
+    audio, lens = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000])
+    enc, enc_lens = model(audio, lens)
+    assert model.decode(audio, lens, head="ctc") == ctc_greedy_search(model.heads["ctc"](enc), enc_lens)
+    from asr.decoding import transducer_greedy_search
+    assert model.decode(audio, lens) == transducer_greedy_search(model.heads["transducer"], enc, enc_lens)
+    with pytest.raises(ValueError, match="no head 'rnnt'"):
+        model.decode(audio, lens, head="rnnt")
+    with pytest.raises(ValueError, match="decode.head='attention'"):
+        ASRModel(9, SMALL, heads, decode={"head": "attention"})
+    chosen = ASRModel(9, SMALL, heads, decode={"head": "ctc"})
+    assert chosen.decode_head() == "ctc" and chosen.hparams["decode"]["head"] == "ctc"  # saved in checkpoints
