@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Decoding speed (RTFx = seconds of audio per second of compute) of trained checkpoints.
+
+    python scripts/bench/bench_decode.py --data data/synthetic/LibriSpeech/test-clean \\
+        --ckpt exp/bench_configs/conformer_ctc/best.ckpt exp/bench_configs/conformer_tdt/best.ckpt
+
+For each checkpoint and each of its heads, the split is decoded greedily and with beam 4
+in batches of --batch-seconds of audio. Features + encoder run once per batch and are
+timed apart from the searches, so the table gives the end-to-end RTFx and the search
+alone. Every timing is the fastest of --repeats runs (noise on a shared machine only
+ever adds time).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from asr.data.audio import load_audio
+from asr.data.datamodule import collate
+from asr.decoding import ctc_greedy_search, ctc_prefix_beam_search, transducer_beam_search, transducer_greedy_search
+from asr.model import load_model
+from asr.nn.heads.transducer import TransducerHead
+from asr.transcribe import split_items
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="LibriSpeech-style split folder")
+    p.add_argument("--ckpt", nargs="+", required=True)
+    p.add_argument("--batch-seconds", type=float, default=120.0)
+    p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    items, _, _ = split_items(a.data)
+    waves = [load_audio(path)[0] for _, path in items]
+    audio_s = sum(len(w) for w in waves) / 16000
+    batches, cur, cur_s = [], [], 0.0
+    for w in waves:  # longest first (split_items sorts), as asr transcribe batches them
+        if cur and cur_s + len(w) / 16000 > a.batch_seconds:
+            batches.append(cur)
+            cur, cur_s = [], 0.0
+        cur.append(w)
+        cur_s += len(w) / 16000
+    batches.append(cur)
+    batches = [collate(b, [[] for _ in b], ["" for _ in b], [str(i) for i in range(len(b))]) for b in batches]
+    print(f"{len(waves)} utterances, {audio_s:.0f} s of audio, {len(batches)} batches, {a.threads} threads")
+    print("| checkpoint | head | search | search RTFx | end-to-end RTFx |")
+    print("|---|---|---|---|---|")
+    for ckpt in a.ckpt:
+        model = load_model(ckpt).eval()
+        with torch.inference_mode():
+            encs = [model(b.audio, b.audio_lens) for b in batches]
+            enc_t = best_time(lambda: [model(b.audio, b.audio_lens) for b in batches], a.repeats)
+            for name, head in model.heads.items():
+                if isinstance(head, TransducerHead):
+                    kind = head.loss_kind.replace("pruned_rnnt", "rnnt")
+                    searches = {
+                        "greedy": lambda h=head: [transducer_greedy_search(h, e, n) for e, n in encs],
+                        f"beam {a.beam}": lambda h=head: [transducer_beam_search(h, e, n, beam=a.beam) for e, n in encs],
+                    }
+                else:
+                    kind = "ctc"
+                    searches = {
+                        "greedy": lambda h=head: [ctc_greedy_search(h(e), n) for e, n in encs],
+                        f"beam {a.beam}": lambda h=head: [ctc_prefix_beam_search(h(e), n, beam=a.beam) for e, n in encs],
+                    }
+                for method, fn in searches.items():
+                    s_t = best_time(fn, a.repeats)
+                    print(f"| {ckpt} | {name} ({kind}) | {method} | {audio_s / s_t:.0f} | {audio_s / (enc_t + s_t):.0f} |",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()
