@@ -186,13 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", help="a LibriSpeech-style split folder to decode instead of FILEs")
     pr.add_argument("--out", help="write hypotheses here instead of stdout")
     pr.add_argument("--method", choices=["greedy", "beam"],
-                    help="greedy, or beam: prefix beam search (CTC head) / modified beam search (RNN-T, TDT head). "
+                    help="greedy, or beam: prefix beam search (CTC head) / transducer beam search (RNN-T, TDT head). "
                     "Default: the checkpoint's decode.method")
     pr.add_argument("--beam", type=int, help="beam size for --method beam (default: decode.beam, 4)")
     pr.add_argument("--head", help="which head decodes, by its config name, e.g. transducer or ctc for hybrid "
                     "models (default: decode.head, else the first head)")
     pr.add_argument("--max-symbols", type=int,
-                    help="transducer greedy search: most labels emitted on one frame (default: the head's, 10)")
+                    help="transducer searches: most labels emitted on one frame; 1 makes beam search "
+                    "icefall's modified beam search (default: the head's, 10)")
     pr.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (default 120)")
     pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr.add_argument("--threads", type=int, help="torch CPU threads")
