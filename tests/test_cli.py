@@ -3,6 +3,14 @@ import pytest
 from asr.cli import main
 
 
+def save_checkpoint(model, tok, path) -> None:
+    """The parts of a Lightning checkpoint that load_model reads."""
+    import torch
+
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
+                "tokenizer": tok.model_proto}, path)
+
+
 @pytest.mark.parametrize("cmd", ["prepare", "transcribe", "score"])
 def test_subcommand_help_has_examples(cmd, capsys):
     with pytest.raises(SystemExit) as e:
@@ -49,8 +57,7 @@ def test_transcribe_names_bad_files_and_keeps_going(tmp_path, capsys, caplog, sp
     model = ASRModel(len(tok), encoder={"name": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 4,
                                         "subsampling_channels": 8}, heads={"ctc": {"kind": "ctc"}})
     ckpt = tmp_path / "m.ckpt"
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
-                "tokenizer": tok.model_proto}, ckpt)
+    save_checkpoint(model, tok, ckpt)
     good, low, bad = tmp_path / "good.flac", tmp_path / "low.wav", tmp_path / "bad.flac"
     sf.write(str(good), speech_wave.numpy(), 16000)
     sf.write(str(low), resample(speech_wave, 16000, 8000).numpy(), 8000)
@@ -80,8 +87,7 @@ def test_transcribe_hybrid_heads_and_unknown_head(tmp_path, capsys, speech_wave)
                      heads={"transducer": {"kind": "transducer", "loss": "tdt", "pred_dim": 8, "joint_dim": 8},
                             "ctc": {"kind": "ctc"}}, decode={"method": "greedy", "head": "ctc"})
     ckpt = tmp_path / "m.ckpt"
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
-                "tokenizer": tok.model_proto}, ckpt)
+    save_checkpoint(model, tok, ckpt)
     wav = tmp_path / "a.wav"
     sf.write(str(wav), speech_wave.numpy(), 16000)
     for args in ([], ["--head", "transducer"], ["--head", "ctc", "--method", "beam"],

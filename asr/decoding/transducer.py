@@ -36,8 +36,13 @@ def _frames(enc_p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return enc_p[torch.arange(enc_p.shape[0], device=enc_p.device), idx]
 
 
-def _split(head, logits: torch.Tensor, durations: torch.Tensor | None):
-    """Joint logits [..., V(+D)] -> (best label [...], frames it advances [...]) for greedy search."""
+def _split(head, logits: torch.Tensor, durations: torch.Tensor | None, not_blank_dur: torch.Tensor | None = None,
+           tok_blank: torch.Tensor | None = None):
+    """Joint logits [..., V(+D)] -> (best label [...], frames it advances [...]) for greedy search.
+
+    For TDT, not_blank_dur = (durations == 0) and tok_blank = one-hot of blank over V, made
+    once per search rather than at every step.
+    """
     v = head.vocab_size
     if durations is None:  # RNN-T: blank moves one frame, a label stays
         label = logits[..., :v].argmax(-1)
@@ -47,8 +52,8 @@ def _split(head, logits: torch.Tensor, durations: torch.Tensor | None):
     lp_tok = logits[..., :v].log_softmax(-1)
     lp_dur = logits[..., v:].log_softmax(-1)
     best_dur, dur_idx = lp_dur.max(-1)
-    blank_dur, blank_idx = lp_dur.masked_fill(durations == 0, float("-inf")).max(-1)
-    best_lab, lab = lp_tok.index_fill(-1, torch.tensor([head.blank], device=logits.device), float("-inf")).max(-1)
+    blank_dur, blank_idx = lp_dur.masked_fill(not_blank_dur, float("-inf")).max(-1)
+    best_lab, lab = lp_tok.masked_fill(tok_blank, float("-inf")).max(-1)
     is_blank = lp_tok[..., head.blank] + blank_dur >= best_lab + best_dur
     return (torch.where(is_blank, head.blank, lab),
             torch.where(is_blank, durations[blank_idx], durations[dur_idx]))
@@ -67,6 +72,8 @@ def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
     max_symbols = int(max_symbols or head.max_symbols)
     b, device = enc.shape[0], enc.device
     durations = torch.tensor(head.durations, device=device) if head.loss_kind == "tdt" else None
+    masks = ((durations == 0, torch.arange(head.vocab_size, device=device) == head.blank)
+             if durations is not None else (None, None))
     enc_p = head.joint.project_enc(enc)
     pred = head.predictor
     state = pred.init_state(b, device)
@@ -78,7 +85,7 @@ def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
     active = t < lens
     emitted: list[torch.Tensor] = []
     while bool(active.any()):
-        label, adv = _split(head, head.joint.combine(_frames(enc_p, t), pred_p), durations)
+        label, adv = _split(head, head.joint.combine(_frames(enc_p, t), pred_p), durations, *masks)
         # inner loop: utterances on blank move on (joint only) until each has a label or ends
         need = active & (label == head.blank)
         while bool(need.any()):
@@ -89,7 +96,7 @@ def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
             idx = need.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            l_i, a_i = _split(head, head.joint.combine(enc_p[idx, t[idx]], pred_p[idx]), durations)
+            l_i, a_i = _split(head, head.joint.combine(enc_p[idx, t[idx]], pred_p[idx]), durations, *masks)
             label[idx], adv[idx] = l_i, a_i
             need[idx] = l_i == head.blank
         emit = active  # each active utterance now holds a label at frame t

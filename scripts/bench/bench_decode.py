@@ -18,12 +18,11 @@ from collections.abc import Callable
 
 import torch
 
-from asr.data.audio import load_audio
 from asr.data.datamodule import collate
 from asr.decoding import ctc_greedy_search, ctc_prefix_beam_search, transducer_beam_search, transducer_greedy_search
 from asr.model import load_model
 from asr.nn.heads.transducer import TransducerHead
-from asr.transcribe import split_items
+from asr.transcribe import _batches, split_items
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -45,18 +44,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    items, _, _ = split_items(a.data)
-    waves = [load_audio(path)[0] for _, path in items]
+    items, _, problems = split_items(a.data)
+    # the same loading and batching as `asr transcribe --data` (longest first, <= batch_seconds)
+    groups = [waves for _, waves in _batches(items, a.batch_seconds, problems)]
+    waves = [w for g in groups for w in g]
     audio_s = sum(len(w) for w in waves) / 16000
-    batches, cur, cur_s = [], [], 0.0
-    for w in waves:  # longest first (split_items sorts), as asr transcribe batches them
-        if cur and cur_s + len(w) / 16000 > a.batch_seconds:
-            batches.append(cur)
-            cur, cur_s = [], 0.0
-        cur.append(w)
-        cur_s += len(w) / 16000
-    batches.append(cur)
-    batches = [collate(b, [[] for _ in b], ["" for _ in b], [str(i) for i in range(len(b))]) for b in batches]
+    batches = [collate(g, [[] for _ in g], ["" for _ in g], [str(i) for i in range(len(g))]) for g in groups]
     print(f"{len(waves)} utterances, {audio_s:.0f} s of audio, {len(batches)} batches, {a.threads} threads")
     print("| checkpoint | head | search | search RTFx | end-to-end RTFx |")
     print("|---|---|---|---|---|")
