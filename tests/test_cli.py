@@ -47,7 +47,6 @@ def test_train_without_prepared_data_names_the_missing_file(tmp_path):
 def test_transcribe_names_bad_files_and_keeps_going(tmp_path, capsys, caplog, speech_wave):
     """Unreadable audio is skipped and named; other sample rates are resampled and named."""
     import soundfile as sf
-    import torch
 
     from asr.data.audio import resample
     from asr.data.tokenizer import train_tokenizer
