@@ -87,7 +87,10 @@ def run_train(cfg: DictConfig) -> Path:
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters", n_params / 1e6)
     ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:02d}-wer{val_wer:.4f}", auto_insert_metric_name=False,
-                              monitor="val_wer", mode="min", save_top_k=cfg.save_top_k, save_last=True)
+                              monitor="val_wer", mode="min", save_top_k=cfg.save_top_k, save_last=True,
+                              # always last.ckpt: an experiment copied to another folder and resumed
+                              # must not write last-v1.ckpt beside a stale last.ckpt
+                              enable_version_counter=False)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=str(exp),
