@@ -16,7 +16,8 @@ from .model import ASRModel
 log = logging.getLogger(__name__)
 
 
-def _batches(items: list[tuple[str, str]], max_seconds: float, problems: Problems) -> Iterator[tuple[list[str], list[torch.Tensor]]]:
+def audio_batches(items: list[tuple[str, str]], max_seconds: float,
+                  problems: Problems) -> Iterator[tuple[list[str], list[torch.Tensor]]]:
     """Load (utt_id, path) items and group them into batches of at most max_seconds of audio."""
     ids: list[str] = []
     waves: list[torch.Tensor] = []
@@ -54,7 +55,7 @@ def transcribe_items(model: ASRModel, items: list[tuple[str, str]], method: str 
     problems = Problems()
     hyps: dict[str, str] = {}
     bar = tqdm(total=len(items), desc=f"decode ({method})", unit="utt", disable=not progress)
-    for ids, waves in _batches(items, max_seconds, problems):
+    for ids, waves in audio_batches(items, max_seconds, problems):
         batch = collate(waves, [[] for _ in waves], ["" for _ in waves], ids).to(device)
         for uid, text in zip(ids, model.transcribe(batch.audio, batch.audio_lens, **opts)):
             hyps[uid] = text

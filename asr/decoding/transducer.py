@@ -48,13 +48,14 @@ def _split(head, logits: torch.Tensor, durations: torch.Tensor | None, not_blank
         label = logits[..., :v].argmax(-1)
         return label, (label == head.blank).long()
     # TDT: the most probable (token, duration) decision; blank only with durations > 0,
-    # the only ones its loss trains (so beam=1 makes the same decision)
-    lp_tok = logits[..., :v].log_softmax(-1)
-    lp_dur = logits[..., v:].log_softmax(-1)
-    best_dur, dur_idx = lp_dur.max(-1)
-    blank_dur, blank_idx = lp_dur.masked_fill(not_blank_dur, float("-inf")).max(-1)
-    best_lab, lab = lp_tok.masked_fill(tok_blank, float("-inf")).max(-1)
-    is_blank = lp_tok[..., head.blank] + blank_dur >= best_lab + best_dur
+    # the only ones its loss trains (so beam=1 makes the same decision). Token and duration
+    # are normalized separately, so both sides of the comparison carry the same two
+    # log-normalizers: comparing raw logits makes the same decision without a log_softmax.
+    tok, dur = logits[..., :v], logits[..., v:]
+    best_dur, dur_idx = dur.max(-1)
+    blank_dur, blank_idx = dur.masked_fill(not_blank_dur, float("-inf")).max(-1)
+    best_lab, lab = tok.masked_fill(tok_blank, float("-inf")).max(-1)
+    is_blank = tok[..., head.blank] + blank_dur >= best_lab + best_dur
     return (torch.where(is_blank, head.blank, lab),
             torch.where(is_blank, durations[blank_idx], durations[dur_idx]))
 

@@ -8,7 +8,8 @@ For each checkpoint and each of its heads, the split is decoded greedily and wit
 in batches of --batch-seconds of audio. Features + encoder run once per batch and are
 timed apart from the searches, so the table gives the end-to-end RTFx and the search
 alone. Every timing is the fastest of --repeats runs (noise on a shared machine only
-ever adds time).
+ever adds time). "steps" counts the search's loop iterations (joint calls; for CTC, one
+per batch), a machine-independent measure of how much sequential work a search does.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from asr.data.datamodule import collate
 from asr.decoding import ctc_greedy_search, ctc_prefix_beam_search, transducer_beam_search, transducer_greedy_search
 from asr.model import load_model
 from asr.nn.heads.transducer import TransducerHead
-from asr.transcribe import _batches, split_items
+from asr.transcribe import audio_batches, split_items
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -32,6 +33,22 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def count_calls(obj: object, name: str, fn: Callable[[], object]) -> int:
+    """Run fn() once and return how many times obj.name was called meanwhile."""
+    orig, n = getattr(obj, name), [0]
+
+    def counted(*args, **kwargs):
+        n[0] += 1
+        return orig(*args, **kwargs)
+
+    setattr(obj, name, counted)  # an instance attribute shadows the method until deleted
+    try:
+        fn()
+    finally:
+        delattr(obj, name)
+    return n[0]
 
 
 def main() -> None:
@@ -46,13 +63,13 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     items, _, problems = split_items(a.data)
     # the same loading and batching as `asr transcribe --data` (longest first, <= batch_seconds)
-    groups = [waves for _, waves in _batches(items, a.batch_seconds, problems)]
+    groups = [waves for _, waves in audio_batches(items, a.batch_seconds, problems)]
     waves = [w for g in groups for w in g]
     audio_s = sum(len(w) for w in waves) / 16000
     batches = [collate(g, [[] for _ in g], ["" for _ in g], [str(i) for i in range(len(g))]) for g in groups]
     print(f"{len(waves)} utterances, {audio_s:.0f} s of audio, {len(batches)} batches, {a.threads} threads")
-    print("| checkpoint | head | search | search RTFx | end-to-end RTFx |")
-    print("|---|---|---|---|---|")
+    print("| checkpoint | head | search | steps | search RTFx | end-to-end RTFx |")
+    print("|---|---|---|---|---|---|")
     for ckpt in a.ckpt:
         model = load_model(ckpt).eval()
         with torch.inference_mode():
@@ -73,8 +90,9 @@ def main() -> None:
                     }
                 for method, fn in searches.items():
                     s_t = best_time(fn, a.repeats)
-                    print(f"| {ckpt} | {name} ({kind}) | {method} | {audio_s / s_t:.0f} | {audio_s / (enc_t + s_t):.0f} |",
-                          flush=True)
+                    steps = count_calls(head.joint, "combine", fn) if kind != "ctc" else len(encs)
+                    print(f"| {ckpt} | {name} ({kind}) | {method} | {steps} | {audio_s / s_t:.0f} "
+                          f"| {audio_s / (enc_t + s_t):.0f} |", flush=True)
 
 
 if __name__ == "__main__":
