@@ -1,6 +1,7 @@
 // Python bindings of the compiled ops (module asr._C). Thin: argument checks and dispatch by device.
 #include <torch/extension.h>
 
+#include "fsa/fsa.h"
 #include "transducer/mutual_information.h"
 #include "transducer/rnnt.h"
 #include "transducer/tdt.h"
@@ -78,6 +79,28 @@ void tdt_subtract_arc_posteriors(torch::Tensor grad, const torch::Tensor& logits
                                        sigma);
 }
 
+std::vector<torch::Tensor> dense_intersect_forward(const torch::Tensor& arcs, const torch::Tensor& scores,
+                                                   const torch::Tensor& arc_offsets, const torch::Tensor& num_states,
+                                                   const torch::Tensor& graph_index, const torch::Tensor& log_probs,
+                                                   const torch::Tensor& lengths, const torch::Tensor& arc_extra,
+                                                   const torch::Tensor& frame_extra, bool viterbi) {
+  require_cpu(log_probs, "dense_intersect_forward");
+  return asr::dense_intersect_forward_cpu(arcs, scores, arc_offsets, num_states, graph_index, log_probs, lengths,
+                                          arc_extra, frame_extra, viterbi);
+}
+
+torch::Tensor dense_intersect_backward(const torch::Tensor& arcs, const torch::Tensor& scores,
+                                       const torch::Tensor& arc_offsets, const torch::Tensor& num_states,
+                                       const torch::Tensor& graph_index, const torch::Tensor& log_probs,
+                                       const torch::Tensor& lengths, const torch::Tensor& arc_extra,
+                                       const torch::Tensor& frame_extra, const torch::Tensor& total,
+                                       const torch::Tensor& alpha, const torch::Tensor& alpha_offsets,
+                                       const torch::Tensor& grad_total) {
+  require_cpu(log_probs, "dense_intersect_backward");
+  return asr::dense_intersect_backward_cpu(arcs, scores, arc_offsets, num_states, graph_index, log_probs, lengths,
+                                           arc_extra, frame_extra, total, alpha, alpha_offsets, grad_total);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -89,6 +112,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mutual_information_backward", &mutual_information_backward, "MI recursion backward: {px_grad, py_grad}");
   m.def("tdt_forward", &tdt_forward, "TDT lattice forward: {loss, alpha, beta}");
   m.def("tdt_subtract_arc_posteriors", &tdt_subtract_arc_posteriors, "TDT: grad[row, arc] -= scale * posterior");
+  m.def("fsa_ctc_topo", &asr::fsa_ctc_topo_cpu, "CTC topology (standard or modified) as one transducer FSA");
+  m.def("fsa_linear", &asr::fsa_linear_cpu, "linear acceptors of padded targets");
+  m.def("fsa_compose", &asr::fsa_compose_cpu, "topology o acceptors, trimmed (training graphs)");
+  m.def("dense_intersect_forward", &dense_intersect_forward,
+        "graphs x dense log-probs: {total, alpha, alpha_offsets[, best_arcs]}");
+  m.def("dense_intersect_backward", &dense_intersect_backward, "d(sum grad_total * total) / d log_probs");
 #ifdef ASR_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

@@ -5,6 +5,9 @@ gives the reference gradient.
 """
 from __future__ import annotations
 
+import itertools
+import math
+
 import torch
 
 
@@ -89,3 +92,50 @@ def tdt_loss_reference(logits: torch.Tensor, targets: torch.Tensor, logit_length
         final = alpha.get((T, U)) if T > 0 else None
         out.append(-torch.logsumexp(torch.stack(final), 0) if final else torch.tensor(float("inf"), dtype=logits.dtype))
     return torch.stack(out)
+
+
+def _ctc_emission_counts(frames: tuple[int, ...], target: list[int], modified: bool) -> int:
+    """Number of CTC paths through the frame labels `frames` (0 = blank) that emit `target`.
+
+    Standard CTC: a run of one token emits it once. Modified: a run of r frames of a token
+    emits it k times (1 <= k <= r) in C(r-1, k-1) ways, so repeats need no blank.
+    """
+    runs: list[tuple[int, int]] = []
+    prev = 0
+    for x in frames:
+        if x != 0 and x == prev:
+            runs[-1] = (x, runs[-1][1] + 1)
+        elif x != 0:
+            runs.append((x, 1))
+        prev = x
+    ways = {0: 1}  # position in target -> number of ways
+    for tok, r in runs:
+        nxt: dict[int, int] = {}
+        for pos, w in ways.items():
+            for k in range(1, (r if modified else 1) + 1):
+                if target[pos:pos + k] == [tok] * k:
+                    nxt[pos + k] = nxt.get(pos + k, 0) + w * math.comb(r - 1, k - 1)
+        ways = nxt
+    return ways.get(len(target), 0)
+
+
+def ctc_paths_reference(log_probs: torch.Tensor, target: list[int], modified: bool = False,
+                        viterbi: bool = False) -> torch.Tensor:
+    """log P(target) of one utterance (log_probs [T, V]) by enumerating all V^T frame labelings.
+
+    Each labeling scores the sum of its frame log-probs, times the number of topology paths
+    that read it and emit `target`. viterbi=True gives the best single path's score instead.
+    Tiny sizes only.
+    """
+    T, V = log_probs.shape
+    scores = []
+    for frames in itertools.product(range(V), repeat=T):
+        n = _ctc_emission_counts(frames, list(target), modified)
+        if n == 0:
+            continue
+        s = log_probs[torch.arange(T), torch.tensor(frames)].sum()
+        scores.append(s if viterbi else s + math.log(n))
+    if not scores:
+        return torch.tensor(float("-inf"), dtype=log_probs.dtype)
+    stacked = torch.stack(scores)
+    return stacked.max() if viterbi else torch.logsumexp(stacked, 0)

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from common import add_size_args, random_lengths  # scripts/bench/common.py
+
 
 def child(args) -> None:
     import torch
@@ -32,10 +34,7 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     B, T, U, V = args.B, args.T, args.U, args.V
-    tl = (T * (0.7 + 0.3 * torch.rand(B, generator=g))).long().clamp(1, T)
-    tl[0] = T
-    ul = (U * (0.7 + 0.3 * torch.rand(B, generator=g))).long().clamp(1, U)
-    ul[0] = U
+    tl, ul = random_lengths(B, T, U, g)
     e2e = args.variant.endswith("_e2e")
     if e2e:
         am = torch.randn(B, T, V, generator=g).requires_grad_()
@@ -85,11 +84,7 @@ def child(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--B", type=int, default=32)
-    p.add_argument("--T", type=int, default=500)
-    p.add_argument("--U", type=int, default=100)
-    p.add_argument("--V", type=int, default=500)
-    p.add_argument("--threads", type=int, default=2)
+    add_size_args(p)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--s-range", dest="s_range", type=int, default=5)
     p.add_argument("--variant", help=argparse.SUPPRESS)

@@ -1,18 +1,36 @@
-"""CTC head: a linear layer over encoder frames to log-probabilities."""
+"""CTC head: a linear layer over encoder frames to log-probabilities, and its loss.
+
+The loss is torch's CTC (`loss: ctc`, the default) or CTC over FSA graphs (`loss: ctc_fst`,
+asr.losses.ctc_fst_loss), which adds the modified topology, a delay penalty and Viterbi
+(max-approximation) training.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...losses import ctc_loss
+from ...losses import ctc_fst_loss, ctc_loss
 
 
 class CTCHead(nn.Module):
-    """forward(enc[B, T, D]) -> log_probs[B, T, V] (blank = 0)."""
+    """forward(enc[B, T, D]) -> log_probs[B, T, V] (blank = 0).
 
-    def __init__(self, enc_dim: int, vocab_size: int, dropout: float = 0.0):
+    Args:
+        loss: "ctc" (torch's) or "ctc_fst" (our FSA graphs); the options below need ctc_fst.
+        topology: "standard" or "modified" (repeated tokens need no blank).
+        delay_penalty: > 0 rewards emitting tokens on earlier frames (streaming latency).
+        viterbi: train on the best path only.
+    """
+
+    def __init__(self, enc_dim: int, vocab_size: int, dropout: float = 0.0, loss: str = "ctc",
+                 topology: str = "standard", delay_penalty: float = 0.0, viterbi: bool = False):
         super().__init__()
+        if loss not in ("ctc", "ctc_fst"):
+            raise ValueError(f"CTC head loss must be ctc|ctc_fst, not {loss!r}")
+        if loss == "ctc" and (topology != "standard" or delay_penalty or viterbi):
+            raise ValueError("topology, delay_penalty and viterbi need the FSA loss: set loss: ctc_fst")
+        self.loss_kind, self.topology, self.delay_penalty, self.viterbi = loss, topology, delay_penalty, viterbi
         self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(enc_dim, vocab_size)
 
@@ -22,5 +40,10 @@ class CTCHead(nn.Module):
     def loss(self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor,
              step: int = 0) -> torch.Tensor:
         """Scalar CTC loss per target token of the batch: long and short batches weigh the same per token."""
-        total = ctc_loss(self(enc), targets, enc_lens, target_lens, blank=0, reduction="sum")
+        if self.loss_kind == "ctc":
+            total = ctc_loss(self(enc), targets, enc_lens, target_lens, blank=0, reduction="sum")
+        else:
+            total = ctc_fst_loss(self(enc), targets, enc_lens, target_lens, topology=self.topology,
+                                 delay_penalty=self.delay_penalty, viterbi=self.viterbi, reduction="sum",
+                                 zero_infinity=True)
         return total / target_lens.sum().clamp(min=1)

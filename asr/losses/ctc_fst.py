@@ -1,0 +1,166 @@
+"""CTC over FSA graphs (csrc/fsa): other topologies, a delay penalty, Viterbi training, forced alignment.
+
+The training graph of each utterance is `topology o transcript`, built in C++ per batch,
+and intersected with the network's log-probs. With the standard topology and no
+penalty the loss equals torch's CTC (tests check loss and gradients to 1e-6).
+
+Delay penalty (Yao et al., "Delay-penalized CTC implemented based on Finite State
+Transducer"): an arc that first emits a token (aux_label > 0 in the graph, i.e. not a
+blank and not a repeat frame) at frame t of an utterance of T frames also scores
+delay_penalty * ((T - 1) / 2 - t). Early emissions gain, late ones lose, and the
+offsets sum to zero over the frames, so the loss stays on the scale of the NLL.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..fsa import Fsa, ctc_graphs, intersect_dense, viterbi as fsa_viterbi
+
+log = logging.getLogger(__name__)
+
+
+def _delay_extra(graphs: Fsa, input_lengths: torch.Tensor, t_max: int, delay_penalty: float, dtype: torch.dtype):
+    if delay_penalty == 0.0:
+        return None, None
+    arc_extra = (graphs.aux_labels > 0).float()
+    lens = input_lengths.detach().cpu().to(dtype)[:, None]
+    t = torch.arange(t_max, dtype=dtype)[None, :]
+    frame_extra = (delay_penalty * ((lens - 1) / 2 - t)).masked_fill(t >= lens, 0.0)
+    return arc_extra, frame_extra
+
+
+_no_alignment = {"utterances": 0, "next_log": 1}
+
+
+def _warn_no_alignment(n_bad: int, batch: int, zeroed: bool) -> None:
+    """Warn about utterances without an alignment; in training this repeats every few batches, so
+    the log is thinned out: the first time, then each time the running count doubles."""
+    _no_alignment["utterances"] += n_bad
+    total = _no_alignment["utterances"]
+    if total >= _no_alignment["next_log"]:
+        _no_alignment["next_log"] = 2 * total
+        log.warning("ctc_fst_loss: %d of %d utterances have no alignment (fewer frames than the transcript "
+                    "needs)%s; %d so far in this process", n_bad, batch,
+                    "; their loss and gradient are zeroed" if zeroed else "", total)
+
+
+class _ViterbiScore(torch.autograd.Function):
+    """Best-path score per utterance; its gradient is 1 on the (frame, label) of the best path."""
+
+    @staticmethod
+    def forward(ctx, log_probs, graphs, lengths, arc_extra, frame_extra):
+        score, best = fsa_viterbi(graphs, log_probs, lengths, arc_extra=arc_extra, frame_extra=frame_extra)
+        labels = torch.where(best >= 0, graphs.labels.long()[best.clamp(min=0)], -1)
+        ctx.save_for_backward(labels)
+        ctx.shape = log_probs.shape
+        return score.to(log_probs.device)
+
+    @staticmethod
+    def backward(ctx, grad_score):
+        (labels,) = ctx.saved_tensors
+        grad = torch.zeros(ctx.shape, dtype=grad_score.dtype, device=grad_score.device)
+        on_path = (labels >= 0).to(grad.dtype) * grad_score.cpu()[:, None].to(grad.dtype)
+        grad.scatter_add_(2, labels.clamp(min=0)[..., None].to(grad.device), on_path[..., None].to(grad.device))
+        return grad, None, None, None, None
+
+
+def ctc_fst_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
+                 target_lengths: torch.Tensor, topology: str = "standard", delay_penalty: float = 0.0,
+                 viterbi: bool = False, reduction: str = "mean", zero_infinity: bool = False) -> torch.Tensor:
+    """CTC loss over FSA training graphs (blank = 0).
+
+    Args:
+        log_probs: [B, T, V] log-softmax outputs (float32 or float64).
+        targets: [B, U] padded token ids > 0 (padding ignored via target_lengths); U may be 0.
+        input_lengths, target_lengths: [B] int.
+        topology: "standard" (torch's CTC) or "modified" (repeated tokens need no blank).
+        delay_penalty: > 0 rewards emitting tokens early (see the module docstring).
+        viterbi: train on the best path only (the max approximation) instead of all paths.
+        reduction: "none" ([B]), "sum", or "mean" (torch's: each loss divided by its target
+            length, then averaged over the batch).
+        zero_infinity: utterances with no path (too few frames) get loss 0 and gradient 0
+            instead of +inf; a warning counts them either way.
+    Returns: the loss, -log P(targets | x) (+ the delay penalty term) per the reduction.
+    """
+    if log_probs.dim() != 3:
+        raise ValueError(f"log_probs must be [B, T, V], got {tuple(log_probs.shape)}")
+    b, t_max, v = log_probs.shape
+    if targets.dim() != 2 or targets.shape[0] != b:
+        raise ValueError(f"targets must be [B={b}, U], got {tuple(targets.shape)}")
+    graphs = ctc_graphs(targets, target_lengths, v, topology)
+    arc_extra, frame_extra = _delay_extra(graphs, input_lengths, t_max, float(delay_penalty), log_probs.dtype)
+    if viterbi:
+        total = _ViterbiScore.apply(log_probs, graphs, input_lengths, arc_extra, frame_extra)
+    else:
+        total = intersect_dense(graphs, log_probs, input_lengths, arc_extra=arc_extra, frame_extra=frame_extra)
+    loss = -total
+    bad = ~torch.isfinite(loss)
+    if bool(bad.any()):
+        _warn_no_alignment(int(bad.sum()), b, zero_infinity)
+        if zero_infinity:
+            loss = torch.where(bad, torch.zeros_like(loss), loss)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return (loss / target_lengths.to(loss.device).clamp(min=1).to(loss.dtype)).mean()
+    raise ValueError(f"reduction must be none|mean|sum, not {reduction!r}")
+
+
+@dataclass
+class Alignment:
+    """Best CTC path per frame (the output of `forced_align`)."""
+
+    labels: torch.Tensor  # [B, T] int64: token read at each frame (0 = blank), -1 past the length
+    starts: torch.Tensor  # [B, T] bool: the frame where a transcript token is first emitted
+    scores: torch.Tensor  # [B]: log-score of the best path, -inf where none fits
+
+    def token_spans(self, b: int) -> list[tuple[int, int, int]]:
+        """(token, first frame, last frame) of each transcript token of utterance b, in order.
+
+        A token spans its first frame and the frames that repeat it after (blanks excluded).
+        """
+        lab, st = self.labels[b].tolist(), self.starts[b].tolist()
+        spans: list[tuple[int, int, int]] = []
+        for t, (x, s) in enumerate(zip(lab, st)):
+            if s:
+                spans.append((x, t, t))
+            elif x > 0 and spans and spans[-1][2] == t - 1 and spans[-1][0] == x:
+                spans[-1] = (x, spans[-1][1], t)
+        return spans
+
+
+@torch.no_grad()
+def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
+                 target_lengths: torch.Tensor | None = None, topology: str = "standard") -> Alignment:
+    """The most probable CTC alignment of each transcript (Viterbi over its training graph).
+
+    Args:
+        log_probs: [B, T, V]. targets: [B, U] padded (or a list of token-id lists).
+        input_lengths: [B]. target_lengths: [B]; default: the lengths of the lists, or U.
+    Returns: Alignment with frame labels, token start flags and path scores. An utterance
+    whose transcript cannot fit in its frames gets score -inf and labels -1 (and a warning).
+    """
+    if isinstance(targets, (list, tuple)):
+        target_lengths = torch.tensor([len(y) for y in targets], dtype=torch.long)
+        padded = torch.zeros(len(targets), max([len(y) for y in targets] + [0]), dtype=torch.long)
+        for i, y in enumerate(targets):
+            padded[i, :len(y)] = torch.as_tensor(y, dtype=torch.long)
+        targets = padded
+    if target_lengths is None:
+        target_lengths = torch.full((targets.shape[0],), targets.shape[1], dtype=torch.long)
+    graphs = ctc_graphs(targets, target_lengths, log_probs.shape[-1], topology)
+    score, best = fsa_viterbi(graphs, log_probs.detach().cpu(), input_lengths)
+    ok = best >= 0
+    arcs = graphs.arcs.long()[best.clamp(min=0)]  # [B, T, 4]
+    labels = torch.where(ok, arcs[..., 2], -1)
+    starts = ok & (arcs[..., 3] > 0)
+    n_bad = int((~torch.isfinite(score)).sum())
+    if n_bad:
+        log.warning("forced_align: %d of %d utterances cannot be aligned (fewer frames than the transcript needs)",
+                    n_bad, len(score))
+    return Alignment(labels, starts, score)
