@@ -1,4 +1,4 @@
-"""The `asr` command line: prepare | train | transcribe | score."""
+"""The `asr` command line: prepare | train | transcribe | align | score."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,14 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
 
 --method/--beam/--head/--max-symbols override the decode options saved in the checkpoint
 (conf/decode/ at training time: decode.method, decode.beam, decode.head, decode.max_symbols).""",
+    "align": """examples:
+  asr align --ckpt exp/hybrid/best.ckpt --data data/synthetic/LibriSpeech/test-clean --out exp/hybrid/align
+  asr align --ckpt exp/ctc/best.ckpt --data DIR/dev-clean --out ali --plot 5
+
+Writes OUT/words.ctm and OUT/tokens.ctm ("utt-id 1 start duration text", seconds) from
+the Viterbi path of each transcript through the CTC head's log-probs (any CTC head:
+conformer_ctc, or the ctc head of a hybrid). Utterances whose transcript has characters
+outside the vocabulary, or more tokens than the audio has frames, are skipped and counted.""",
     "score": """examples:
   asr score data/manifests/test-clean.ref.txt exp/x/hyp.txt
   asr score ref.txt hyp.txt --report exp/x/errors.txt --plot exp/x/wer_by_length.png
@@ -129,6 +137,40 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    import torch
+
+    from .align import align_items, plot_alignment, write_ctm
+    from .model import load_model
+    from .transcribe import split_items
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.ckpt, map_location=device)
+    items, texts, problems = split_items(args.data)
+    t0 = time.perf_counter()
+    try:
+        alis, align_problems = align_items(model, items, texts, head=args.head, max_seconds=args.max_duration,
+                                           device=device, progress=not args.quiet, keep_log_probs=args.plot)
+    except ValueError as e:
+        raise SystemExit(f"asr align: {args.ckpt}: {e}") from e
+    out = Path(args.out)
+    write_ctm(out / "words.ctm", alis, "words")
+    write_ctm(out / "tokens.ctm", alis, "tokens")
+    shift = model.fbank.opts.frame_shift_ms / 1000 * model.encoder.subsampling_factor
+    plotted = [uid for uid in sorted(alis) if alis[uid].log_probs is not None]
+    for uid in plotted:
+        plot_alignment(alis[uid], shift, out / f"{uid}.png", title=f"{uid}: {texts[uid]}")
+    for p in (problems, align_problems):
+        if p.counts:
+            print(p.summary("skipped input"), file=sys.stderr)
+    print(f"aligned {len(alis)} of {len(items)} utterances in {time.perf_counter() - t0:.1f}s: "
+          f"{out / 'words.ctm'}, {out / 'tokens.ctm'}" + (f", {len(plotted)} plots" if plotted else ""),
+          file=sys.stderr)
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from .metrics import plot_error_by_length, read_kaldi_text, score
 
@@ -199,6 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int, help="torch CPU threads")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    pa = sub.add_parser("align", help="forced-align transcripts: word and token times (CTM)",
+                        description="Align each utterance of a LibriSpeech-style split to its transcript with a CTC "
+                        "head (Viterbi over the CTC graph) and write word and token start/end times as CTM.",
+                        epilog=EXAMPLES["align"], formatter_class=fmt)
+    pa.add_argument("--ckpt", required=True, help="checkpoint with a CTC head (conformer_ctc, or a hybrid)")
+    pa.add_argument("--data", required=True, help="LibriSpeech-style split folder (audio + transcripts)")
+    pa.add_argument("--out", required=True, help="output folder for words.ctm, tokens.ctm and plots")
+    pa.add_argument("--head", help="which CTC head aligns, by its config name (default: the first CTC head)")
+    pa.add_argument("--plot", type=int, default=0, metavar="N",
+                    help="also plot the alignment of N utterances (OUT/<utt-id>.png)")
+    pa.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (default 120)")
+    pa.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    pa.add_argument("--threads", type=int, help="torch CPU threads")
+    pa.add_argument("--quiet", action="store_true", help="no progress bar")
+
     ps = sub.add_parser("score", help="WER/CER of hypotheses against references",
                         description="Score Kaldi-style 'utt-id TEXT' files with jiwer.", epilog=EXAMPLES["score"],
                         formatter_class=fmt)
@@ -227,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_train(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"prepare": cmd_prepare, "transcribe": cmd_transcribe, "score": cmd_score}[args.command](args)
+    commands = {"prepare": cmd_prepare, "transcribe": cmd_transcribe, "align": cmd_align, "score": cmd_score}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

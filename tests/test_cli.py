@@ -11,7 +11,7 @@ def save_checkpoint(model, tok, path) -> None:
                 "tokenizer": tok.model_proto}, path)
 
 
-@pytest.mark.parametrize("cmd", ["prepare", "transcribe", "score"])
+@pytest.mark.parametrize("cmd", ["prepare", "transcribe", "align", "score"])
 def test_subcommand_help_has_examples(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
@@ -30,7 +30,7 @@ def test_top_level_help_lists_commands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for cmd in ("prepare", "train", "transcribe", "score"):
+    for cmd in ("prepare", "train", "transcribe", "align", "score"):
         assert cmd in out
 
 
@@ -95,3 +95,69 @@ def test_transcribe_hybrid_heads_and_unknown_head(tmp_path, capsys, speech_wave)
         assert capsys.readouterr().out.startswith("a")
     with pytest.raises(SystemExit, match=r"has no head 'attention'; its heads are \['transducer', 'ctc'\]"):
         main(["transcribe", "--ckpt", str(ckpt), str(wav), "--head", "attention"])
+
+
+def _split(root, waves_texts) -> None:
+    """A one-speaker LibriSpeech-style split: root/1/2/1-2-000i.flac + 1-2.trans.txt."""
+    import soundfile as sf
+
+    d = root / "1" / "2"
+    d.mkdir(parents=True)
+    lines = []
+    for i, (wave, text) in enumerate(waves_texts):
+        sf.write(str(d / f"1-2-{i:04d}.flac"), wave.numpy(), 16000)
+        lines.append(f"1-2-{i:04d} {text}\n")
+    (d / "1-2.trans.txt").write_text("".join(lines))
+
+
+def test_align_writes_ctm_and_skips_bad_transcripts(tmp_path, capsys, caplog, speech_wave):
+    """An untrained CTC model still gives a valid path: every word in order, on the frame grid, inside the audio."""
+    import logging
+
+    import torch
+
+    from asr.data.tokenizer import train_tokenizer
+    from asr.model import ASRModel
+
+    text = "THE QUICK BROWN FOX JUMPS OVER SEVEN LAZY DOGS"
+    tok = train_tokenizer([text, "A B C D E F G H I J K L M N O P Q R S T U V W X Y Z"] * 5, tmp_path / "t.model",
+                          "char")
+    torch.manual_seed(0)
+    model = ASRModel(len(tok), encoder={"name": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 4,
+                                        "subsampling_channels": 8}, heads={"ctc": {"kind": "ctc"}})
+    ckpt = tmp_path / "m.ckpt"
+    save_checkpoint(model, tok, ckpt)
+    short = speech_wave[:16000 // 5]  # 0.2 s: 4 frames, too few for the sentence
+    _split(tmp_path / "split", [(speech_wave, text), (speech_wave, "THE FOX 42"), (short, text)])
+    out = tmp_path / "ali"
+    with caplog.at_level(logging.WARNING):
+        assert main(["align", "--ckpt", str(ckpt), "--data", str(tmp_path / "split"), "--out", str(out),
+                     "--plot", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "characters outside the vocabulary" in err and "transcript longer than the audio" in err
+    assert "1-2-0001.flac: '24'" in caplog.text and "1-2-0002.flac" in caplog.text
+    assert "aligned 1 of 3 utterances" in err
+    words = [line.split() for line in (out / "words.ctm").read_text().splitlines()]
+    assert [w[4] for w in words] == text.split() and {w[0] for w in words} == {"1-2-0000"}
+    starts = [float(w[2]) for w in words]
+    ends = [float(w[2]) + float(w[3]) for w in words]
+    assert starts == sorted(starts) and all(e > s for s, e in zip(starts, ends))
+    assert ends[-1] <= len(speech_wave) / 16000 + 0.05
+    assert all(abs(s / 0.04 - round(s / 0.04)) < 1e-6 for s in starts)  # 40 ms encoder frames
+    tokens = (out / "tokens.ctm").read_text().splitlines()
+    assert len(tokens) == len(tok.encode(text))
+    assert (out / "1-2-0000.png").stat().st_size > 0
+
+
+def test_align_needs_a_ctc_head(tmp_path, speech_wave):
+    from asr.data.tokenizer import train_tokenizer
+    from asr.model import ASRModel
+
+    tok = train_tokenizer(["THE QUICK BROWN FOX", "JUMPS OVER SEVEN LAZY DOGS"] * 5, tmp_path / "t.model", "char")
+    model = ASRModel(len(tok), encoder={"name": "mingru", "d_model": 16, "num_layers": 1, "subsampling_channels": 4},
+                     heads={"transducer": {"kind": "transducer", "pred_dim": 8, "joint_dim": 8}})
+    save_checkpoint(model, tok, tmp_path / "m.ckpt")
+    _split(tmp_path / "split", [(speech_wave, "THE FOX")])
+    with pytest.raises(SystemExit, match="alignment needs a CTC head"):
+        main(["align", "--ckpt", str(tmp_path / "m.ckpt"), "--data", str(tmp_path / "split"), "--out",
+              str(tmp_path / "o")])
