@@ -1,4 +1,4 @@
-"""The `asr` command line: prepare | train | transcribe | align | score."""
+"""The `asr` command line: prepare | train | transcribe | stream | align | score."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,17 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
 
 --method/--beam/--head/--max-symbols override the decode options saved in the checkpoint
 (conf/decode/ at training time: decode.method, decode.beam, decode.head, decode.max_symbols).""",
+    "stream": """examples:
+  asr stream --ckpt exp/stream/best.ckpt a.wav b.flac              # partial hypotheses as they grow, then final
+  asr stream --ckpt exp/stream/best.ckpt --chunk-ms 160 --left-context-ms 1280 a.wav
+  asr stream --ckpt exp/stream/best.ckpt --data DIR/test-clean --out exp/stream/hyp_320ms.txt
+
+Each file is read block by block (one chunk of audio per block, as a live source would
+deliver it) and decoded chunk by chunk with the encoder's caches; several files stream
+as one batch. The final hypotheses equal offline greedy decoding with the same chunk
+mask. Needs a streaming model (causal Conformer such as model=conformer_ctc_streaming,
+minGRU/minLSTM, or a unidirectional LSTM). At the end: algorithmic latency (the chunk plus
+the front-end's look-ahead), compute time per chunk, and the real-time factor.""",
     "align": """examples:
   asr align --ckpt exp/hybrid/best.ckpt --data data/synthetic/LibriSpeech/test-clean --out exp/hybrid/align
   asr align --ckpt exp/ctc/best.ckpt --data DIR/dev-clean --out ali --plot 5
@@ -134,6 +145,89 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         if p is not None and p.counts:
             print(p.summary("skipped or changed input"), file=sys.stderr)
     print(f"decoded {len(hyps)} of {len(items)} utterances in {elapsed:.1f}s", file=sys.stderr)
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    import soundfile as sf
+    import torch
+
+    from .data.audio import SAMPLE_RATE, audio_blocks
+    from .data.librispeech import Problems
+    from .decoding.streaming import StreamingRecognizer, stream_decode
+    from .model import load_model
+    from .transcribe import split_items, write_kaldi_text
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.ckpt)
+    frame_ms = model.fbank.opts.frame_shift_ms * model.encoder.subsampling_factor
+    if args.chunk_ms % frame_ms or args.left_context_ms % frame_ms and args.left_context_ms >= 0:
+        raise SystemExit(f"asr stream: --chunk-ms and --left-context-ms must be multiples of the {frame_ms:g} ms "
+                         "encoder frame")
+    chunk = int(args.chunk_ms // frame_ms)
+    left = -1 if args.left_context_ms < 0 else int(args.left_context_ms // frame_ms)
+    try:
+        rec = StreamingRecognizer(model, chunk_size=chunk, left_context=left, head=args.head,
+                                  max_symbols=args.max_symbols)
+    except ValueError as e:
+        raise SystemExit(f"asr stream: {args.ckpt}: {e}") from e
+    block = int(SAMPLE_RATE * args.chunk_ms / 1000)
+    problems = Problems()
+    if args.data:
+        items, _, split_problems = split_items(args.data)
+        for cat, n in split_problems.counts.items():
+            problems.counts[cat] += n
+    else:
+        if not args.files:
+            raise SystemExit("asr stream: give audio FILEs or --data DIR")
+        items = []
+        for f in args.files:
+            try:
+                if sf.info(f).frames == 0:
+                    raise RuntimeError("0 samples")
+                items.append((Path(f).name.rsplit(".", 1)[0], f))
+            except Exception as e:  # unreadable or empty: named, counted, skipped
+                problems.add("unreadable or empty audio", f"{f}: {e}")
+    hyps: dict[str, str] = {}
+    chunk_times: list[float] = []
+    audio_s = compute_s = 0.0
+    for start in range(0, len(items), args.batch_size):
+        batch = items[start:start + args.batch_size]
+        shown = [""] * len(batch)
+
+        def show(step, token_lists, batch=batch, shown=shown):
+            if args.data or args.quiet:
+                return
+            for i, toks in enumerate(token_lists):
+                text = model.tokenizer.decode(toks)
+                if text != shown[i]:
+                    shown[i] = text
+                    print(f"{batch[i][0]} [{(step + 1) * args.chunk_ms / 1000:.2f} s] {text}", file=sys.stderr)
+
+        final = stream_decode(rec, [audio_blocks(path, block) for _, path in batch], on_partial=show)
+        for (uid, _), toks in zip(batch, final):
+            hyps[uid] = model.tokenizer.decode(toks)
+        chunk_times += rec.stats.chunk_times
+        audio_s += rec.stats.audio_seconds
+        compute_s += rec.stats.compute_seconds
+        if args.data and not args.quiet:
+            print(f"streamed {len(hyps)} of {len(items)} utterances", file=sys.stderr)
+    if args.out:
+        write_kaldi_text(args.out, hyps)
+        print(f"wrote {len(hyps)} hypotheses to {args.out}", file=sys.stderr)
+    else:
+        for uid, _ in items:
+            print(f"{uid} {hyps[uid]}")
+    if problems.counts:
+        print(problems.summary("skipped input"), file=sys.stderr)
+    ms = sorted(1000 * t for t in chunk_times) or [0.0]
+    print(f"chunk {args.chunk_ms:g} ms ({chunk} frames), left context "
+          f"{'unlimited' if left < 0 else f'{args.left_context_ms:g} ms ({left} frames)'}, "
+          f"batches of up to {args.batch_size} streams, {torch.get_num_threads()} threads\n"
+          f"algorithmic latency {1000 * rec.algorithmic_latency:.0f} ms; compute per chunk "
+          f"{sum(ms) / len(ms):.1f} ms mean, {ms[int(0.95 * (len(ms) - 1))]:.1f} ms p95 (all streams of a batch); "
+          f"RTF {compute_s / audio_s if audio_s else 0:.4f} over {audio_s:.1f} s of audio", file=sys.stderr)
     return 0
 
 
@@ -241,6 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int, help="torch CPU threads")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    pst = sub.add_parser("stream", help="stream-decode audio chunk by chunk (partial and final hypotheses)",
+                         description="Decode audio as a live stream: block by block, chunk by chunk, with the "
+                         "encoder's caches. Prints partial hypotheses (stderr) as they grow and final 'utt-id TEXT' "
+                         "lines, then latency figures.", epilog=EXAMPLES["stream"], formatter_class=fmt)
+    pst.add_argument("files", nargs="*", help="audio files (16 kHz files are read incrementally; others resampled)")
+    pst.add_argument("--ckpt", required=True, help="checkpoint of a streaming model")
+    pst.add_argument("--data", help="a LibriSpeech-style split to stream-decode instead of FILEs")
+    pst.add_argument("--out", help="write final hypotheses here (for asr score) instead of stdout")
+    pst.add_argument("--chunk-ms", type=float, default=320.0,
+                     help="chunk duration in ms, a multiple of the 40 ms encoder frame (default 320)")
+    pst.add_argument("--left-context-ms", type=float, default=2560.0,
+                     help="attention left context in ms, -1 for unlimited (default 2560)")
+    pst.add_argument("--head", help="decoding head of a hybrid (default: the checkpoint's decode head)")
+    pst.add_argument("--max-symbols", type=int, help="transducer: most labels per frame (default: the head's)")
+    pst.add_argument("--batch-size", type=int, default=16, help="streams decoded together (default 16)")
+    pst.add_argument("--threads", type=int, help="torch CPU threads")
+    pst.add_argument("--quiet", action="store_true", help="no partial hypotheses or progress")
+
     pa = sub.add_parser("align", help="forced-align transcripts: word and token times (CTM)",
                         description="Align each utterance of a LibriSpeech-style split to its transcript with a CTC "
                         "head (Viterbi over the CTC graph) and write word and token start/end times as CTM.",
@@ -284,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_train(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    commands = {"prepare": cmd_prepare, "transcribe": cmd_transcribe, "align": cmd_align, "score": cmd_score}
+    commands = {"prepare": cmd_prepare, "transcribe": cmd_transcribe, "stream": cmd_stream, "align": cmd_align,
+                "score": cmd_score}
     return commands[args.command](args)
 
 

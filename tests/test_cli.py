@@ -11,7 +11,7 @@ def save_checkpoint(model, tok, path) -> None:
                 "tokenizer": tok.model_proto}, path)
 
 
-@pytest.mark.parametrize("cmd", ["prepare", "transcribe", "align", "score"])
+@pytest.mark.parametrize("cmd", ["prepare", "transcribe", "stream", "align", "score"])
 def test_subcommand_help_has_examples(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
@@ -30,7 +30,7 @@ def test_top_level_help_lists_commands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for cmd in ("prepare", "train", "transcribe", "align", "score"):
+    for cmd in ("prepare", "train", "transcribe", "stream", "align", "score"):
         assert cmd in out
 
 
@@ -161,3 +161,40 @@ def test_align_needs_a_ctc_head(tmp_path, speech_wave):
     with pytest.raises(SystemExit, match="alignment needs a CTC head"):
         main(["align", "--ckpt", str(tmp_path / "m.ckpt"), "--data", str(tmp_path / "split"), "--out",
               str(tmp_path / "o")])
+
+
+def test_stream_files_and_split(tmp_path, capsys, speech_wave):
+    """asr stream: partial hypotheses that grow, final lines equal to the streaming recognizer's,
+    latency figures; --data writes hypotheses for asr score; a non-streaming model is refused."""
+    import torch
+
+    from asr.data.tokenizer import train_tokenizer
+    from asr.decoding.streaming import StreamingRecognizer, stream_decode
+    from asr.model import ASRModel
+
+    tok = train_tokenizer(["THE QUICK BROWN FOX", "JUMPS OVER SEVEN LAZY DOGS"] * 5, tmp_path / "t.model", "char")
+    torch.manual_seed(0)
+    enc = {"name": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 4, "subsampling_channels": 8,
+           "causal": True}
+    model = ASRModel(len(tok), encoder=enc, heads={"ctc": {"kind": "ctc"}})
+    ckpt = tmp_path / "m.ckpt"
+    save_checkpoint(model, tok, ckpt)
+    _split(tmp_path / "split", [(speech_wave, "THE FOX"), (speech_wave[:20000], "THE")])
+    wav = next((tmp_path / "split").rglob("*-0000.flac"))
+    assert main(["stream", "--ckpt", str(ckpt), str(wav), "--chunk-ms", "160", "--left-context-ms", "640"]) == 0
+    out = capsys.readouterr()
+    model.tokenizer = tok
+    want = tok.decode(stream_decode(StreamingRecognizer(model, 4, 16), [speech_wave], 2560)[0])
+    assert out.out.strip() == f"1-2-0000 {want}".strip()
+    partials = [line for line in out.err.splitlines() if line.startswith("1-2-0000 [")]
+    assert partials and partials[-1].split("] ", 1)[-1] == want
+    assert "algorithmic latency 205 ms" in out.err and "RTF " in out.err  # 160 + 30 + 15 ms
+    assert main(["stream", "--ckpt", str(ckpt), "--data", str(tmp_path / "split"), "--out", str(tmp_path / "h.txt"),
+                 "--quiet"]) == 0
+    assert [l.split()[0] for l in (tmp_path / "h.txt").read_text().splitlines()] == ["1-2-0000", "1-2-0001"]
+    with pytest.raises(SystemExit, match="multiples of the 40 ms"):
+        main(["stream", "--ckpt", str(ckpt), str(wav), "--chunk-ms", "100"])
+    offline = ASRModel(len(tok), encoder={**enc, "causal": False}, heads={"ctc": {"kind": "ctc"}})
+    save_checkpoint(offline, tok, tmp_path / "off.ckpt")
+    with pytest.raises(SystemExit, match="causal"):
+        main(["stream", "--ckpt", str(tmp_path / "off.ckpt"), str(wav)])

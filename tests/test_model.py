@@ -128,7 +128,14 @@ def test_model_loss_backward_and_decode():
 
 
 MODEL_CONFIGS = ["conformer_ctc", "conformer_transducer", "conformer_pruned_transducer", "conformer_tdt",
-                 "conformer_hybrid_tdt_ctc", "lstm_transducer", "mingru_ctc"]
+                 "conformer_hybrid_tdt_ctc", "lstm_transducer", "mingru_ctc", "conformer_ctc_streaming",
+                 "conformer_transducer_streaming"]
+
+
+def test_every_model_config_is_listed():
+    from asr.train import CONF_DIR
+
+    assert sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")) == sorted(MODEL_CONFIGS)
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)

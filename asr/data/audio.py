@@ -7,6 +7,7 @@ speed perturbation.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +41,33 @@ def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> tuple[torch.Te
     if sr != target_sr:
         wave = resample(wave, sr, target_sr)
     return wave, sr
+
+
+def audio_blocks(path: str | Path, block_samples: int, target_sr: int = SAMPLE_RATE) -> Iterator[torch.Tensor]:
+    """Read a file block by block as a live source delivers it: mono float32 blocks of
+    `block_samples` at `target_sr` (the last one shorter).
+
+    Files at target_sr are read incrementally; others are read whole and resampled first
+    (the resampler is not streaming). Raises AudioError naming the file when it is
+    unreadable or empty.
+    """
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as e:
+        raise AudioError(f"{path}: unreadable audio ({e})") from e
+    with f:
+        if f.frames == 0:
+            raise AudioError(f"{path}: empty audio (0 samples)")
+        if f.samplerate != target_sr:
+            wave, _ = load_audio(path, target_sr)
+            for i in range(0, len(wave), block_samples):
+                yield wave[i:i + block_samples]
+            return
+        while True:
+            data = f.read(block_samples, dtype="float32", always_2d=True)
+            if data.shape[0] == 0:
+                return
+            yield torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
 
 
 def save_audio(path: str | Path, wave: torch.Tensor, sr: int = SAMPLE_RATE) -> None:

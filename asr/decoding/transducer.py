@@ -24,6 +24,9 @@ on padding (tests decode each utterance alone and in a batch).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 _HASH_MOD = 2_147_483_647  # label-sequence hashes for merging (mod a prime < 2^31: no int64 overflow)
@@ -60,6 +63,27 @@ def _split(head, logits: torch.Tensor, durations: torch.Tensor | None, not_blank
             torch.where(is_blank, durations[blank_idx], durations[dur_idx]))
 
 
+@dataclass
+class GreedyState:
+    """Where a greedy search stands between chunks of encoder frames (streaming)."""
+
+    pred_state: Any  # the predictor's state after the last label
+    pred_p: torch.Tensor  # [B, J] projected predictor output for the last label
+    t: torch.Tensor  # [B] next frame to read, counted from the start of the next chunk
+    on_frame: torch.Tensor  # [B] labels emitted on that frame so far
+    tokens: list[list[int]]  # labels emitted so far per utterance
+
+
+@torch.no_grad()
+def transducer_greedy_init(head, batch_size: int, device: torch.device | str = "cpu") -> GreedyState:
+    """The state before any frame: the predictor has seen only the start (blank) symbol."""
+    pred = head.predictor
+    state = pred.init_state(batch_size, device)
+    out, state = pred(torch.full((batch_size, 1), head.blank, dtype=torch.long, device=device), state)
+    zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
+    return GreedyState(state, head.joint.project_pred(out[:, 0]), zeros, zeros.clone(), [[] for _ in range(batch_size)])
+
+
 @torch.no_grad()
 def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
                              max_symbols: int | None = None) -> list[list[int]]:
@@ -70,6 +94,19 @@ def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
         max_symbols: most labels on one frame (default head.max_symbols).
     Returns: token ids per utterance.
     """
+    state = transducer_greedy_init(head, enc.shape[0], enc.device)
+    return transducer_greedy_continue(head, enc, enc_lens, state, max_symbols).tokens
+
+
+@torch.no_grad()
+def transducer_greedy_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, state: GreedyState,
+                               max_symbols: int | None = None) -> GreedyState:
+    """Run the greedy search over the next encoder frames enc[B, T, D] (enc_lens[B] valid).
+
+    The search stops when every utterance has read past its frames; a TDT jump past the
+    end carries into the next chunk (state.t). Feeding an utterance's frames in chunks
+    gives exactly the labels of one call over all of them.
+    """
     max_symbols = int(max_symbols or head.max_symbols)
     b, device = enc.shape[0], enc.device
     durations = torch.tensor(head.durations, device=device) if head.loss_kind == "tdt" else None
@@ -77,12 +114,9 @@ def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
              if durations is not None else (None, None))
     enc_p = head.joint.project_enc(enc)
     pred = head.predictor
-    state = pred.init_state(b, device)
-    out, state = pred(torch.full((b, 1), head.blank, dtype=torch.long, device=device), state)
-    pred_p = head.joint.project_pred(out[:, 0])  # [B, J]
+    pred_state, pred_p = state.pred_state, state.pred_p  # [B, J]
     lens = enc_lens.to(device)
-    t = torch.zeros(b, dtype=torch.long, device=device)
-    on_frame = torch.zeros(b, dtype=torch.long, device=device)  # labels emitted on the current frame
+    t, on_frame = state.t.clone(), state.on_frame.clone()  # on_frame: labels emitted on the current frame
     active = t < lens
     emitted: list[torch.Tensor] = []
     while bool(active.any()):
@@ -108,14 +142,15 @@ def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
         force = emit & (on_frame >= max_symbols)  # cap reached: move to the next frame
         t = t + emit * adv + force
         on_frame = on_frame.masked_fill(force, 0)
-        new_out, new_state = pred(label.masked_fill(~emit, head.blank)[:, None], state)
-        state = pred.merge_state(emit, new_state, state)
+        new_out, new_state = pred(label.masked_fill(~emit, head.blank)[:, None], pred_state)
+        pred_state = pred.merge_state(emit, new_state, pred_state)
         pred_p = torch.where(emit[:, None], head.joint.project_pred(new_out[:, 0]), pred_p)
         active = t < lens
-    if not emitted:
-        return [[] for _ in range(b)]
-    rows = torch.stack(emitted, dim=1).tolist()
-    return [[x for x in row if x >= 0] for row in rows]
+    tokens = [list(x) for x in state.tokens]
+    if emitted:
+        for i, row in enumerate(torch.stack(emitted, dim=1).tolist()):
+            tokens[i].extend(x for x in row if x >= 0)
+    return GreedyState(pred_state, pred_p, (t - lens).clamp(min=0), on_frame, tokens)
 
 
 @torch.no_grad()

@@ -8,6 +8,14 @@ is trained with `asr train model=NAME trainer.max_epochs=EPOCHS` (same data, see
 batches), then the test split is decoded greedily and with beam 4. Results are appended
 to OUT/results.jsonl as they finish, so an interrupted run keeps what it measured, and
 the table is printed (Markdown) at the end.
+
+Extra `asr train` overrides go first (after the options, --models would take them), e.g.
+the same corpus with a 256-piece BPE tokenizer (`asr prepare librispeech --root
+data/synthetic/LibriSpeech --out data/synthetic_bpe/manifests --tokenizer bpe --vocab-size 256`
+and a link data/synthetic_bpe/LibriSpeech -> ../synthetic/LibriSpeech):
+
+    python scripts/bench/bench_configs.py 'data.tokenizer=${data.manifest_dir}/tokenizer_bpe.model' \\
+        --epochs 6 --data data/synthetic_bpe --out exp/bench_bpe --models conformer_tdt conformer_pruned_transducer
 """
 from __future__ import annotations
 
@@ -37,7 +45,7 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=MODELS)
     p.add_argument("--data", default="data/synthetic")
     p.add_argument("--out", default="exp/bench_configs")
-    p.add_argument("overrides", nargs="*", help="extra `asr train` overrides for every model")
+    p.add_argument("overrides", nargs="*", help="extra `asr train` overrides for every model (put them first)")
     a = p.parse_args()
     asr = str(Path(sys.executable).parent / "asr")
     out = Path(a.out)

@@ -8,15 +8,25 @@ Differences from the paper, and why:
 - LayerNorm instead of BatchNorm in the conv module, so statistics never depend on
   padding or batch composition (training, offline and streaming agree).
 Padding is masked in attention keys and zeroed before every convolution.
+
+Streaming (Noroozi et al., "Stateful Conformer with Cache-based Inference"): with
+`causal: true` the depthwise convolution sees no future frames, and attention is
+chunked (asr/nn/encoders/chunking.py). `chunk_sizes` / `left_contexts` turn on dynamic
+chunk training: each training batch samples one pair, so one model serves several
+latencies and, with -1 in chunk_sizes, full context. `init_state` + `forward_chunk` run
+the same computation chunk by chunk with explicit caches (subsampling carry-over frames,
+per-layer rotated keys and values of the left context, the conv's last kernel-1 frames);
+the outputs equal `forward(x, x_lens, chunk_size, left_context)` (tests check it).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .chunking import FULL, chunk_attention_mask, sample_chunking
 from .subsampling import Conv2dSubsampling4
 
 
@@ -31,6 +41,23 @@ class ConformerConfig:
     dropout: float = 0.1  # residual/attention dropout
     subsampling_channels: int = 64  # conv2d subsampling channels
     rope_base: float = 10000.0  # rotary frequency base
+    causal: bool = False  # causal depthwise conv: required for streaming
+    chunk_sizes: tuple[int, ...] = ()  # dynamic chunk training: chunk sizes (encoder frames, -1 = full) per batch
+    left_contexts: tuple[int, ...] = ()  # ... and left contexts (frames, -1 = unlimited) sampled with them
+
+
+@dataclass
+class ConformerState:
+    """Streaming caches of a batch of streams (plain tensors: batchable, savable, exportable)."""
+
+    sub_cache: torch.Tensor  # [B, S, F] feature frames carried to the next subsampling call
+    keys: torch.Tensor  # [L, B, H, C, Dh] rotated keys of the last C frames (C <= left context)
+    values: torch.Tensor  # [L, B, H, C, Dh]
+    key_valid: torch.Tensor  # [B, C] bool: cached frame is a real frame of that stream
+    conv: torch.Tensor  # [L, B, D, K-1] last inputs of each depthwise conv (zeros at the start)
+    offset: torch.Tensor  # [] int64: encoder frames emitted so far (absolute position of the next)
+    chunk_size: torch.Tensor  # [] int64: encoder frames per chunk (-1 = full context)
+    left_context: torch.Tensor  # [] int64: frames of left context (-1 = unlimited)
 
 
 def padding_mask(lens: torch.Tensor, t: int) -> torch.Tensor:
@@ -83,38 +110,56 @@ class RotarySelfAttention(nn.Module):
         self.dropout = dropout
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, positions: torch.Tensor | None = None,
+                cache: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x[B,T,D], attn_mask[B,1,T,T+C] over (cached + new) keys, positions[T] (default 0..T-1).
+
+        With cache = (keys, values) [B,H,C,Dh] of earlier frames (rotated at their positions),
+        returns (y, (keys, values) of cache + x); without, returns y.
+        """
         b, t, d = x.shape
         q, k, v = self.qkv(self.norm(x)).view(b, t, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
-        cos, sin = self.rope(torch.arange(t, device=x.device))
+        cos, sin = self.rope(torch.arange(t, device=x.device) if positions is None else positions)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.drop(self.out(y.transpose(1, 2).reshape(b, t, d)))
+        y = self.drop(self.out(y.transpose(1, 2).reshape(b, t, d)))
+        return y if cache is None else (y, (k, v))
 
 
 class ConvModule(nn.Module):
     """Pointwise(2x) + GLU -> depthwise conv -> LayerNorm -> SiLU -> pointwise.
 
     forward(x[B,T,D], valid[B,T]) -> [B,T,D]; padded frames are zeroed before the
-    depthwise conv so they never leak into real frames.
+    depthwise conv so they never leak into real frames. Causal: the conv reads the
+    current and kernel-1 past frames (zeros before the start); with a cache [B,D,K-1]
+    of the past frames' inputs it also returns the next cache.
     """
 
-    def __init__(self, d: int, kernel: int, dropout: float):
+    def __init__(self, d: int, kernel: int, dropout: float, causal: bool = False):
         super().__init__()
         assert kernel % 2 == 1, "conv kernel must be odd"
+        self.causal = causal
         self.norm = nn.LayerNorm(d)
         self.pw1 = nn.Linear(d, 2 * d)
-        self.dw = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
+        self.dw = nn.Conv1d(d, d, kernel, groups=d)  # padding applied in forward
         self.norm2 = nn.LayerNorm(d)
         self.pw2 = nn.Linear(d, d)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, cache: torch.Tensor | None = None):
         y = F.glu(self.pw1(self.norm(x)), dim=-1)
-        y = y.masked_fill(~valid[..., None], 0.0)
-        y = self.dw(y.transpose(1, 2)).transpose(1, 2)
-        y = self.pw2(F.silu(self.norm2(y)))
-        return self.drop(y)
+        y = y.masked_fill(~valid[..., None], 0.0).transpose(1, 2)  # [B, D, T]
+        k = self.dw.kernel_size[0]
+        if cache is not None:
+            y = torch.cat([cache, y], dim=2)
+            new_cache = y[:, :, y.shape[2] - (k - 1):]
+        else:
+            y = F.pad(y, (k - 1, 0) if self.causal else (k // 2, k // 2))
+        y = self.dw(y).transpose(1, 2)
+        y = self.drop(self.pw2(F.silu(self.norm2(y))))
+        return y if cache is None else (y, new_cache)
 
 
 class ConformerBlock(nn.Module):
@@ -122,7 +167,7 @@ class ConformerBlock(nn.Module):
         super().__init__()
         self.ff1 = FeedForward(c.d_model, c.ff_mult, c.dropout)
         self.attn = RotarySelfAttention(c.d_model, c.num_heads, c.dropout, c.rope_base)
-        self.conv = ConvModule(c.d_model, c.conv_kernel, c.dropout)
+        self.conv = ConvModule(c.d_model, c.conv_kernel, c.dropout, c.causal)
         self.ff2 = FeedForward(c.d_model, c.ff_mult, c.dropout)
         self.norm = nn.LayerNorm(c.d_model)
 
@@ -133,24 +178,108 @@ class ConformerBlock(nn.Module):
         x = x + 0.5 * self.ff2(x)
         return self.norm(x)
 
+    def forward_chunk(self, x: torch.Tensor, valid: torch.Tensor, attn_mask: torch.Tensor, positions: torch.Tensor,
+                      kv: tuple[torch.Tensor, torch.Tensor], conv: torch.Tensor):
+        """One chunk with caches: returns (y, (keys, values) of cache + chunk, next conv cache)."""
+        x = x + 0.5 * self.ff1(x)
+        a, kv = self.attn(x, attn_mask, positions, kv)
+        x = x + a
+        c, conv = self.conv(x, valid, conv)
+        x = x + c
+        x = x + 0.5 * self.ff2(x)
+        return self.norm(x), kv, conv
+
 
 class ConformerEncoder(nn.Module):
     """forward(x[B, T, F], x_lens[B]) -> (y[B, T', d_model], y_lens[B]) with T' ~ T/4."""
 
     def __init__(self, **kwargs):
         super().__init__()
+        for key in ("chunk_sizes", "left_contexts"):
+            kwargs[key] = tuple(int(v) for v in kwargs.get(key, ()))
         self.config = c = ConformerConfig(**kwargs)
+        if c.chunk_sizes and not c.causal:
+            raise ValueError("dynamic chunk training (chunk_sizes) needs causal: true (a causal conv)")
         self.subsampling = Conv2dSubsampling4(c.in_features, c.d_model, c.subsampling_channels)
         self.drop = nn.Dropout(c.dropout)
         self.layers = nn.ModuleList(ConformerBlock(c) for _ in range(c.num_layers))
         self.output_dim = c.d_model
         self.subsampling_factor = 4
 
-    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor, chunk_size: int | None = None,
+                left_context: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """chunk_size / left_context: encoder frames (-1 = full). Default: full context, except
+        in training with `chunk_sizes` configured, where each call samples a pair."""
+        if chunk_size is None:
+            if self.training and self.config.chunk_sizes:
+                chunk_size, left_context = sample_chunking(self.config.chunk_sizes, self.config.left_contexts)
+            else:
+                chunk_size, left_context = FULL, FULL
         y, lens = self.subsampling(x, x_lens)
         valid = padding_mask(lens, y.shape[1])
-        attn_mask = valid[:, None, None, :]  # keys only; padded queries still see real keys
+        pos = torch.arange(y.shape[1], device=y.device)
+        visible = chunk_attention_mask(pos, pos, chunk_size, FULL if left_context is None else left_context)
+        # each query also sees its own key: a padded query past every visible real key would
+        # otherwise have no key at all, and the NaN of an empty softmax would reach real frames
+        own = torch.eye(y.shape[1], dtype=torch.bool, device=y.device)
+        attn_mask = (valid[:, None, None, :] & visible[None, None]) | own
         y = self.drop(y)
         for layer in self.layers:
             y = layer(y, valid, attn_mask)
         return y.masked_fill(~valid[..., None], 0.0), lens
+
+    # streaming ---------------------------------------------------------------------
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu", chunk_size: int = 16,
+                   left_context: int = 64) -> ConformerState:
+        """Empty caches for `batch_size` streams decoded in chunks of `chunk_size` encoder frames."""
+        c = self.config
+        if not c.causal:
+            raise ValueError("this Conformer is not causal (causal: false): it cannot stream")
+        if chunk_size <= 0:
+            raise ValueError("streaming needs chunk_size > 0 encoder frames")
+        n, h, dh = len(self.layers), c.num_heads, c.d_model // c.num_heads
+        empty = torch.zeros(n, batch_size, h, 0, dh, device=device)
+        return ConformerState(
+            sub_cache=torch.zeros(batch_size, 0, c.in_features, device=device), keys=empty, values=empty.clone(),
+            key_valid=torch.zeros(batch_size, 0, dtype=torch.bool, device=device),
+            conv=torch.zeros(n, batch_size, c.d_model, c.conv_kernel - 1, device=device),
+            offset=torch.zeros((), dtype=torch.long), chunk_size=torch.tensor(chunk_size),
+            left_context=torch.tensor(left_context))
+
+    def chunk_input_frames(self, state: ConformerState) -> int:
+        """Feature frames the next forward_chunk call takes to produce one whole chunk."""
+        return self.subsampling.chunk_input_frames(int(state.chunk_size), first=int(state.offset) == 0
+                                                   and state.sub_cache.shape[1] == 0)
+
+    def forward_chunk(self, x: torch.Tensor, x_lens: torch.Tensor,
+                      state: ConformerState) -> tuple[torch.Tensor, torch.Tensor, ConformerState]:
+        """The next chunk of feature frames x[B, T, F] (x_lens[B] valid) of each stream.
+
+        Feed chunk_input_frames(state) frames per call so that each call makes one chunk
+        of chunk_size encoder frames; a stream's last call may be shorter. Returns
+        (y[B, T', D], y_lens[B], next state); y equals the matching frames of
+        forward(whole input, chunk_size, left_context).
+        """
+        chunk, left = int(state.chunk_size), int(state.left_context)
+        y, lens, sub_cache = self.subsampling.forward_chunk(x, x_lens, state.sub_cache)
+        t = y.shape[1]
+        offset = int(state.offset)
+        valid = padding_mask(lens, t)
+        n_cached = state.key_valid.shape[1]
+        q_pos = offset + torch.arange(t, device=y.device)
+        k_pos = offset - n_cached + torch.arange(n_cached + t, device=y.device)
+        key_valid = torch.cat([state.key_valid, valid], dim=1)  # [B, C + T]
+        own = k_pos[None, :] == q_pos[:, None]  # as in forward: every query sees its own key
+        attn_mask = (key_valid[:, None, None, :] & chunk_attention_mask(q_pos, k_pos, chunk, left)[None, None]) | own
+        keep = n_cached + t if left == FULL else min(left, n_cached + t)  # the next chunk's left context
+        keys, values, convs = [], [], []
+        for i, layer in enumerate(self.layers):
+            y, (k, v), conv = layer.forward_chunk(y, valid, attn_mask, q_pos, (state.keys[i], state.values[i]),
+                                                  state.conv[i])
+            keys.append(k[:, :, k.shape[2] - keep:])
+            values.append(v[:, :, v.shape[2] - keep:])
+            convs.append(conv)
+        new = replace(state, sub_cache=sub_cache, keys=torch.stack(keys), values=torch.stack(values),
+                      key_valid=key_valid[:, key_valid.shape[1] - keep:], conv=torch.stack(convs),
+                      offset=torch.tensor(offset + t))
+        return y.masked_fill(~valid[..., None], 0.0), lens, new

@@ -119,6 +119,15 @@ class MinRNNBlock(nn.Module):
         return x_t + self.drop(self.ff(self.norm_ff(x_t))), h
 
 
+@dataclass
+class RecurrentState:
+    """Streaming state of a recurrent encoder (plain tensors)."""
+
+    sub_cache: torch.Tensor  # [B, S, F] feature frames carried to the next subsampling call
+    h: torch.Tensor  # [L, B, H] hidden state per layer
+    c: torch.Tensor  # [L, B, H] LSTM cell state (unused by minGRU/minLSTM)
+
+
 @dataclass(frozen=True)
 class MinRNNConfig:
     in_features: int = 80  # fbank bins
@@ -151,8 +160,27 @@ class MinRNNEncoder(nn.Module):
         self.output_dim = c.d_model
         self.subsampling_factor = 4
 
-    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    def zero_hidden(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.zeros(len(self.layers), batch_size, self.hidden, device=device)
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> RecurrentState:
+        """Streaming state: no carried feature frames, zero hidden states."""
+        h = self.zero_hidden(batch_size, device)
+        return RecurrentState(torch.zeros(batch_size, 0, self.config.in_features, device=device), h, h.clone())
+
+    def chunk_input_frames(self, state: RecurrentState, out_frames: int = 16) -> int:
+        """Feature frames for `out_frames` encoder frames (any chunking streams exactly here)."""
+        return self.subsampling.chunk_input_frames(out_frames, first=state.sub_cache.shape[1] == 0)
+
+    def forward_chunk(self, x: torch.Tensor, x_lens: torch.Tensor,
+                      state: RecurrentState) -> tuple[torch.Tensor, torch.Tensor, RecurrentState]:
+        """The next feature frames of each stream -> (y[B, T', D], y_lens[B], next state).
+
+        Runs the frames one at a time (the streaming path); the outputs equal forward()'s.
+        """
+        y, lens, sub_cache = self.subsampling.forward_chunk(x, x_lens, state.sub_cache)
+        y, h = self.recurrent(y, lens, state.h, step_by_step=True)
+        return y, lens, RecurrentState(sub_cache, h, state.c)
 
     def recurrent(self, y: torch.Tensor, lens: torch.Tensor, state: torch.Tensor | None = None,
                   step_by_step: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,7 +190,7 @@ class MinRNNEncoder(nn.Module):
         streaming does. Padded frames leave the state unchanged and give zeros.
         """
         if state is None:
-            state = self.init_state(y.shape[0], y.device)
+            state = self.zero_hidden(y.shape[0], y.device)
         valid = padding_mask(lens, y.shape[1])
         new_state = []
         for i, layer in enumerate(self.layers):
@@ -214,6 +242,38 @@ class LSTMEncoder(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.output_dim = c.d_model
         self.subsampling_factor = 4
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> RecurrentState:
+        """Streaming state (unidirectional only): no carried feature frames, zero (h, c)."""
+        c = self.config
+        if c.bidirectional:
+            raise ValueError("a bidirectional LSTM encoder reads the future: it cannot stream")
+        h = torch.zeros(c.num_layers, batch_size, c.hidden, device=device)
+        return RecurrentState(torch.zeros(batch_size, 0, c.in_features, device=device), h, h.clone())
+
+    def chunk_input_frames(self, state: RecurrentState, out_frames: int = 16) -> int:
+        """Feature frames for `out_frames` encoder frames (any chunking streams exactly here)."""
+        return self.subsampling.chunk_input_frames(out_frames, first=state.sub_cache.shape[1] == 0)
+
+    def forward_chunk(self, x: torch.Tensor, x_lens: torch.Tensor,
+                      state: RecurrentState) -> tuple[torch.Tensor, torch.Tensor, RecurrentState]:
+        """The next feature frames of each stream -> (y[B, T', D], y_lens[B], next state).
+
+        (h, c) carry over; a stream's padded frames leave its state unchanged.
+        """
+        y, lens, sub_cache = self.subsampling.forward_chunk(x, x_lens, state.sub_cache)
+        t = y.shape[1]
+        valid = padding_mask(lens, t)
+        h, c = state.h, state.c
+        outs = []
+        for i in range(t):  # frame by frame so that finished streams keep their state
+            o, (h_new, c_new) = self.lstm(y[:, i:i + 1], (h, c))
+            keep = valid[None, :, i, None]
+            h, c = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
+            outs.append(o)
+        out = torch.cat(outs, dim=1) if outs else y.new_zeros(y.shape[0], 0, self.lstm.hidden_size)
+        y = self.norm(self.proj(out))
+        return y.masked_fill(~valid[..., None], 0.0), lens, RecurrentState(sub_cache, h, c)
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y, lens = self.subsampling(x, x_lens)
