@@ -110,16 +110,22 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def cmd_transcribe(args: argparse.Namespace) -> int:
+def _inference_model(args: argparse.Namespace):
+    """(model, device) for the decoding commands: --device (default cuda if available), --threads, --ckpt."""
     import torch
 
     from .model import load_model
-    from .transcribe import split_items, transcribe_items, write_kaldi_text
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.ckpt, map_location=device)
+    return load_model(args.ckpt, map_location=device), device
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from .transcribe import split_items, transcribe_items, write_kaldi_text
+
+    model, device = _inference_model(args)
     if args.head and args.head not in model.heads:
         raise SystemExit(f"asr transcribe: {args.ckpt} has no head {args.head!r}; its heads are {list(model.heads)}")
     if args.data:
@@ -155,12 +161,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from .data.audio import SAMPLE_RATE, audio_blocks
     from .data.librispeech import Problems
     from .decoding.streaming import StreamingRecognizer, stream_decode
-    from .model import load_model
     from .transcribe import split_items, write_kaldi_text
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.ckpt)
+    args.device = "cpu"  # streaming runs on the CPU here: one chunk at a time is latency-bound
+    model, _ = _inference_model(args)
     frame_ms = model.fbank.opts.frame_shift_ms * model.encoder.subsampling_factor
     if args.chunk_ms % frame_ms or args.left_context_ms % frame_ms and args.left_context_ms >= 0:
         raise SystemExit(f"asr stream: --chunk-ms and --left-context-ms must be multiples of the {frame_ms:g} ms "
@@ -232,16 +236,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    import torch
-
     from .align import align_items, plot_alignment, write_ctm
-    from .model import load_model
     from .transcribe import split_items
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.ckpt, map_location=device)
+    model, device = _inference_model(args)
     items, texts, problems = split_items(args.data)
     t0 = time.perf_counter()
     try:
