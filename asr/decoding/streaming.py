@@ -38,6 +38,19 @@ class StreamStats:
         return self.compute_seconds / self.audio_seconds if self.audio_seconds else 0.0
 
 
+def _append(pending: torch.Tensor, pending_lens: torch.Tensor, new: torch.Tensor,
+            new_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per stream, the valid rows of `new` [B, N, ...] after the valid rows of `pending` [B, P, ...]
+    (right-padded with zeros). Returns (rows, lengths[B])."""
+    n = pending_lens + new_lens
+    out = pending.new_zeros(pending.shape[0], int(n.max()) if len(n) else 0, *pending.shape[2:])
+    for b in range(pending.shape[0]):
+        k, m = int(pending_lens[b]), int(new_lens[b])
+        out[b, :k] = pending[b, :k]
+        out[b, k:k + m] = new[b, :m]
+    return out, n
+
+
 class StreamingRecognizer:
     """Decode a batch of audio streams chunk by chunk.
 
@@ -129,13 +142,7 @@ class StreamingRecognizer:
     # -- steps ------------------------------------------------------------------------
     def _add_samples(self, audio: torch.Tensor, lens: torch.Tensor) -> None:
         """Append each stream's valid samples after its pending ones (right-padded)."""
-        n = self.sample_lens + lens
-        out = torch.zeros(self.batch_size, int(n.max()) if len(n) else 0, device=self.device)
-        for b in range(self.batch_size):
-            k = int(self.sample_lens[b])
-            out[b, :k] = self.samples[b, :k]
-            out[b, k:k + int(lens[b])] = audio[b, :int(lens[b])]
-        self.samples, self.sample_lens = out, n
+        self.samples, self.sample_lens = _append(self.samples, self.sample_lens, audio, lens)
 
     def _frame(self) -> None:
         """Turn complete 25 ms windows into normalized fbank frames; keep the rest of the samples."""
@@ -151,14 +158,7 @@ class StreamingRecognizer:
         for b in range(self.batch_size):
             new_samples[b, :int(keep[b])] = self.samples[b, int(used[b]):int(self.sample_lens[b])]
         self.samples, self.sample_lens = new_samples, keep
-        # append the new frames to the pending ones
-        n = self.feat_lens + flens
-        out = torch.zeros(self.batch_size, int(n.max()), feats.shape[-1], device=self.device)
-        for b in range(self.batch_size):
-            k = int(self.feat_lens[b])
-            out[b, :k] = self.feats[b, :k]
-            out[b, k:k + int(flens[b])] = feats[b, :int(flens[b])]
-        self.feats, self.feat_lens = out, n
+        self.feats, self.feat_lens = _append(self.feats, self.feat_lens, feats, flens)
 
     def _encode(self) -> None:
         """Run the encoder on every whole chunk pending, and on the last partial chunk of ended audio.
