@@ -36,11 +36,12 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
   asr stream --ckpt exp/stream/best.ckpt a.wav b.flac              # partial hypotheses as they grow, then final
   asr stream --ckpt exp/stream/best.ckpt --chunk-ms 160 --left-context-ms 1280 a.wav
   asr stream --ckpt exp/stream/best.ckpt --data DIR/test-clean --out exp/stream/hyp_320ms.txt
+  asr stream --ckpt exp/stream/best.ckpt --method beam --beam 4 a.wav  # beam search, continued chunk by chunk
 
 Each file is read block by block (one chunk of audio per block, as a live source would
 deliver it) and decoded chunk by chunk with the encoder's caches; several files stream
-as one batch. The final hypotheses equal offline greedy decoding with the same chunk
-mask. Needs a streaming model (causal Conformer such as model=conformer_ctc_streaming,
+as one batch. The final hypotheses equal offline decoding (greedy, or beam search with
+--method beam) with the same chunk mask. Needs a streaming model (causal Conformer such as model=conformer_ctc_streaming,
 minGRU/minLSTM, or a unidirectional LSTM). At the end: algorithmic latency (the chunk plus
 the front-end's look-ahead), compute time per chunk, and the real-time factor.""",
     "align": """examples:
@@ -172,8 +173,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     chunk = int(args.chunk_ms // frame_ms)
     left = -1 if args.left_context_ms < 0 else int(args.left_context_ms // frame_ms)
     try:
+        opts = model.decode_options
         rec = StreamingRecognizer(model, chunk_size=chunk, left_context=left, head=args.head,
-                                  max_symbols=args.max_symbols)
+                                  max_symbols=args.max_symbols if args.max_symbols else opts["max_symbols"],
+                                  method=args.method or opts["method"], beam=args.beam or opts["beam"])
     except ValueError as e:
         raise SystemExit(f"asr stream: {args.ckpt}: {e}") from e
     block = int(SAMPLE_RATE * args.chunk_ms / 1000)
@@ -226,7 +229,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if problems.counts:
         print(problems.summary("skipped input"), file=sys.stderr)
     ms = sorted(1000 * t for t in chunk_times) or [0.0]
-    print(f"chunk {args.chunk_ms:g} ms ({chunk} frames), left context "
+    search = f"beam search (beam {rec.beam})" if rec.method == "beam" else "greedy search"
+    print(f"{search} with the {rec.head_name} head; chunk {args.chunk_ms:g} ms ({chunk} frames), left context "
           f"{'unlimited' if left < 0 else f'{args.left_context_ms:g} ms ({left} frames)'}, "
           f"batches of up to {args.batch_size} streams, {torch.get_num_threads()} threads\n"
           f"algorithmic latency {1000 * rec.algorithmic_latency:.0f} ms; compute per chunk "
@@ -346,7 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     pst.add_argument("--left-context-ms", type=float, default=2560.0,
                      help="attention left context in ms, -1 for unlimited (default 2560)")
     pst.add_argument("--head", help="decoding head of a hybrid (default: the checkpoint's decode head)")
-    pst.add_argument("--max-symbols", type=int, help="transducer: most labels per frame (default: the head's)")
+    pst.add_argument("--method", choices=["greedy", "beam"],
+                     help="greedy, or beam: prefix beam search (CTC head) / transducer beam search, continued "
+                     "across chunks; partial hypotheses are then the current best. Default: the checkpoint's "
+                     "decode.method")
+    pst.add_argument("--beam", type=int, help="beam size for --method beam (default: decode.beam)")
+    pst.add_argument("--max-symbols", type=int, help="transducer: most labels per frame (default: decode.max_symbols, "
+                     "else the head's)")
     pst.add_argument("--batch-size", type=int, default=16, help="streams decoded together (default 16)")
     pst.add_argument("--threads", type=int, help="torch CPU threads")
     pst.add_argument("--quiet", action="store_true", help="no partial hypotheses or progress")

@@ -192,6 +192,11 @@ def test_stream_files_and_split(tmp_path, capsys, speech_wave):
     assert main(["stream", "--ckpt", str(ckpt), "--data", str(tmp_path / "split"), "--out", str(tmp_path / "h.txt"),
                  "--quiet"]) == 0
     assert [l.split()[0] for l in (tmp_path / "h.txt").read_text().splitlines()] == ["1-2-0000", "1-2-0001"]
+    assert main(["stream", "--ckpt", str(ckpt), str(wav), "--method", "beam", "--beam", "3", "--quiet"]) == 0
+    out = capsys.readouterr()
+    rec = StreamingRecognizer(model, 8, 64, method="beam", beam=3)
+    assert out.out.strip() == f"1-2-0000 {tok.decode(stream_decode(rec, [speech_wave], 5120)[0])}".strip()
+    assert "beam search (beam 3) with the ctc head" in out.err
     with pytest.raises(SystemExit, match="multiples of the 40 ms"):
         main(["stream", "--ckpt", str(ckpt), str(wav), "--chunk-ms", "100"])
     offline = ASRModel(len(tok), encoder={**enc, "causal": False}, heads={"ctc": {"kind": "ctc"}})

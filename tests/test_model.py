@@ -110,6 +110,25 @@ def test_prefix_beam_search_batched_equals_single_and_respects_lengths():
         assert batched[b] == ctc_prefix_beam_search(lp[b : b + 1, :n], lens[b : b + 1], beam=4)[0]
 
 
+def test_prefix_beam_search_fed_in_chunks_equals_one_call():
+    """The streaming form: frames fed in chunks (utterances ending in different chunks) give the
+    prefixes of one call, and the partial best is a prefix search over the frames so far."""
+    from asr.decoding.ctc import ctc_prefix_beam_continue, ctc_prefix_beam_init
+
+    torch.manual_seed(0)
+    lp = torch.randn(3, 13, 6).log_softmax(-1)
+    lens = torch.tensor([13, 8, 2])
+    offline = ctc_prefix_beam_search(lp, lens, beam=3)
+    assert offline != ctc_greedy_search(lp, lens)  # the beam matters here
+    for chunk in (1, 4, 5):
+        state = ctc_prefix_beam_init(3)
+        for start in range(0, 13, chunk):
+            state = ctc_prefix_beam_continue(lp[:, start:start + chunk], (lens - start).clamp(0, chunk), state, beam=3)
+            partial = torch.minimum(lens, torch.tensor(start + chunk))
+            assert state.best() == ctc_prefix_beam_search(lp, partial, beam=3)
+        assert state.best() == offline
+
+
 def test_model_loss_backward_and_decode():
     torch.manual_seed(0)
     model = ASRModel(vocab_size=8, encoder=SMALL, heads={"ctc": {"kind": "ctc", "weight": 1.0}},

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from asr.decoding import ctc_greedy_search, transducer_greedy_search
+from asr.decoding import ctc_greedy_search, ctc_prefix_beam_search, transducer_beam_search, transducer_greedy_search
 from asr.decoding.streaming import StreamingRecognizer, stream_decode
 from asr.nn.encoders.chunking import FULL, chunk_attention_mask, sample_chunking
 from asr.nn.encoders.conformer import ConformerEncoder
@@ -165,3 +165,53 @@ def test_streaming_recognizer_equals_offline_greedy(kind, speech_wave):
         produced += sum(len(h) for h in final)
         assert rec.stats.rtf > 0 and rec.stats.chunk_times
     assert produced > 0  # the untrained model still emits tokens, so equality is not vacuous
+
+
+@pytest.mark.parametrize("kind", ["ctc", "rnnt", "tdt"])
+def test_streaming_beam_search_equals_offline_beam_search(kind, speech_wave, monkeypatch):
+    """--method beam streams too: the final hypotheses equal offline beam search (CTC prefix beam,
+    transducer beam) over the same encoder frames, batched and alone.
+
+    A beam search sums and compares many scores, so rounding-level differences (the chunked
+    encoder equals the masked offline one to ~1e-6, tested above) can flip a near tie on an
+    untrained model. This test therefore runs the offline search on the encoder frames the
+    recognizer produced, which isolates what streaming adds: resuming the search across
+    chunks, and merging at each stream's own end."""
+    model = _model(kind, 30)
+    if kind != "ctc":  # an untrained joint emits max_symbols labels per frame; give it a blank-heavy,
+        head = model.heads["transducer"]  # input-dependent one on which beam and greedy search differ
+        with torch.no_grad():
+            torch.manual_seed(1)
+            torch.nn.init.normal_(head.joint.out.weight, std=1.0)
+            head.joint.out.bias.zero_()
+            head.joint.out.bias[head.blank] = 3.0
+    head = next(iter(model.heads.values()))
+    waves = [speech_wave, speech_wave[: len(speech_wave) // 2], speech_wave[3000: 3000 + len(speech_wave) // 4]]
+    chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
+    forward_chunk = model.encoder.forward_chunk
+
+    def recording(x, x_lens, state):
+        y, y_lens, state = forward_chunk(x, x_lens, state)
+        chunks.append((y, y_lens))
+        return y, y_lens, state
+
+    monkeypatch.setattr(model.encoder, "forward_chunk", recording)
+    def streamed_and_offline(sources, chunk, left, block):
+        chunks.clear()
+        streamed = stream_decode(StreamingRecognizer(model, chunk, left, method="beam", beam=3), sources, block)
+        lens = sum(n for _, n in chunks)
+        enc = torch.zeros(len(sources), int(lens.max()), chunks[0][0].shape[2])
+        for i in range(len(sources)):
+            enc[i, :lens[i]] = torch.cat([y[i, :n[i]] for y, n in chunks])
+        with torch.no_grad():
+            if kind == "ctc":
+                return streamed, ctc_prefix_beam_search(head(enc), lens, beam=3), ctc_greedy_search(head(enc), lens)
+            return (streamed, transducer_beam_search(head, enc, lens, beam=3),
+                    transducer_greedy_search(head, enc, lens))
+
+    for chunk, left, block in [(4, 16, 2080), (8, -1, 5120)]:
+        streamed, offline, greedy = streamed_and_offline(waves, chunk, left, block)
+        assert offline != greedy  # the beam changes the result, so streaming it is tested
+        assert streamed == offline, (chunk, left)
+        streamed, offline, _ = streamed_and_offline(waves[2:], chunk, left, block)  # one stream alone
+        assert streamed == offline

@@ -1,8 +1,12 @@
 """Transducer head (predictors, joint, losses through the head) and its decoders."""
+import math
+
 import pytest
 import torch
 
 from asr.decoding import transducer_beam_search, transducer_greedy_search
+from asr.decoding.transducer import (transducer_beam_continue, transducer_beam_init, transducer_greedy_continue,
+                                     transducer_greedy_init)
 from asr.losses import rnnt_loss, tdt_loss
 from asr.nn.heads import build_head
 from asr.nn.heads.transducer import LSTMPredictor, StatelessPredictor
@@ -95,6 +99,40 @@ def test_beam_search_is_batch_independent(loss):
         assert transducer_beam_search(head, enc[i:i + 1, :n], lens[i:i + 1], beam=4)[0] == batched[i]
 
 
+def _in_chunks(search_init, search_continue, enc, lens, chunk, **kw):
+    """Feed enc[B, T, D] to a resumable search `chunk` frames at a time (utterances end in
+    different chunks; `final` marks each one's last). Returns the final state."""
+    state = search_init()
+    for start in range(0, enc.shape[1], chunk):
+        n = (lens - start).clamp(0, chunk)
+        final = (lens > start) & (lens <= start + chunk)
+        state = search_continue(enc[:, start:start + chunk], n, state, final=final, **kw)
+    return state
+
+
+@pytest.mark.parametrize("loss", ["rnnt", "tdt"])
+@pytest.mark.parametrize("max_symbols", [1, 2])
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_searches_fed_in_chunks_equal_one_call(loss, max_symbols, chunk):
+    """Greedy and beam searches resume across chunks of frames (streaming) and end with exactly
+    the hypotheses of one call: TDT jumps across chunk ends and past an utterance's end included."""
+    head = make_head(loss, seed=13, **({"durations": (0, 1, 2, 3, 4)} if loss == "tdt" else {}))
+    with torch.no_grad():
+        head.joint.out.weight.mul_(0.5)  # less peaky: the beam's hypotheses compete and merge
+    enc, lens = enc_batch(seed=14)
+    b = enc.shape[0]
+    greedy = _in_chunks(lambda: transducer_greedy_init(head, b),
+                        lambda e, n, s, final, **kw: transducer_greedy_continue(head, e, n, s, **kw),
+                        enc, lens, chunk, max_symbols=max_symbols)
+    assert greedy.tokens == transducer_greedy_search(head, enc, lens, max_symbols=max_symbols)
+    offline = transducer_beam_search(head, enc, lens, beam=4, max_symbols=max_symbols)
+    assert offline != transducer_greedy_search(head, enc, lens, max_symbols=max_symbols)  # the beam matters here
+    state = _in_chunks(lambda: transducer_beam_init(head, b, beam=4),
+                       lambda e, n, s, final, **kw: transducer_beam_continue(head, e, n, s, final=final, **kw),
+                       enc, lens, chunk, max_symbols=max_symbols)
+    assert state.best() == offline
+
+
 def sequence_probabilities(head, enc, n, max_symbols):
     """Every decision path of the beam search's rules, enumerated: {labels: total probability}.
     A label stays on its frame (RNN-T, TDT duration 0) until max_symbols labels are on it;
@@ -143,6 +181,8 @@ def test_wide_beam_finds_the_most_probable_sequence(loss, max_symbols):
     enc = torch.randn(3, 4, 16, generator=g)
     lens = torch.tensor([4, 3, 2]) if max_symbols == 1 else torch.tensor([3, 2, 1])
     hyps = transducer_beam_search(head, enc, lens, beam=3000, max_symbols=max_symbols)
+    state = transducer_beam_continue(head, enc, lens, transducer_beam_init(head, 3, beam=3000),
+                                     max_symbols, final=torch.ones(3, dtype=torch.bool))
     for i, n in enumerate(lens.tolist()):
         with torch.no_grad():
             totals = sequence_probabilities(head, enc[i], n, max_symbols)
@@ -150,6 +190,14 @@ def test_wide_beam_finds_the_most_probable_sequence(loss, max_symbols):
         assert abs(mass - 1.0) < 1e-6 if loss == "rnnt" else 0.5 < mass < 1.0
         best = max(totals, key=totals.get)
         assert tuple(hyps[i]) == best, (totals[tuple(hyps[i])], totals[best])
+        # paths were merged into their label sequences: one slot per sequence, holding the
+        # probability of its surviving paths (all of them when the beam pruned nothing)
+        alive = [(tuple(h), math.exp(sc)) for h, sc in zip(state.hyps[i], state.score[i].tolist()) if sc > -math.inf]
+        assert len(dict(alive)) == len(alive)
+        assert all(p <= totals[seq] + 1e-6 for seq, p in alive)
+        if len(totals) <= 1000:
+            assert dict(alive).keys() == totals.keys()
+            assert all(abs(p - totals[seq]) < 1e-6 for seq, p in alive)
 
 
 def test_tdt_with_unit_duration_is_frame_synchronous():

@@ -2,15 +2,17 @@
 
 `StreamingRecognizer` keeps everything a live stream needs between calls: the audio
 samples not yet framed, the feature frames not yet encoded, the encoder's caches
-(`encoder.init_state` / `forward_chunk`) and the search state (the CTC's last token, or
-the transducer's predictor state and hypothesis). Each step is exact: fbank frames are
-cut on the 10 ms hop, the encoder runs whole chunks with the same chunk mask as
-`encoder.forward(x, lens, chunk_size, left_context)`, and greedy searches continue across
-chunks, so the final hypothesis equals offline greedy decoding of the chunk-masked
-encoder output (tests check it for several chunk sizes).
+(`encoder.init_state` / `forward_chunk`) and the search state (greedy: the CTC's last token, or
+the transducer's predictor state and hypothesis; beam: the CTC prefixes, or the
+transducer's hypotheses with their predictor states). Each step is exact: fbank frames
+are cut on the 10 ms hop, the encoder runs whole chunks with the same chunk mask as
+`encoder.forward(x, lens, chunk_size, left_context)`, and the searches continue across
+chunks, so the final hypothesis equals offline decoding (greedy or beam) of the
+chunk-masked encoder output (tests check it for several chunk sizes).
 
 Streams start together and may end at different times (a batch of files); a stream's
-last block may be short. Only greedy searches stream.
+last block may be short. Greedy partial hypotheses only grow; a beam search's partial
+hypothesis is its current best, which later frames may revise.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ import torch
 
 from ..nn.heads.ctc import CTCHead
 from ..nn.heads.transducer import TransducerHead
-from .transducer import transducer_greedy_continue, transducer_greedy_init
+from .ctc import ctc_prefix_beam_continue, ctc_prefix_beam_init
+from .transducer import (transducer_beam_continue, transducer_beam_init, transducer_greedy_continue,
+                         transducer_greedy_init)
 
 
 @dataclass
@@ -59,11 +63,13 @@ class StreamingRecognizer:
             unidirectional LSTM).
         chunk_size: encoder frames per chunk (the Conformer's attention chunk; 8 = 320 ms
             at 40 ms frames). left_context: encoder frames of attention left context (-1 = all).
-        head: which head decodes (default: the model's decode head); CTC or transducer, greedy.
+        head: which head decodes (default: the model's decode head); CTC or transducer.
+        method: greedy | beam (CTC prefix beam search, or transducer beam search); beam: its size.
+        max_symbols: transducer searches: most labels on one frame (default: the head's).
     """
 
     def __init__(self, model, chunk_size: int = 8, left_context: int = 64, head: str | None = None,
-                 max_symbols: int | None = None):
+                 max_symbols: int | None = None, method: str = "greedy", beam: int = 4):
         enc = model.encoder
         if not hasattr(enc, "forward_chunk"):
             raise ValueError(f"{type(enc).__name__} has no streaming path")
@@ -77,7 +83,12 @@ class StreamingRecognizer:
         self.head = model.heads[self.head_name]
         if not isinstance(self.head, (CTCHead, TransducerHead)):
             raise ValueError(f"head {self.head_name!r} cannot stream")
+        if method not in ("greedy", "beam"):
+            raise ValueError(f"unknown decoding method {method!r}; use greedy or beam")
+        if beam < 1:
+            raise ValueError("beam must be >= 1")
         self.chunk_size, self.left_context, self.max_symbols = chunk_size, left_context, max_symbols
+        self.method, self.beam = method, beam
         self.frame_seconds = model.fbank.opts.frame_shift_ms / 1000 * enc.subsampling_factor
         self.batch_size = 0
 
@@ -103,7 +114,10 @@ class StreamingRecognizer:
             self.enc_state = enc.init_state(batch_size, dev, chunk_size=self.chunk_size, left_context=self.left_context)
         else:
             self.enc_state = enc.init_state(batch_size, dev)
-        if isinstance(self.head, TransducerHead):
+        if self.method == "beam":
+            self.search = (transducer_beam_init(self.head, batch_size, self.beam, dev)
+                           if isinstance(self.head, TransducerHead) else ctc_prefix_beam_init(batch_size))
+        elif isinstance(self.head, TransducerHead):
             self.search = transducer_greedy_init(self.head, batch_size, dev)
         else:
             self.last = torch.full((batch_size,), -1, dtype=torch.long)
@@ -134,6 +148,9 @@ class StreamingRecognizer:
         return self.hypotheses()
 
     def hypotheses(self) -> list[list[int]]:
+        """Token ids so far per stream (for beam search: the current best hypothesis)."""
+        if self.method == "beam":
+            return self.search.best()
         return [list(t) for t in (self.search.tokens if isinstance(self.head, TransducerHead) else self.tokens)]
 
     def texts(self) -> list[str]:
@@ -185,13 +202,23 @@ class StreamingRecognizer:
                 x = torch.cat([x, x.new_zeros(self.batch_size, need - x.shape[1], x.shape[2])], dim=1)
             x_lens = torch.where(ready, torch.tensor(need), torch.where(flush, self.feat_lens, 0))
             y, y_lens, self.enc_state = enc.forward_chunk(x, x_lens.to(self.device), self.enc_state)
-            self._search(y, y_lens)
+            last = (ready | flush) & self.final_seen & (self.feat_lens <= x_lens)  # no frames after this chunk
+            self._search(y, y_lens, last)
             self.feats = self.feats[:, need:]
             self.feat_lens = (self.feat_lens - x_lens).clamp(min=0)
             self.ended |= flush
             self.stats.chunk_times.append(time.perf_counter() - t0)
 
-    def _search(self, y: torch.Tensor, y_lens: torch.Tensor) -> None:
+    def _search(self, y: torch.Tensor, y_lens: torch.Tensor, last: torch.Tensor) -> None:
+        """Continue each stream's search over its new encoder frames y[B, T', D] (y_lens[B]);
+        last[B]: streams whose frames end with these."""
+        if self.method == "beam":
+            if isinstance(self.head, TransducerHead):
+                self.search = transducer_beam_continue(self.head, y, y_lens, self.search, self.max_symbols,
+                                                       last.to(y.device))
+            else:
+                self.search = ctc_prefix_beam_continue(self.head(y), y_lens, self.search, self.beam)
+            return
         if isinstance(self.head, TransducerHead):
             self.search = transducer_greedy_continue(self.head, y, y_lens, self.search, self.max_symbols)
             return

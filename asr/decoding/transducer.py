@@ -153,6 +153,43 @@ def transducer_greedy_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, 
     return GreedyState(pred_state, pred_p, (t - lens).clamp(min=0), on_frame, tokens)
 
 
+@dataclass
+class BeamState:
+    """Where a beam search stands between chunks of encoder frames (streaming).
+
+    K = beam slots per utterance; an empty slot has score -inf.
+    """
+
+    score: torch.Tensor  # [B, K] log probability of each hypothesis (-inf: empty slot)
+    t: torch.Tensor  # [B, K] next frame to read, counted from the start of the next chunk
+    on_frame: torch.Tensor  # [B, K] labels emitted on that frame so far
+    hsh: torch.Tensor  # [B, K] hash of the label sequence (merging)
+    pred_state: Any  # the predictor's state per slot (batch B*K)
+    pred_p: torch.Tensor  # [B*K, J] projected predictor output for each slot's last label
+    hyps: list[list[list[int]]]  # [B][K] labels of each slot
+
+    def best(self) -> list[list[int]]:
+        """The most probable hypothesis per utterance (the partial result while streaming)."""
+        top = self.score.argmax(dim=1).tolist()
+        return [list(self.hyps[i][k]) for i, k in enumerate(top)]
+
+
+@torch.no_grad()
+def transducer_beam_init(head, batch_size: int, beam: int = 4, device: torch.device | str = "cpu") -> BeamState:
+    """The state before any frame: one live hypothesis per utterance (slot 0), no labels."""
+    if beam < 1:
+        raise ValueError("beam must be >= 1")
+    b, k = batch_size, beam
+    score = torch.full((b, k), float("-inf"), device=device)
+    score[:, 0] = 0.0
+    zeros = torch.zeros(b, k, dtype=torch.long, device=device)
+    pred = head.predictor
+    state = pred.init_state(b * k, device)
+    out, state = pred(torch.full((b * k, 1), head.blank, dtype=torch.long, device=device), state)
+    return BeamState(score, zeros, zeros.clone(), zeros.clone(), state, head.joint.project_pred(out[:, 0]),
+                     [[[] for _ in range(k)] for _ in range(b)])
+
+
 @torch.no_grad()
 def transducer_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam: int = 4,
                            max_symbols: int | None = None) -> list[list[int]]:
@@ -164,11 +201,26 @@ def transducer_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam
             modified beam search, which cannot emit two labels on one frame.
     Returns: the best token ids per utterance.
     """
-    if beam < 1:
-        raise ValueError("beam must be >= 1")
+    state = transducer_beam_init(head, enc.shape[0], beam, enc.device)
+    final = torch.ones(enc.shape[0], dtype=torch.bool, device=enc.device)
+    return transducer_beam_continue(head, enc, enc_lens, state, max_symbols, final).best()
+
+
+@torch.no_grad()
+def transducer_beam_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, state: BeamState,
+                             max_symbols: int | None = None, final: torch.Tensor | None = None) -> BeamState:
+    """Run the beam search over the next encoder frames enc[B, T, D] (enc_lens[B] valid).
+
+    The search stops when every hypothesis has read past its utterance's frames; TDT jumps
+    past the end carry into the next chunk (state.t). For utterances whose frames end with
+    this chunk (final[B], default none), hypotheses that differ only in where they jumped past
+    the end are merged last. Feeding frames in chunks makes exactly the decisions of one call
+    over all of them: each step depends only on the state, and hypotheses beyond the chunk
+    are never on an utterance's earliest frame while others are inside it.
+    """
     max_symbols = int(max_symbols or head.max_symbols)
     b, device = enc.shape[0], enc.device
-    k, v = beam, head.vocab_size
+    k, v = state.score.shape[1], head.vocab_size
     neg = float("-inf")
     tdt = head.loss_kind == "tdt"
     # raw[v, j]: frames decision (label v, duration j) moves; 0 = stay on the frame (capped below)
@@ -182,18 +234,12 @@ def transducer_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam
     enc_p = head.joint.project_enc(enc)
     pred = head.predictor
     lens = enc_lens.to(device)[:, None]
-    # hypotheses: [B, K]; slot 0 starts alive, the others empty
-    score = torch.full((b, k), neg, device=device)
-    score[:, 0] = 0.0
-    t = torch.zeros(b, k, dtype=torch.long, device=device)
-    on_frame = torch.zeros(b, k, dtype=torch.long, device=device)  # labels emitted on the current frame
-    hsh = torch.zeros(b, k, dtype=torch.long, device=device)
-    state = pred.init_state(b * k, device)
-    out, state = pred(torch.full((b * k, 1), head.blank, dtype=torch.long, device=device), state)
-    pred_p = head.joint.project_pred(out[:, 0])  # [B*K, J]
+    score, t, on_frame, hsh = state.score, state.t, state.on_frame, state.hsh
+    pred_state, pred_p = state.pred_state, state.pred_p
     parents: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     arange_b = torch.arange(b, device=device)[:, None]
+    slots = torch.arange(k, device=device)
     while True:
         alive = score > neg
         running = alive & (t < lens)
@@ -225,7 +271,8 @@ def transducer_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam
         adv = adv.masked_fill(is_carry, 0)
         emit = (label != head.blank) & ~is_carry
         on_frame = torch.where(is_carry, on_par, torch.where(adv == 0, on_par + 1, 0))
-        t = torch.minimum(torch.gather(t, 1, parent) + adv, lens)  # finished: t = T_b, so they merge too
+        # no clamp at the end: a TDT jump past this chunk lands in the next one
+        t = torch.gather(t, 1, parent) + adv
         hsh = torch.gather(hsh, 1, parent)
         hsh = torch.where(emit, (hsh * _HASH_MUL + label + 1) % _HASH_MOD, hsh)
         # merge hypotheses with equal labels on equal frames (and equal counts of labels on that
@@ -233,35 +280,48 @@ def transducer_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam
         alive = top > neg
         same = (hsh[:, :, None] == hsh[:, None, :]) & (t[:, :, None] == t[:, None, :])
         same &= on_frame[:, :, None] == on_frame[:, None, :]
-        same &= alive[:, :, None] & alive[:, None, :]
-        first = same.int().argmax(dim=1)  # [B, K]: first slot equal to slot j
-        owner = first[:, None, :] == torch.arange(k, device=device)[None, :, None]  # [B, i, j]: j merges into i
-        merged = torch.logsumexp(top[:, None, :].masked_fill(~owner, neg), dim=-1)
-        keep = alive & (first == torch.arange(k, device=device)[None, :])
-        score = merged.masked_fill(~keep, neg)
+        score = _merge(top, same & alive[:, :, None] & alive[:, None, :], slots)
         parents.append(parent)
         labels.append(torch.where(emit, label, -1))
         # predictor: the parent's state, advanced by the new label where one was emitted
         flat = (arange_b * k + parent).reshape(-1)
-        state = pred.select_state(state, flat)
+        pred_state = pred.select_state(pred_state, flat)
         pred_p = pred_p[flat]
         emit_f = emit.reshape(-1)
         if bool(emit_f.any()):
-            new_out, new_state = pred(label.reshape(-1, 1), state)
-            state = pred.merge_state(emit_f, new_state, state)
+            new_out, new_state = pred(label.reshape(-1, 1), pred_state)
+            pred_state = pred.merge_state(emit_f, new_state, pred_state)
             pred_p = torch.where(emit_f[:, None], head.joint.project_pred(new_out[:, 0]), pred_p)
-    best = score.argmax(dim=1)  # [B]
-    hyps: list[list[int]] = [[] for _ in range(b)]
+    if final is not None and bool(final.any()):
+        # utterances that end here: every hypothesis is finished, wherever a jump left it
+        fin = final.to(device)[:, None] & (score > neg)
+        same = (hsh[:, :, None] == hsh[:, None, :]) & fin[:, :, None] & fin[:, None, :]
+        score = torch.where(fin, _merge(score, same, slots), score)
+        t, on_frame = torch.where(fin, lens, t), on_frame.masked_fill(fin, 0)
+    return BeamState(score, t - lens, on_frame, hsh, pred_state, pred_p, _extend(state.hyps, parents, labels))
+
+
+def _merge(score: torch.Tensor, same: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """score[B, K] with same[B, K, K] (hypotheses that are one state): the first slot of each
+    group keeps the group's summed probability, the others become empty (-inf)."""
+    first = same.int().argmax(dim=1)  # [B, K]: first slot equal to slot j (itself if none before)
+    owner = first[:, None, :] == slots[None, :, None]  # [B, i, j]: j merges into i
+    merged = torch.logsumexp(score[:, None, :].masked_fill(~owner, float("-inf")), dim=-1)
+    keep = (score > float("-inf")) & (first == slots[None, :])
+    return merged.masked_fill(~keep, float("-inf"))
+
+
+def _extend(hyps: list[list[list[int]]], parents: list[torch.Tensor], labels: list[torch.Tensor]):
+    """Each slot's labels after the steps of one call: its ancestor slot's labels at the start of
+    the call plus the labels emitted on the way (backtracking the parent pointers, batched)."""
     if not parents:
         return hyps
-    par = torch.stack(parents, dim=1).tolist()  # [B, steps, K]
-    lab = torch.stack(labels, dim=1).tolist()
-    for i in range(b):  # backtracking: O(steps) per utterance, after the batched search
-        slot = int(best[i])
-        seq = []
-        for step in range(len(par[i]) - 1, -1, -1):
-            if lab[i][step][slot] >= 0:
-                seq.append(lab[i][step][slot])
-            slot = par[i][step][slot]
-        hyps[i] = seq[::-1]
-    return hyps
+    b, k = parents[0].shape
+    slot = torch.arange(k, device=parents[0].device).expand(b, k)
+    emitted = []
+    for par, lab in zip(reversed(parents), reversed(labels)):
+        emitted.append(torch.gather(lab, 1, slot))
+        slot = torch.gather(par, 1, slot)
+    origin = slot.tolist()
+    seq = torch.stack(emitted[::-1], dim=2).tolist()  # [B, K, steps]
+    return [[hyps[i][origin[i][j]] + [x for x in seq[i][j] if x >= 0] for j in range(k)] for i in range(b)]
