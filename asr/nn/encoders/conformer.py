@@ -81,7 +81,7 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x[B, H, T, Dh] rotated by position."""
+    """x[..., T, Dh] rotated by position (cos, sin: [T, Dh])."""
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
@@ -110,17 +110,19 @@ class RotarySelfAttention(nn.Module):
         self.dropout = dropout
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, positions: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 cache: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """x[B,T,D], attn_mask[B,1,T,T+C] over (cached + new) keys, positions[T] (default 0..T-1).
+        """x[B,T,D], attn_mask[B,1,T,T+C] over (cached + new) keys, rope = (cos, sin) [T, Dh] of
+        the frames' positions (default: positions 0..T-1; the encoder computes it once for all layers).
 
         With cache = (keys, values) [B,H,C,Dh] of earlier frames (rotated at their positions),
         returns (y, (keys, values) of cache + x); without, returns y.
         """
         b, t, d = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(b, t, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
-        cos, sin = self.rope(torch.arange(t, device=x.device) if positions is None else positions)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        qkv = self.qkv(self.norm(x)).view(b, t, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
+        cos, sin = self.rope(torch.arange(t, device=x.device)) if rope is None else rope
+        q, k = apply_rotary(qkv[:2], cos, sin)  # queries and keys rotated in one pass
+        v = qkv[2]
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
@@ -155,9 +157,12 @@ class ConvModule(nn.Module):
         if cache is not None:
             y = torch.cat([cache, y], dim=2)
             new_cache = y[:, :, y.shape[2] - (k - 1):]
+            # a chunk has few frames: the windows times the taps directly beat a conv call's set-up
+            # (2x on one thread at 4 frames, kernel 31); the same sums as self.dw up to rounding
+            y = torch.einsum("bdtk,dk->btd", y.unfold(2, k, 1), self.dw.weight[:, 0]) + self.dw.bias
         else:
             y = F.pad(y, (k - 1, 0) if self.causal else (k // 2, k // 2))
-        y = self.dw(y).transpose(1, 2)
+            y = self.dw(y).transpose(1, 2)
         y = self.drop(self.pw2(F.silu(self.norm2(y))))
         return y if cache is None else (y, new_cache)
 
@@ -171,22 +176,24 @@ class ConformerBlock(nn.Module):
         self.ff2 = FeedForward(c.d_model, c.ff_mult, c.dropout)
         self.norm = nn.LayerNorm(c.d_model)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        x = x + 0.5 * self.ff1(x)
-        x = x + self.attn(x, attn_mask)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, attn_mask: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = torch.add(x, self.ff1(x), alpha=0.5)  # half-step FF (macaron), one op
+        x = x + self.attn(x, attn_mask, rope)
         x = x + self.conv(x, valid)
-        x = x + 0.5 * self.ff2(x)
+        x = torch.add(x, self.ff2(x), alpha=0.5)
         return self.norm(x)
 
-    def forward_chunk(self, x: torch.Tensor, valid: torch.Tensor, attn_mask: torch.Tensor, positions: torch.Tensor,
-                      kv: tuple[torch.Tensor, torch.Tensor], conv: torch.Tensor):
+    def forward_chunk(self, x: torch.Tensor, valid: torch.Tensor, attn_mask: torch.Tensor,
+                      rope: tuple[torch.Tensor, torch.Tensor], kv: tuple[torch.Tensor, torch.Tensor],
+                      conv: torch.Tensor):
         """One chunk with caches: returns (y, (keys, values) of cache + chunk, next conv cache)."""
-        x = x + 0.5 * self.ff1(x)
-        a, kv = self.attn(x, attn_mask, positions, kv)
+        x = torch.add(x, self.ff1(x), alpha=0.5)  # half-step FF (macaron), one op
+        a, kv = self.attn(x, attn_mask, rope, kv)
         x = x + a
         c, conv = self.conv(x, valid, conv)
         x = x + c
-        x = x + 0.5 * self.ff2(x)
+        x = torch.add(x, self.ff2(x), alpha=0.5)
         return self.norm(x), kv, conv
 
 
@@ -223,9 +230,10 @@ class ConformerEncoder(nn.Module):
         # otherwise have no key at all, and the NaN of an empty softmax would reach real frames
         own = torch.eye(y.shape[1], dtype=torch.bool, device=y.device)
         attn_mask = (valid[:, None, None, :] & visible[None, None]) | own
+        rope = self.layers[0].attn.rope(pos)  # every layer has the same head size and base
         y = self.drop(y)
         for layer in self.layers:
-            y = layer(y, valid, attn_mask)
+            y = layer(y, valid, attn_mask, rope)
         return y.masked_fill(~valid[..., None], 0.0), lens
 
     # streaming ---------------------------------------------------------------------
@@ -272,9 +280,10 @@ class ConformerEncoder(nn.Module):
         own = k_pos[None, :] == q_pos[:, None]  # as in forward: every query sees its own key
         attn_mask = (key_valid[:, None, None, :] & chunk_attention_mask(q_pos, k_pos, chunk, left)[None, None]) | own
         keep = n_cached + t if left == FULL else min(left, n_cached + t)  # the next chunk's left context
+        rope = self.layers[0].attn.rope(q_pos)
         keys, values, convs = [], [], []
         for i, layer in enumerate(self.layers):
-            y, (k, v), conv = layer.forward_chunk(y, valid, attn_mask, q_pos, (state.keys[i], state.values[i]),
+            y, (k, v), conv = layer.forward_chunk(y, valid, attn_mask, rope, (state.keys[i], state.values[i]),
                                                   state.conv[i])
             keys.append(k[:, :, k.shape[2] - keep:])
             values.append(v[:, :, v.shape[2] - keep:])
