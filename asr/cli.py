@@ -130,7 +130,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.head and args.head not in model.heads:
         raise SystemExit(f"asr transcribe: {args.ckpt} has no head {args.head!r}; its heads are {list(model.heads)}")
     if args.data:
-        items, refs, problems = split_items(args.data)
+        items, refs, problems = split_items(args.data, progress=not args.quiet)
     else:
         if not args.files:
             raise SystemExit("asr transcribe: give audio FILEs or --data DIR")
@@ -182,7 +182,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     block = int(SAMPLE_RATE * args.chunk_ms / 1000)
     problems = Problems()
     if args.data:
-        items, _, split_problems = split_items(args.data)
+        items, _, split_problems = split_items(args.data, progress=not args.quiet)
         for cat, n in split_problems.counts.items():
             problems.counts[cat] += n
     else:
@@ -244,7 +244,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     from .transcribe import split_items
 
     model, device = _inference_model(args)
-    items, texts, problems = split_items(args.data)
+    items, texts, problems = split_items(args.data, progress=not args.quiet)
     t0 = time.perf_counter()
     try:
         alis, align_problems = align_items(model, items, texts, head=args.head, max_seconds=args.max_duration,

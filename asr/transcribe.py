@@ -64,10 +64,10 @@ def transcribe_items(model: ASRModel, items: list[tuple[str, str]], method: str 
     return hyps, problems
 
 
-def split_items(split_dir: str | Path) -> tuple[list[tuple[str, str]], dict[str, str], Problems]:
+def split_items(split_dir: str | Path, progress: bool = True) -> tuple[list[tuple[str, str]], dict[str, str], Problems]:
     """Validated (utt_id, path) items of a LibriSpeech-style split, longest first, plus references."""
     problems = Problems()
-    utts = read_split(split_dir, problems)
+    utts = read_split(split_dir, problems, progress)
     utts.sort(key=lambda u: -u.duration)  # similar lengths share a batch: less padding
     return [(u.id, str(u.path)) for u in utts], {u.id: u.text for u in utts}, problems
 

@@ -192,6 +192,7 @@ def test_stream_files_and_split(tmp_path, capsys, speech_wave):
     assert main(["stream", "--ckpt", str(ckpt), "--data", str(tmp_path / "split"), "--out", str(tmp_path / "h.txt"),
                  "--quiet"]) == 0
     assert [l.split()[0] for l in (tmp_path / "h.txt").read_text().splitlines()] == ["1-2-0000", "1-2-0001"]
+    assert "check split" not in capsys.readouterr().err  # --quiet silences the split scan's progress bar too
     assert main(["stream", "--ckpt", str(ckpt), str(wav), "--method", "beam", "--beam", "3", "--quiet"]) == 0
     out = capsys.readouterr()
     rec = StreamingRecognizer(model, 8, 64, method="beam", beam=3)

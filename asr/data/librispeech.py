@@ -61,8 +61,9 @@ class Utterance:
         return self.num_samples / self.sample_rate
 
 
-def read_split(split_dir: str | Path, problems: Problems | None = None) -> list[Utterance]:
+def read_split(split_dir: str | Path, problems: Problems | None = None, progress: bool = True) -> list[Utterance]:
     """Scan one LibriSpeech-style split; returns the usable utterances sorted by id.
+    progress: show a progress bar over the audio files (False under the CLI's --quiet).
 
     Skipped (and reported): transcript lines without audio, audio without a transcript,
     unreadable audio, empty audio, empty transcripts. Kept with a warning: a sample rate
@@ -86,7 +87,7 @@ def read_split(split_dir: str | Path, problems: Problems | None = None) -> list[
     for uid in sorted(set(texts) - set(audio)):
         problems.add("transcript without audio", f"{texts[uid][1]}: {uid} has no audio file")
     utts = []
-    for uid in tqdm(sorted(audio), desc=f"check {split_dir.name}", unit="file", leave=False):
+    for uid in tqdm(sorted(audio), desc=f"check {split_dir.name}", unit="file", leave=False, disable=not progress):
         path = audio[uid]
         if uid not in texts:
             problems.add("audio without transcript", f"{path}: no line for {uid} in any .trans.txt")
