@@ -1,4 +1,5 @@
 import logging
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -125,3 +126,30 @@ def test_dataset_skips_unreadable_audio_with_warning(tiny_corpus, tmp_path, capl
     for i in range(2):
         assert tok.decode(batch.tokens[i, : batch.token_lens[i]].tolist()) == batch.texts[i]
     assert torch.all(batch.tokens[0, batch.token_lens[0]:] == 0)
+
+
+def test_speed_perturbation_never_makes_a_transcript_too_long_for_ctc(tiny_corpus, tmp_path, caplog):
+    """A transcript that fits its audio at speed 1.0 but not at 1.1 is never played at 1.1
+    (counted in a warning); other utterances still get every factor."""
+    out = prepare_librispeech(tiny_corpus, tmp_path / "m", splits=["test-clean"], train_splits=["test-clean"],
+                              tokenizer="char")
+    tok = Tokenizer.load(out["tokenizer"])
+    cut = next(iter(CutSet.from_file(out["test-clean"])))
+    ds = AudioDataset(tok, speed_factors=(0.9, 1.0, 1.1), subsampling=4, fbank=FbankOptions())
+    n = load_audio(cut.recording.sources[0].source)[0].shape[0]
+    at_10, at_11 = ds.encoder_frames(n, 1.0), ds.encoder_frames(n, 1.1)
+    assert at_11 < at_10
+    text = ("AB " * at_10).strip()
+    while ctc_min_frames(tok.encode(text)) > at_10:  # the densest transcript that still fits at 1.0
+        text = text[:-1].strip()
+    assert at_11 < ctc_min_frames(tok.encode(text)) <= at_10
+    dense = replace(cut, supervisions=[replace(cut.supervisions[0], text=text)])
+    lens_dense, lens_plain = set(), set()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(30):
+            lens_dense.add(int(ds[CutSet.from_cuts([dense])].audio_lens[0]))
+            lens_plain.add(int(ds[CutSet.from_cuts([cut])].audio_lens[0]))
+    fast = math.ceil(n * 16000 / 17600)
+    assert fast not in lens_dense and len(lens_dense) == 2  # 0.9 and 1.0 only
+    assert fast in lens_plain and len(lens_plain) == 3
+    assert ds.num_slowed == 30 and "speed factors > 1 skipped" in caplog.text

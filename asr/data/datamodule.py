@@ -8,6 +8,7 @@ seconds of audio per batch).
 from __future__ import annotations
 
 import logging
+import math
 import random
 import warnings
 from dataclasses import dataclass
@@ -66,12 +67,42 @@ class AudioDataset(Dataset):
 
     An utterance whose audio fails to load is skipped with a warning naming the file;
     a batch in which all fail is returned as None (the model skips it).
+
+    Speed perturbation picks a random factor per utterance among those that leave its
+    transcript enough encoder frames for CTC (the T >= U check filter_cuts makes at speed
+    1.0, with `subsampling` and `fbank`): a fast factor can shorten a dense transcript's
+    audio below what CTC needs, and CTC would then drop the utterance silently
+    (zero_infinity) or train on +inf. Utterances limited this way are counted in a thinned
+    warning.
     """
 
-    def __init__(self, tokenizer: Tokenizer, speed_factors: tuple[float, ...] = (1.0,)):
+    def __init__(self, tokenizer: Tokenizer, speed_factors: tuple[float, ...] = (1.0,), subsampling: int = 4,
+                 fbank: FbankOptions | None = None):
         self.tokenizer = tokenizer
         self.speed_factors = tuple(speed_factors)
+        self.subsampling = subsampling
+        self.fbank = fbank or FbankOptions()
         self.num_failed = 0
+        self.num_slowed = 0  # utterances for which a faster factor was ruled out
+
+    def encoder_frames(self, num_samples: int, factor: float) -> int:
+        """Encoder frames (conservative, as in filter_cuts) of num_samples played at `factor`x speed."""
+        n = math.ceil(num_samples * SAMPLE_RATE / round(SAMPLE_RATE * factor))  # speed_perturb's length
+        return int(num_frames(torch.tensor(n), self.fbank)) // self.subsampling
+
+    def speed_factor(self, num_samples: int, tokens: list[int], name: str) -> float:
+        """A random factor among those the transcript fits at (the slowest if none does)."""
+        if len(self.speed_factors) == 1:
+            return self.speed_factors[0]
+        need = ctc_min_frames(tokens)
+        fits = [f for f in self.speed_factors if self.encoder_frames(num_samples, f) >= need]
+        if len(fits) < len(self.speed_factors):
+            self.num_slowed += 1
+            if self.num_slowed & (self.num_slowed - 1) == 0:  # 1, 2, 4, 8, ...: counts without flooding the log
+                log.warning("%s: speed factors > %g skipped: %d tokens need %d encoder frames (%d utterances "
+                            "so far in this worker)", name, max(fits, default=min(self.speed_factors)),
+                            len(tokens), need, self.num_slowed)
+        return random.choice(fits or [min(self.speed_factors)])
 
     def __getitem__(self, cuts: CutSet) -> Batch | None:
         waves, toks, texts, ids = [], [], [], []
@@ -86,11 +117,11 @@ class AudioDataset(Dataset):
             if cut.start > 0 or cut.duration < cut.recording.duration - 1e-3:
                 a = int(round(cut.start * SAMPLE_RATE))
                 wave = wave[a : a + int(round(cut.duration * SAMPLE_RATE))]
-            factor = random.choice(self.speed_factors)
-            wave = speed_perturb(wave, factor)
             text = " ".join(s.text for s in cut.supervisions)
+            tokens = self.tokenizer.encode(text)
+            wave = speed_perturb(wave, self.speed_factor(len(wave), tokens, path))
             waves.append(wave)
-            toks.append(self.tokenizer.encode(text))
+            toks.append(tokens)
             texts.append(text)
             ids.append(cut.supervisions[0].id)
         if not waves:
@@ -189,7 +220,7 @@ class ASRDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         sampler = DynamicBucketingSampler(self.train_cuts(), max_duration=self.max_duration, shuffle=True,
                                           num_buckets=self.num_buckets, seed=self.seed, drop_last=True)
-        return self._loader(AudioDataset(self.tokenizer, self.speed), sampler)
+        return self._loader(AudioDataset(self.tokenizer, self.speed, self.subsampling, self.fbank), sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_loader(self.load_cuts(self.valid_splits))
