@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,24 +34,52 @@ def _logaddexp(a: float, b: float) -> float:
     return m + math.log1p(math.exp(-abs(a - b)))
 
 
-Prefixes = dict[tuple[int, ...], tuple[float, float]]  # prefix -> (log p ending in blank, ... in its last token)
+@dataclass
+class PrefixTree:
+    """One utterance's prefixes as a tree: node 0 is the empty prefix, and extending a prefix by
+    a token is O(1) however long it is (a stream can run for an hour), where tuple keys would
+    copy the prefix at every extension."""
+
+    parent: list[int] = field(default_factory=lambda: [-1])
+    token: list[int] = field(default_factory=lambda: [-1])
+    child: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def extend(self, node: int, tok: int) -> int:
+        """The node of prefix `node` + `tok` (made on first use)."""
+        key = (node, tok)
+        n = self.child.get(key)
+        if n is None:
+            n = self.child[key] = len(self.parent)
+            self.parent.append(node)
+            self.token.append(tok)
+        return n
+
+    def labels(self, node: int) -> list[int]:
+        out = []
+        while node > 0:
+            out.append(self.token[node])
+            node = self.parent[node]
+        return out[::-1]
 
 
 @dataclass
 class PrefixBeamState:
     """Where a CTC prefix beam search stands between chunks of frames (streaming): per utterance,
-    the surviving prefixes with their two scores."""
+    the surviving prefixes (tree nodes) with their log probabilities of ending in blank and in
+    their last token."""
 
-    beams: list[Prefixes]
+    beams: list[dict[int, tuple[float, float]]]
+    trees: list[PrefixTree]
 
     def best(self) -> list[list[int]]:
         """The most probable prefix per utterance (the partial result while streaming)."""
-        return [list(max(b.items(), key=lambda kv: _logaddexp(*kv[1]))[0]) for b in self.beams]
+        return [tree.labels(max(b.items(), key=lambda kv: _logaddexp(*kv[1]))[0])
+                for b, tree in zip(self.beams, self.trees)]
 
 
 def ctc_prefix_beam_init(batch_size: int) -> PrefixBeamState:
     """Before any frame: the empty prefix, ending in blank with probability 1."""
-    return PrefixBeamState([{(): (0.0, -math.inf)} for _ in range(batch_size)])
+    return PrefixBeamState([{0: (0.0, -math.inf)} for _ in range(batch_size)], [PrefixTree() for _ in range(batch_size)])
 
 
 def ctc_prefix_beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam: int = 4,
@@ -84,9 +112,9 @@ def ctc_prefix_beam_continue(log_probs: torch.Tensor, lengths: torch.Tensor, sta
     blank_lp = log_probs[..., blank].float().cpu().tolist()
     out = []
     for b in range(log_probs.shape[0]):
-        beams = state.beams[b]
+        beams, tree = state.beams[b], state.trees[b]
         for t in range(int(lengths[b])):
-            nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
+            nxt: dict[int, list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
             pb_t = blank_lp[b][t]
             for prefix, (pb, pnb) in beams.items():
                 total = _logaddexp(pb, pnb)
@@ -95,13 +123,12 @@ def ctc_prefix_beam_continue(log_probs: torch.Tensor, lengths: torch.Tensor, sta
                 for lp, tok in zip(topv[b][t], topi[b][t]):
                     if tok == blank:
                         continue
-                    if prefix and prefix[-1] == tok:
+                    ext = nxt[tree.extend(prefix, tok)]
+                    if prefix and tree.token[prefix] == tok:
                         e[1] = _logaddexp(e[1], pnb + lp)  # repeat merges into the same prefix
-                        ext = nxt[prefix + (tok,)]
                         ext[1] = _logaddexp(ext[1], pb + lp)  # a blank separated the repeat
                     else:
-                        ext = nxt[prefix + (tok,)]
                         ext[1] = _logaddexp(ext[1], total + lp)
             beams = {p: (s[0], s[1]) for p, s in sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam]}
         out.append(beams)
-    return PrefixBeamState(out)
+    return PrefixBeamState(out, state.trees)
