@@ -33,13 +33,16 @@ $(VENV)/.installed: pyproject.toml setup.py $(shell find csrc -type f 2>/dev/nul
 	$(PY) -m pip install -q --no-build-isolation -e ".[dev]" "torch==$(TORCH_VERSION)"
 	touch $@
 
-# Main job: synthesize a corpus, train Conformer-CTC, decode the test split, score WER.
+# Main job: synthesize a corpus, train a streaming Conformer-CTC (dynamic chunk training: one
+# model for offline and streaming), decode the test split offline and as 320 ms streams, score WER.
 demo: setup
 	$(ASR) prepare synthetic --corpus-dir $(DATA)/LibriSpeech --out $(DATA)/manifests --size demo
 	rm -rf $(EXP)
-	$(ASR) train exp_dir=$(EXP) trainer.max_epochs=$(DEMO_EPOCHS)
+	$(ASR) train model=conformer_ctc_streaming exp_dir=$(EXP) trainer.max_epochs=$(DEMO_EPOCHS)
 	$(ASR) transcribe --ckpt $(EXP)/best.ckpt --data $(DATA)/LibriSpeech/test-clean --out $(EXP)/hyp_greedy.txt
 	$(ASR) transcribe --ckpt $(EXP)/best.ckpt --data $(DATA)/LibriSpeech/test-clean --out $(EXP)/hyp_beam.txt --method beam --beam 4 --quiet
+	$(ASR) stream --ckpt $(EXP)/best.ckpt --data $(DATA)/LibriSpeech/test-clean --out $(EXP)/hyp_stream_320ms.txt --chunk-ms 320 --quiet
+	$(ASR) score $(DATA)/manifests/test-clean.ref.txt $(EXP)/hyp_stream_320ms.txt --report $(EXP)/errors_stream_320ms.txt
 	$(ASR) score $(DATA)/manifests/test-clean.ref.txt $(EXP)/hyp_beam.txt --report $(EXP)/errors_beam.txt
 	$(ASR) score $(DATA)/manifests/test-clean.ref.txt $(EXP)/hyp_greedy.txt --report $(EXP)/errors_greedy.txt --plot $(EXP)/wer_by_length.png
 
