@@ -20,7 +20,12 @@ on padding (tests decode each utterance alone and in a batch).
   and they are merged (probabilities added). max_symbols=1 is icefall's "modified beam
   search". With beam=1 it makes the same choices as greedy search with the same
   max_symbols; with a beam too wide to prune it returns the most probable label sequence
-  under these rules (tests check both).
+  under these rules (tests check both). Hypotheses that a TDT jump left past the end of
+  the utterance are merged when the search ends.
+
+Both searches resume (streaming): `transducer_greedy_init` / `_continue` and
+`transducer_beam_init` / `_continue` (+ `BeamState.best()`) take the encoder frames
+chunk by chunk and end with exactly the result of one call over all of them.
 """
 from __future__ import annotations
 
