@@ -33,7 +33,7 @@ class UttScore:
     id: str
     ref: str
     hyp: str
-    ref_len: int  # words (or characters with cer)
+    ref_len: int  # words, or with cer characters including the single spaces between words (jiwer.cer's count)
     sub: int
     dele: int
     ins: int
@@ -85,8 +85,10 @@ class ScoreReport:
 
 
 def _score_pair(uid: str, ref: str, hyp: str, cer: bool) -> UttScore:
-    ref_units = list(ref.replace(" ", "")) if cer else ref.split()
-    hyp_units = list(hyp.replace(" ", "")) if cer else hyp.split()
+    # CER follows jiwer (jiwer.cer): the space between two words is a character, in the
+    # alignment and in the reference length alike, so the counts and the rate agree with it.
+    ref_units = list(ref) if cer else ref.split()
+    hyp_units = list(hyp) if cer else hyp.split()
     if not ref_units or not hyp_units:  # jiwer refuses empty strings; the counts are trivial
         return UttScore(uid, ref, hyp, len(ref_units), 0, len(ref_units), len(hyp_units),
                         f"REF: {ref}\nHYP: {hyp}\n")

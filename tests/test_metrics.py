@@ -30,6 +30,36 @@ def test_cer_and_normalization():
     assert rep.unit == "char" and rep.error_rate == pytest.approx(0.25)
 
 
+@pytest.mark.parametrize("refs,hyps", [
+    ({"a": "A B C D", "b": "AB CD"}, {"a": "X", "b": "ABCD"}),  # the issue's case: jiwer says 8/12
+    ({"a": "THE CAT SAT", "b": "ON THE MAT"}, {"a": "the bat  sat today", "b": "ONTHE MAT"}),
+])
+def test_cer_agrees_with_jiwer(refs: dict[str, str], hyps: dict[str, str]):
+    """Errors and reference length both count the spaces between words, as jiwer.cer does."""
+    import jiwer
+
+    ids = sorted(refs)
+    rep = score(refs, hyps, cer=True)
+    want = jiwer.process_characters([normalize(refs[i]) for i in ids], [normalize(hyps[i]) for i in ids])
+    assert rep.error_rate == pytest.approx(want.cer)
+    assert (rep.total("sub"), rep.total("dele"), rep.total("ins")) == (want.substitutions, want.deletions,
+                                                                       want.insertions)
+    assert rep.ref_len == sum(len(normalize(refs[i])) for i in ids)
+
+
+def test_cer_of_an_empty_hypothesis_deletes_every_character_and_space():
+    rep = score({"a": "HELLO WORLD"}, {"a": ""}, cer=True)
+    assert (rep.total("dele"), rep.ref_len, rep.error_rate) == (11, 11, 1.0)
+
+
+def test_cer_of_the_issue_case_is_two_thirds(tmp_path, capsys):
+    ref, hyp = tmp_path / "ref.txt", tmp_path / "hyp.txt"
+    ref.write_text("a A B C D\nb AB CD\n")
+    hyp.write_text("a X\nb ABCD\n")
+    main(["score", str(ref), str(hyp), "--cer"])
+    assert "%CER 66.67 [ 8 / 12," in capsys.readouterr().out
+
+
 def test_empty_reference_counts_insertions():
     rep = score({"u": ""}, {"u": "HELLO THERE"})
     assert rep.total("ins") == 2 and rep.ref_len == 0
