@@ -47,6 +47,23 @@ def fit_cmvn(model: ASRModel, dm: ASRDataModule, max_utts: int) -> None:
     log.info("CMVN from %d frames", int(model.normalizer.count))
 
 
+def checkpoint_callbacks(ckpt_dir: Path, save_top_k: int) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """The top-k checkpoints by val_wer, and last.ckpt written after every validated epoch.
+
+    Two callbacks, because Lightning's ``save_last`` of a monitored callback (2.6) writes
+    last.ckpt only in epochs that also enter the top k (and once more at the very end, with
+    the epoch counter already advanced): a crash after epochs that did not improve val_wer
+    would resume several epochs back. The unmonitored callback saves every epoch, always to
+    the same name (no version counter, so a copied experiment resumes into its own last.ckpt
+    rather than writing last-v1.ckpt beside a stale one).
+    """
+    top_k = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:02d}-wer{val_wer:.4f}", auto_insert_metric_name=False,
+                            monitor="val_wer", mode="min", save_top_k=save_top_k, save_last=False)
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, monitor=None,
+                           save_top_k=1, every_n_epochs=1, save_last=False, enable_version_counter=False)
+    return top_k, last
+
+
 def run_train(cfg: DictConfig) -> Path:
     """Train as configured; returns the path of the best checkpoint (also copied to exp_dir/best.ckpt)."""
     exp = Path(cfg.exp_dir)
@@ -86,17 +103,14 @@ def run_train(cfg: DictConfig) -> Path:
         fit_cmvn(model, dm, cfg.cmvn_utterances)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters", n_params / 1e6)
-    ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:02d}-wer{val_wer:.4f}", auto_insert_metric_name=False,
-                              monitor="val_wer", mode="min", save_top_k=cfg.save_top_k, save_last=True,
-                              # always last.ckpt: an experiment copied to another folder and resumed
-                              # must not write last-v1.ckpt beside a stale last.ckpt
-                              enable_version_counter=False)
+    ckpt_cb, last_cb = checkpoint_callbacks(ckpt_dir, cfg.save_top_k)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=str(exp),
         # versioned log folders (tb/version_N, csv/version_N): a resumed run never overwrites earlier logs
         logger=[TensorBoardLogger(str(exp), name="tb"), CSVLogger(str(exp), name="csv")],
-        callbacks=[ckpt_cb, LearningRateMonitor(logging_interval="step")],
+        # the top-k callback first: last.ckpt, written after it, then holds its updated best-k list
+        callbacks=[ckpt_cb, last_cb, LearningRateMonitor(logging_interval="step")],
         use_distributed_sampler=False,  # lhotse samplers shard across ranks themselves
     )
     trainer.fit(model, dm, ckpt_path=resume_from)
