@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from asr.data.audio import AudioError, load_audio, resample, speed_perturb
+from asr.data.audio import AudioError, audio_blocks, load_audio, resample, speed_perturb
 
 
 def sine(freq: float, sr: int, seconds: float = 1.0) -> torch.Tensor:
@@ -56,10 +56,42 @@ def test_load_audio_errors_name_the_file(tmp_path):
         load_audio(empty)
 
 
+def _distinct_channels(sr: int, n: int) -> np.ndarray:
+    """[S, n] float32: a different tone and level on each channel, so a loader that keeps one
+    channel, or weights them unequally, gives a different signal from the mean."""
+    return torch.stack([(0.6 / (c + 1)) * sine(300.0 * (c + 1), sr) for c in range(n)], dim=1).numpy()
+
+
+@pytest.mark.parametrize("channels", [2, 3])
+def test_load_audio_mixes_down_to_the_channel_mean(tmp_path, channels):
+    """load_audio returns mono as the mean of the channels (documented: mono float32)."""
+    p = tmp_path / "multi.wav"
+    x = _distinct_channels(16000, channels)
+    sf.write(str(p), x, 16000, subtype="FLOAT")  # float samples: no 16-bit rounding, so the mean is exact
+    wave, sr = load_audio(p)
+    assert sr == 16000 and wave.dtype == torch.float32 and wave.shape == (16000,)
+    want = torch.from_numpy(x.mean(axis=1))
+    assert torch.allclose(wave, want, atol=1e-7, rtol=0)
+    for c in range(channels):  # the test can tell the mean from any single channel
+        assert (wave - torch.from_numpy(x[:, c])).abs().max() > 0.1
+
+
+def test_audio_blocks_mix_down_like_load_audio(tmp_path):
+    """Streaming reads (incremental at 16 kHz, or resampled whole) give the same mono signal."""
+    for sr in (16000, 8000):
+        p = tmp_path / f"st{sr}.wav"
+        sf.write(str(p), _distinct_channels(sr, 2), sr, subtype="FLOAT")
+        blocks = list(audio_blocks(p, 4000))
+        assert [len(b) for b in blocks] == [4000] * 4
+        assert torch.allclose(torch.cat(blocks), load_audio(p)[0], atol=1e-7, rtol=0)
+
+
 def test_load_audio_resamples_and_mixes_down(tmp_path):
+    """Distinct channels at 8 kHz: the result is the 16 kHz resampling of the channel mean."""
     p = tmp_path / "st.wav"
-    x = sine(300.0, 8000).numpy()
-    sf.write(str(p), np.stack([x, x], axis=1), 8000)
+    sf.write(str(p), _distinct_channels(8000, 2), 8000)
     wave, sr = load_audio(p)
     assert sr == 8000 and wave.shape == (16000,)
-    assert (wave[200:-200] - sine(300.0, 16000)[200:-200]).abs().max() < 2e-3
+    want = (0.6 * sine(300.0, 16000) + 0.3 * sine(600.0, 16000)) / 2  # the two tones' mean, at 16 kHz
+    inner = slice(200, -200)  # filter edges
+    assert (wave[inner] - want[inner]).abs().max() < 2e-3

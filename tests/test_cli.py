@@ -1,6 +1,15 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pytest
 
 from asr.cli import main
+
+if TYPE_CHECKING:
+    from asr.data.tokenizer import Tokenizer
 
 
 def save_checkpoint(model, tok, path) -> None:
@@ -72,8 +81,17 @@ def test_transcribe_names_bad_files_and_keeps_going(tmp_path, capsys, caplog, sp
     assert "decoded 2 of 3 utterances" in out.err
 
 
-def test_transcribe_hybrid_heads_and_unknown_head(tmp_path, capsys, speech_wave):
-    """--head picks the decoding head of a hybrid checkpoint; an unknown head names the heads there are."""
+def _fixed_hybrid(tmp_path: Path, name: str, decode: dict | None) -> tuple[Path, Path, int, Tokenizer]:
+    """A hybrid checkpoint whose heads ignore the audio, so every decoding choice has a known answer.
+
+    The output layers get zero weights and a chosen bias, so each frame has the same scores:
+    - transducer (the first head, RNN-T, max_symbols 4): "C" has probability ~1, so greedy and
+      beam search both emit "C" until the labels-per-frame cap moves them on: the text is
+      "C" * max_symbols * frames, and its length shows which max_symbols was used.
+    - ctc: blank 0.4, A 0.35, B 0.25 on every frame: greedy (argmax) is all blank, "", while
+      prefix beam search adds paths and finds "A"/"B" strings that depend on the beam size.
+    Returns (checkpoint, a 1 s wav, encoder frames of that wav, tokenizer).
+    """
     import soundfile as sf
     import torch
 
@@ -83,16 +101,111 @@ def test_transcribe_hybrid_heads_and_unknown_head(tmp_path, capsys, speech_wave)
     tok = train_tokenizer(["THE QUICK BROWN FOX", "JUMPS OVER SEVEN LAZY DOGS"] * 5, tmp_path / "t.model", "char")
     torch.manual_seed(0)
     model = ASRModel(len(tok), encoder={"name": "mingru", "d_model": 16, "num_layers": 1, "subsampling_channels": 4},
-                     heads={"transducer": {"kind": "transducer", "loss": "tdt", "pred_dim": 8, "joint_dim": 8},
-                            "ctc": {"kind": "ctc"}}, decode={"method": "greedy", "head": "ctc"})
-    ckpt = tmp_path / "m.ckpt"
+                     heads={"transducer": {"kind": "transducer", "pred_dim": 8, "joint_dim": 8, "max_symbols": 4},
+                            "ctc": {"kind": "ctc"}}, decode=decode)
+    piece = tok.sp.piece_to_id
+    with torch.no_grad():
+        out = model.heads["transducer"].joint.out
+        out.weight.zero_()
+        out.bias.zero_()
+        out.bias[piece("C")] = 10.0  # blank and the other labels are e^-10 times less likely
+        proj = model.heads["ctc"].proj
+        proj.weight.zero_()
+        proj.bias.fill_(-30.0)
+        proj.bias[0] = math.log(0.4)
+        proj.bias[piece("A")] = math.log(0.35)
+        proj.bias[piece("B")] = math.log(0.25)
+    ckpt = tmp_path / f"{name}.ckpt"
     save_checkpoint(model, tok, ckpt)
     wav = tmp_path / "a.wav"
-    sf.write(str(wav), speech_wave.numpy(), 16000)
-    for args in ([], ["--head", "transducer"], ["--head", "ctc", "--method", "beam"],
-                 ["--head", "transducer", "--method", "beam", "--beam", "2", "--max-symbols", "1"]):
-        assert main(["transcribe", "--ckpt", str(ckpt), str(wav), "--quiet", *args]) == 0
-        assert capsys.readouterr().out.startswith("a")
+    wave = 0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(1))
+    sf.write(str(wav), wave.numpy(), 16000)
+    _, frames = model.eval()(wave[None], torch.tensor([len(wave)]))
+    return ckpt, wav, int(frames), tok
+
+
+def _search_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None, int | None]]:
+    """Record (search, beam, max_symbols) of every search ASRModel.decode calls, and still run it.
+
+    Transducer greedy and beam search agree on the fixed hybrid, so only a spy can tell which ran.
+    """
+    import inspect
+
+    import asr.model
+
+    calls: list[tuple[str, int | None, int | None]] = []
+    for name in ("ctc_greedy_search", "ctc_prefix_beam_search", "transducer_greedy_search", "transducer_beam_search"):
+        real = getattr(asr.model, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            bound = inspect.signature(_real).bind(*args, **kwargs)
+            bound.apply_defaults()  # a beam passed by position or left at its default is recorded too
+            calls.append((_name, bound.arguments.get("beam"), bound.arguments.get("max_symbols")))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(asr.model, name, spy)
+    return calls
+
+
+def _transcribe_one(capsys: pytest.CaptureFixture, ckpt: Path, wav: Path, *flags: str) -> str:
+    """The text `asr transcribe` prints for one file (may be empty)."""
+    assert main(["transcribe", "--ckpt", str(ckpt), str(wav), "--quiet", *flags]) == 0
+    uid, text = capsys.readouterr().out.rstrip("\n").split(" ", 1)
+    assert uid == wav.stem
+    return text
+
+
+def test_transcribe_flags_override_the_checkpoint_decode_options(tmp_path, capsys, monkeypatch):
+    """The checkpoint's decode options (head ctc, beam search with beam 2, max_symbols 2) are what
+    runs without flags, and --head, --method, --beam and --max-symbols each change the result."""
+    import torch
+
+    from asr.decoding import ctc_prefix_beam_search
+
+    ckpt, wav, frames, tok = _fixed_hybrid(tmp_path, "m", {"head": "ctc", "method": "beam", "beam": 2,
+                                                           "max_symbols": 2})
+    lp = torch.full((1, frames, len(tok)), -30.0)  # the ctc head's log-probs, as set up above
+    for token, p in ((0, 0.4), (tok.sp.piece_to_id("A"), 0.35), (tok.sp.piece_to_id("B"), 0.25)):
+        lp[..., token] = math.log(p)
+    lp = lp.log_softmax(-1)
+    ctc_beam = {b: tok.decode(ctc_prefix_beam_search(lp, torch.tensor([frames]), beam=b)[0]) for b in (1, 2, 4)}
+    # the test only discriminates if greedy ("") and each of these beams give different texts
+    assert len({"", ctc_beam[2], ctc_beam[4]}) == 3 and ctc_beam[1] == ""
+    calls = _search_spy(monkeypatch)
+    cases = [
+        # (flags, expected text, the search that must run with (beam, max_symbols))
+        ([], ctc_beam[2], ("ctc_prefix_beam_search", 2, None)),  # all from the checkpoint
+        (["--beam", "4"], ctc_beam[4], ("ctc_prefix_beam_search", 4, None)),
+        (["--beam", "1"], "", ("ctc_prefix_beam_search", 1, None)),
+        (["--method", "greedy"], "", ("ctc_greedy_search", None, None)),
+        (["--head", "transducer"], "C" * 2 * frames, ("transducer_beam_search", 2, 2)),
+        (["--head", "transducer", "--max-symbols", "3"], "C" * 3 * frames, ("transducer_beam_search", 2, 3)),
+        (["--head", "transducer", "--method", "greedy"], "C" * 2 * frames, ("transducer_greedy_search", None, 2)),
+        (["--head", "transducer", "--method", "greedy", "--max-symbols", "1"], "C" * frames,
+         ("transducer_greedy_search", None, 1)),
+        (["--head", "transducer", "--beam", "3", "--max-symbols", "1"], "C" * frames,
+         ("transducer_beam_search", 3, 1)),
+    ]
+    for flags, want, search in cases:
+        calls.clear()
+        got = _transcribe_one(capsys, ckpt, wav, *flags)
+        assert got == want, f"{flags}: {got[:12]!r}... ({len(got)} chars), want {want[:12]!r}... ({len(want)} chars)"
+        assert calls == [search], flags
+
+
+def test_transcribe_without_decode_options_uses_first_head_greedy_and_its_max_symbols(tmp_path, capsys, monkeypatch):
+    """A checkpoint with no decode options: the first head (transducer), greedy, the head's max_symbols (4)."""
+    ckpt, wav, frames, _ = _fixed_hybrid(tmp_path, "plain", None)
+    calls = _search_spy(monkeypatch)
+    assert _transcribe_one(capsys, ckpt, wav) == "C" * 4 * frames
+    assert calls == [("transducer_greedy_search", None, None)]
+    calls.clear()
+    assert _transcribe_one(capsys, ckpt, wav, "--head", "ctc") == ""
+    assert calls == [("ctc_greedy_search", None, None)]
+
+
+def test_transcribe_unknown_head_names_the_heads(tmp_path):
+    ckpt, wav, _, _ = _fixed_hybrid(tmp_path, "m", None)
     with pytest.raises(SystemExit, match=r"has no head 'attention'; its heads are \['transducer', 'ctc'\]"):
         main(["transcribe", "--ckpt", str(ckpt), str(wav), "--head", "attention"])
 
