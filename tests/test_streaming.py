@@ -1,16 +1,20 @@
 """Streaming equals offline: encoder chunks with caches, batched streams, and whole recognizers."""
 from __future__ import annotations
 
+import math
 import random
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 from asr.decoding import ctc_greedy_search, ctc_prefix_beam_search, transducer_beam_search, transducer_greedy_search
 from asr.decoding.streaming import StreamingRecognizer, stream_decode
+from asr.decoding.transducer import BeamState, transducer_beam_continue, transducer_beam_init
 from asr.nn.encoders.chunking import FULL, chunk_attention_mask, sample_chunking
 from asr.nn.encoders.conformer import ConformerEncoder
 from asr.nn.encoders.recurrent import LSTMEncoder, MinRNNEncoder
+from asr.nn.heads.transducer import TransducerHead
 
 TOL = 1e-4
 
@@ -27,8 +31,8 @@ def test_chunk_mask_matches_its_definition():
                     c = i // chunk
                     want = j // chunk <= c and (left == FULL or j >= c * chunk - left)
                 assert bool(m[i, j]) == want, (chunk, left, i, j)
-    assert sample_chunking((FULL,), (8,)) == (FULL, FULL)
     rng = random.Random(0)
+    assert sample_chunking((FULL,), (8,), rng) == (FULL, FULL)
     seen = {sample_chunking((4, 8, FULL), (16, FULL), rng) for _ in range(100)}
     assert (FULL, FULL) in seen and (4, 16) in seen and (8, FULL) in seen
 
@@ -114,6 +118,10 @@ def test_dynamic_chunk_training_samples_a_mask_per_batch(monkeypatch):
 
     real = conformer.chunk_attention_mask
     monkeypatch.setattr(conformer, "chunk_attention_mask", lambda q, k, c, l: calls.append((c, l)) or real(q, k, c, l))
+    # the encoder draws its chunking from the global `random`; a seeded instance makes the 20 draws
+    # (and so whether both settings occur) the same on every run
+    rng = random.Random(0)
+    monkeypatch.setattr(conformer, "sample_chunking", lambda c, l: sample_chunking(c, l, rng))
     enc.train()
     for _ in range(20):
         enc(x, lens)
@@ -135,17 +143,183 @@ def _model(kind: str, tok_size: int):
                     heads=heads).eval()
 
 
+def _batch(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Waveforms -> zero-padded audio [B, S] and lengths [B]."""
+    lens = torch.tensor([len(w) for w in waves])
+    audio = torch.zeros(len(waves), int(lens.max()))
+    for i, w in enumerate(waves):
+        audio[i, :len(w)] = w
+    return audio, lens
+
+
+MIX_CLASSES = 6  # label classes of _mix_transducer_head, 60 degrees apart
+
+
+@torch.no_grad()
+def _mix_transducer_head(head: TransducerHead, frames: torch.Tensor, seed: int = 0) -> None:
+    """Overwrite an untrained transducer head's predictor and joint, in place, so that its searches
+    meet what a trained head gives them: blank on most frames, one or two different labels on the
+    others, and (TDT) durations from 0 to 4, which jump over chunk boundaries. An untrained head
+    emits one label max_symbols times on every frame and never a blank, so streaming it never has
+    to carry a skipped blank, a TDT jump or a predictor state into the next chunk.
+
+    Args:
+        head: a TransducerHead whose predictor is stateless with two labels of context (the default).
+        frames: [N, D_enc] encoder frames of the audio that will be decoded. Their mean and spread
+            centre the joint's input: an untrained encoder's frames share a large constant part,
+            which would otherwise give every frame the same decision.
+        seed: of the random directions and small weights below.
+
+    Construction (K = MIX_CLASSES; the i-th non-blank label is in class i % K):
+    - Predictor: one-hot class embeddings that the conv sums, so its channel c counts the labels of
+      class c among the last two labels. Joint units 0..K-1 turn that into tanh(3 * count), and each
+      label gets -8 from its class's unit: no label follows one of its class, so the labels of a
+      frame end with a blank rather than with a cycle cut at max_symbols.
+    - Joint units K.. read the standardized frame along seeded random directions. Units K and K+1
+      give the frame a direction a and a strength r <= sqrt(2): class c scores 4 r cos(a - 2 pi c / K)
+      against 3.2 for blank, so a class fires on frames that point near it strongly. Classes are
+      60 degrees apart and sqrt(2) cos(60) < 0.8, so at most two classes beat blank on a frame (up to
+      the small weights below): frames emit 0, 1 or 2 labels.
+    - The other units pick the label within its class (small weights) and the TDT duration.
+    """
+    pred, joint = head.predictor, head.joint
+    assert getattr(pred, "context_size", None) == 2, "built for the stateless predictor of context 2"
+    k, v, n_dur = MIX_CLASSES, head.vocab_size, len(head.durations)
+    width, enc_dim = joint.out.weight.shape[1], joint.enc_proj.weight.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.tensor([i for i in range(v) if i != head.blank])
+    cls = torch.arange(len(labels)) % k
+    pred.embed.weight.zero_()  # blank (the start symbol) counts for no class
+    pred.embed.weight[labels, cls] = 1.0
+    pred.conv.weight.fill_(1.0)
+    joint.pred_proj.weight.zero_()
+    joint.pred_proj.bias.zero_()
+    joint.pred_proj.weight[torch.arange(k), torch.arange(k)] = 3.0
+    mean, std = frames.mean(0), frames.std(0)
+    directions = torch.randn(width - k, enc_dim, generator=g) * 1.5 / enc_dim ** 0.5 / std
+    joint.enc_proj.weight.zero_()
+    joint.enc_proj.bias.zero_()
+    joint.enc_proj.weight[k:] = directions
+    joint.enc_proj.bias[k:] = -(directions @ mean)
+    out, bias = joint.out.weight, joint.out.bias
+    out.zero_()
+    bias.zero_()
+    angle = 2 * math.pi * cls / k
+    out[labels, k] = 4.0 * torch.cos(angle)
+    out[labels, k + 1] = 4.0 * torch.sin(angle)
+    out[:v, k + 2:] = 0.1 * torch.randn(v, width - k - 2, generator=g)
+    out[labels, cls] = -8.0
+    bias[head.blank] = 0.8 * 4.0
+    if n_dur:
+        # small duration logits: a label's best duration beats blank's best duration > 0 by little, which
+        # would otherwise let a third class beat blank; a bias on duration 0 lets some frames get a second label
+        out[v:, k + 2:] = 0.3 * torch.randn(n_dur, width - k - 2, generator=g)
+        bias[v + head.durations.index(0)] = 0.3
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One step of greedy transducer search."""
+
+    frame: int  # the encoder frame it was taken on
+    label: int  # head.blank or the label emitted
+    advance: int  # frames it moved on (0: stays on the frame)
+
+
+@torch.no_grad()
+def _greedy_alignment(head: TransducerHead, enc: torch.Tensor) -> list[Decision]:
+    """Greedy search over one utterance's frames enc[T, D], one decision at a time: a plain restatement
+    of transducer_greedy_search's rules (TDT blank only with durations > 0, at most head.max_symbols
+    labels on a frame) that also says on which frame each label came, which the search does not."""
+    pred, v = head.predictor, head.vocab_size
+    durations = torch.tensor(head.durations)
+    out, state = pred(torch.full((1, 1), head.blank), pred.init_state(1))
+    pred_p, enc_p = head.joint.project_pred(out[0, 0]), head.joint.project_enc(enc)
+    decisions: list[Decision] = []
+    t = on_frame = 0
+    while t < enc.shape[0]:
+        logits = head.joint.combine(enc_p[t], pred_p)
+        if head.loss_kind == "tdt":
+            # token and duration are normalized separately, so raw logits rank the pairs as log probs do
+            pair = logits[:v, None] + logits[None, v:]
+            pair[head.blank, durations == 0] = float("-inf")
+            label, j = divmod(int(pair.argmax()), len(durations))  # ties go to blank, as in the search
+            advance = int(durations[j])
+        else:
+            label = int(logits[:v].argmax())
+            advance = int(label == head.blank)
+        decisions.append(Decision(t, label, advance))
+        on_frame = on_frame + 1 if label != head.blank and advance == 0 else 0
+        if on_frame >= head.max_symbols:  # the cap moves on
+            advance, on_frame = 1, 0
+        if label != head.blank:
+            out, state = pred(torch.tensor([[label]]), state)
+            pred_p = head.joint.project_pred(out[0, 0])
+        t += advance
+    return decisions
+
+
+def _check_alignments(head: TransducerHead, enc: torch.Tensor, enc_lens: torch.Tensor,
+                      hyps: list[list[int]]) -> list[list[Decision]]:
+    """Greedy alignments of a batch enc[B, T, D]; their labels must be the hypotheses `hyps` of the
+    batched search (so the statistics taken from them describe what the search did)."""
+    alignments = [_greedy_alignment(head, enc[i, :int(enc_lens[i])]) for i in range(enc.shape[0])]
+    assert [[d.label for d in a if d.label != head.blank] for a in alignments] == hyps
+    return alignments
+
+
+def _alignment_stats(head: TransducerHead, alignments: list[list[Decision]], chunk: int) -> dict[str, object]:
+    """What a set of greedy alignments exercises in a streaming search with chunks of `chunk` frames."""
+    per_frame: dict[tuple[int, int], int] = {}  # (utterance, frame) -> labels emitted on it
+    for u, a in enumerate(alignments):
+        for d in a:
+            per_frame.setdefault((u, d.frame), 0)
+            per_frame[(u, d.frame)] += d.label != head.blank
+    counts = list(per_frame.values())
+    decisions = [d for a in alignments for d in a]
+    labels = [d for d in decisions if d.label != head.blank]
+    return {
+        "frames_read": len(counts),
+        "blank_frames": counts.count(0),  # frames read that emitted no label
+        "labels_per_frame": {n: counts.count(n) for n in sorted(set(counts))},
+        "distinct_labels": len({d.label for d in labels}),
+        "blank_durations": sorted(d.advance for d in decisions if d.label == head.blank),
+        "label_durations": sorted(d.advance for d in labels),
+        # jumps that land inside a later chunk: the next chunk's search must start past its first frame
+        "jumps_into_next_chunk": sum((d.frame + d.advance) // chunk > d.frame // chunk
+                                     and (d.frame + d.advance) % chunk > 0 for d in decisions),
+    }
+
+
+def _assert_mixed(head: TransducerHead, stats: dict) -> None:
+    """The alignments mix blank frames, several different labels, several labels on one frame and
+    (TDT) long jumps: what carrying the search state across chunks has to get right."""
+    per_frame, frames = stats["labels_per_frame"], stats["frames_read"]
+    assert stats["blank_frames"] >= frames // 4, stats
+    assert per_frame.get(1, 0) >= 5 and per_frame.get(2, 0) >= 2, stats
+    assert max(per_frame) < head.max_symbols, stats  # every frame is left by a blank, not by the cap
+    assert stats["distinct_labels"] >= 8, stats
+    if head.loss_kind == "tdt":
+        assert sum(d > 1 for d in stats["blank_durations"]) >= 5, stats
+        assert sum(d > 1 for d in stats["label_durations"]) >= 5, stats
+        assert stats["label_durations"].count(0) >= 2, stats
+        assert stats["jumps_into_next_chunk"] >= 2, stats
+
+
 @pytest.mark.parametrize("kind", ["ctc", "rnnt", "tdt"])
 def test_streaming_recognizer_equals_offline_greedy(kind, speech_wave):
     """Audio in odd-sized blocks, batched streams of different lengths: the final hypotheses
-    equal offline greedy decoding of the chunk-masked encoder output, for several chunk sizes."""
+    equal offline greedy decoding of the chunk-masked encoder output, for several chunk sizes.
+    Transducer heads are shaped (_mix_transducer_head) so that the hypotheses mix blanks, labels
+    and TDT jumps across chunk boundaries; the test checks that they do."""
     model = _model(kind, 30)
     waves = [speech_wave, speech_wave[: len(speech_wave) * 2 // 3], speech_wave[4000: 4000 + len(speech_wave) // 3]]
-    lens = torch.tensor([len(w) for w in waves])
-    audio = torch.zeros(3, int(lens.max()))
-    for i, w in enumerate(waves):
-        audio[i, :len(w)] = w
+    audio, lens = _batch(waves)
     head = next(iter(model.heads.values()))
+    if kind != "ctc":
+        with torch.no_grad():
+            enc, enc_lens = model.encoder(*model.features(audio, lens))
+        _mix_transducer_head(head, torch.cat([enc[i, :int(n)] for i, n in enumerate(enc_lens)]))
     produced = 0
     for chunk, left, block in [(4, 16, 2080), (8, -1, 5120), (16, 8, 16000)]:
         with torch.no_grad():
@@ -155,6 +329,7 @@ def test_streaming_recognizer_equals_offline_greedy(kind, speech_wave):
                 offline = ctc_greedy_search(head(enc), enc_lens)
             else:
                 offline = transducer_greedy_search(head, enc, enc_lens)
+                _assert_mixed(head, _alignment_stats(head, _check_alignments(head, enc, enc_lens, offline), chunk))
         rec = StreamingRecognizer(model, chunk_size=chunk, left_context=left)
         partial_lengths = []
         final = stream_decode(rec, waves, block, on_partial=lambda s, h: partial_lengths.append(len(h[0])))
@@ -167,10 +342,18 @@ def test_streaming_recognizer_equals_offline_greedy(kind, speech_wave):
     assert produced > 0  # the untrained model still emits tokens, so equality is not vacuous
 
 
+def _beam_scores(state: BeamState) -> list[dict[tuple[int, ...], float]]:
+    """Per utterance, each live hypothesis of a finished beam search and its score. Slots are not
+    compared: which slot holds a hypothesis is no result (an emptied slot keeps its old labels)."""
+    score = state.score.tolist()
+    return [{tuple(h): s for h, s in zip(hyps, row) if s > float("-inf")} for hyps, row in zip(state.hyps, score)]
+
+
 @pytest.mark.parametrize("kind", ["ctc", "rnnt", "tdt"])
 def test_streaming_beam_search_equals_offline_beam_search(kind, speech_wave, monkeypatch):
     """--method beam streams too: the final hypotheses equal offline beam search (CTC prefix beam,
-    transducer beam) over the same encoder frames, batched and alone.
+    transducer beam) over the same encoder frames, batched and alone; for transducers, so do all
+    the beam's hypotheses and, within rounding, their scores.
 
     A beam search sums and compares many scores, so rounding-level differences (the chunked
     encoder equals the masked offline one to ~1e-6, tested above) can flip a near tie on an
@@ -178,15 +361,12 @@ def test_streaming_beam_search_equals_offline_beam_search(kind, speech_wave, mon
     recognizer produced, which isolates what streaming adds: resuming the search across
     chunks, and merging at each stream's own end."""
     model = _model(kind, 30)
-    if kind != "ctc":  # an untrained joint emits max_symbols labels per frame; give it a blank-heavy,
-        head = model.heads["transducer"]  # input-dependent one on which beam and greedy search differ
-        with torch.no_grad():
-            torch.manual_seed(1)
-            torch.nn.init.normal_(head.joint.out.weight, std=1.0)
-            head.joint.out.bias.zero_()
-            head.joint.out.bias[head.blank] = 3.0
     head = next(iter(model.heads.values()))
     waves = [speech_wave, speech_wave[: len(speech_wave) // 2], speech_wave[3000: 3000 + len(speech_wave) // 4]]
+    if kind != "ctc":  # blanks, labels and TDT jumps mixed, on which beam and greedy search differ
+        with torch.no_grad():
+            enc, enc_lens = model.encoder(*model.features(*_batch(waves)))
+        _mix_transducer_head(head, torch.cat([enc[i, :int(n)] for i, n in enumerate(enc_lens)]))
     chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
     forward_chunk = model.encoder.forward_chunk
 
@@ -198,7 +378,8 @@ def test_streaming_beam_search_equals_offline_beam_search(kind, speech_wave, mon
     monkeypatch.setattr(model.encoder, "forward_chunk", recording)
     def streamed_and_offline(sources, chunk, left, block):
         chunks.clear()
-        streamed = stream_decode(StreamingRecognizer(model, chunk, left, method="beam", beam=3), sources, block)
+        rec = StreamingRecognizer(model, chunk, left, method="beam", beam=3)
+        streamed = stream_decode(rec, sources, block)
         lens = sum(n for _, n in chunks)
         enc = torch.zeros(len(sources), int(lens.max()), chunks[0][0].shape[2])
         for i in range(len(sources)):
@@ -206,8 +387,18 @@ def test_streaming_beam_search_equals_offline_beam_search(kind, speech_wave, mon
         with torch.no_grad():
             if kind == "ctc":
                 return streamed, ctc_prefix_beam_search(head(enc), lens, beam=3), ctc_greedy_search(head(enc), lens)
-            return (streamed, transducer_beam_search(head, enc, lens, beam=3),
-                    transducer_greedy_search(head, enc, lens))
+            # the whole beam, not only its best: every live hypothesis and its score equal the offline
+            # search's (transducer_beam_search runs this init + continue and returns only best())
+            done = torch.ones(len(sources), dtype=torch.bool)
+            state = transducer_beam_continue(head, enc, lens, transducer_beam_init(head, len(sources), 3), final=done)
+            got, want = _beam_scores(rec.search), _beam_scores(state)
+            for g, w in zip(got, want):
+                assert g.keys() == w.keys(), (chunk, left)
+                assert all(abs(g[h] - w[h]) < TOL for h in g), (chunk, left, g, w)
+            greedy = transducer_greedy_search(head, enc, lens)
+            if len(sources) > 1:
+                _assert_mixed(head, _alignment_stats(head, _check_alignments(head, enc, lens, greedy), chunk))
+            return streamed, transducer_beam_search(head, enc, lens, beam=3), greedy
 
     for chunk, left, block in [(4, 16, 2080), (8, -1, 5120)]:
         streamed, offline, greedy = streamed_and_offline(waves, chunk, left, block)
