@@ -6,7 +6,8 @@ Every threshold below sits between what a working run measures and what a broken
 gives, with the margin stated. Measured 2026-11-24 on dev-cpu at exactly these settings
 (training is bit-for-bit reproducible on one machine, so these are the figures CI sees
 there; another CPU moves them by float rounding):
-- streaming Conformer-CTC, 18 epochs: 25.35% greedy offline, 27.21% streamed at 320 ms.
+- streaming Conformer-CTC, 18 epochs: 25.35% greedy offline (25.12% beam 4), 27.21%
+  streamed at 320 ms.
   WER_THRESHOLD 40% is 1.6x that; an untrained model scores ~100%, and the full-context
   CTC model at half the epochs measured 45-60%, so training that stalls fails.
 - RNN-T, 14 epochs: 14.19% greedy, 11.63% beam 4 (threshold 40%: 2.8x).
