@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,16 @@ def tiny_corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus") / "LibriSpeech"
     synthesize_corpus(root, {"train-clean": 40, "dev-clean": 8, "test-clean": 8}, seed=1, jobs=2)
     return root
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run on one torch thread, restoring the count afterwards. For tensors this small (and the
+    compiled losses' per-utterance OpenMP loops over B = 2) a second thread only adds fork/join
+    and synchronization, which costs 10x or more when the cores are busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

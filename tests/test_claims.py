@@ -25,7 +25,6 @@ from asr.data.tokenizer import BLANK_ID, UNK_ID, Tokenizer, train_tokenizer
 from asr.model import ASRModel
 from asr.train import compose
 from test_cli import save_checkpoint
-from test_model import one_thread  # noqa: F401  (a fixture: small models run faster on one thread)
 
 # README, "The synthetic corpus": `--size tiny` 480/48/64 utterances; speakers are 8 accents x
 # the split's voice variants: 64 in train-clean, 16 in dev-clean and test-clean.

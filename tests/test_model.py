@@ -1,6 +1,5 @@
 import itertools
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -197,16 +196,6 @@ def speech_batches(tiny_corpus, tmp_path_factory) -> tuple[Batch, Batch, Tokeniz
     batch = collate(waves, [tok.encode(t) for t in texts], texts, ids)
     swapped = collate(waves, [tok.encode(t) for t in texts[::-1]], texts[::-1], ids)
     return batch, swapped, tok
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Run on one torch thread: for tensors this small a second thread only adds synchronization,
-    which costs 10x when the cores are busy; the thread count is restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # The configs' schedules (150 warm-up steps to a peak of 2-3e-3) are meant for thousands of steps;

@@ -6,7 +6,6 @@ ranges are checked for quality: the pruned loss at s_range 4 must stay near the 
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import pytest
@@ -328,20 +327,10 @@ def test_pruned_loss_grads_match_reference(rnnt_type):
     assert_close(grads(ours, (am, lm)), grads(ref, (am, lm)))
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Run on one thread: gradcheck makes ~1000 calls on tiny lattices, each an at::parallel_for over
-    B = 2 utterances, and on a shared 2-core machine the OpenMP fork/join made the test take 1.4-24 s
-    (by load) against 0.1 s on one thread. The threaded path is covered by the reference comparisons."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-@one_thread()
+# one thread (the conftest fixture): gradcheck makes ~1000 calls on tiny lattices, each an
+# at::parallel_for over B = 2 utterances; on a shared 2-core machine the OpenMP fork/join made the
+# test take 1.4-24 s against 0.1 s. The threaded path is covered by the reference comparisons.
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("rnnt_type", ["regular", "modified"])
 def test_gradcheck_simple_and_pruned(rnnt_type):
     """Finite differences, independent of any reference: small sizes, float64."""

@@ -85,22 +85,25 @@ def test_transducers_learn_on_held_out_speakers(prepared, model, threshold):
         assert _test_wer(exp, corpus, man, exp / "hyp_ctc.txt", "--head", "ctc") < 0.75
 
 
+def _ctc_overrides(exp: Path, man: Path) -> list[str]:
+    """Train overrides of the shared streaming Conformer-CTC in exp (epochs set by the caller)."""
+    return ["model=conformer_ctc_streaming", f"exp_dir={exp}", f"data.manifest_dir={man}", *COMMON]
+
+
 @pytest.fixture(scope="module")
 def ctc_exp(prepared):
     """One streaming Conformer-CTC (dynamic chunk training), trained once for the CTC, resume,
-    streaming and delay-penalty tests: (exp dir, train overrides)."""
+    streaming and delay-penalty tests: its exp dir."""
     tmp, _, man = prepared
     exp = tmp / "exp"
-    overrides = ["model=conformer_ctc_streaming", f"exp_dir={exp}", f"data.manifest_dir={man}",
-                 f"trainer.max_epochs={EPOCHS}", *COMMON]
-    assert main(["train", *overrides]) == 0
-    return exp, overrides
+    assert main(["train", *_ctc_overrides(exp, man), f"trainer.max_epochs={EPOCHS}"]) == 0
+    return exp
 
 
 @pytest.mark.slow
 def test_conformer_ctc_learns_on_held_out_speakers(prepared, ctc_exp, capsys):
     tmp, corpus, man = prepared
-    exp, overrides = ctc_exp
+    exp = ctc_exp
     assert (exp / "best.ckpt").exists() and (exp / "checkpoints" / "last.ckpt").exists()
     assert (exp / "csv" / "version_0" / "metrics.csv").read_text().count("\n") > EPOCHS
     assert list((exp / "tb" / "version_0").glob("events.out.tfevents.*"))
@@ -145,13 +148,13 @@ def test_resume_continues_the_run(prepared, ctc_exp, tmp_path):
     import shutil
 
     _, _, man = prepared
-    exp, overrides = ctc_exp
+    exp = ctc_exp
     run = tmp_path / "resumed"
     shutil.copytree(exp / "checkpoints", run / "checkpoints")
     shutil.copytree(exp / "csv", run / "csv")
     before = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert before["epoch"] == EPOCHS - 1  # last.ckpt is the last epoch's, whether it improved or not
-    mine = ["model=conformer_ctc_streaming", f"exp_dir={run}", f"data.manifest_dir={man}", *COMMON]
+    mine = _ctc_overrides(run, man)
     with pytest.raises(FileExistsError, match="resume=true"):
         main(["train", *mine, f"trainer.max_epochs={EPOCHS}"])
     assert main(["train", *mine, f"trainer.max_epochs={EPOCHS + 1}", "resume=true"]) == 0
@@ -186,15 +189,14 @@ def test_delay_penalty_moves_emissions_earlier(prepared, ctc_exp, tmp_path):
     import shutil
 
     _, corpus, man = prepared
-    exp, _ = ctc_exp
+    exp = ctc_exp
     epoch = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
     starts, wers = {}, {}
     for name, penalty in (("control", 0.0), ("delay", DELAY_PENALTY)):
         run = tmp_path / name
         shutil.copytree(exp / "checkpoints", run / "checkpoints")
-        assert main(["train", "model=conformer_ctc_streaming", f"exp_dir={run}", f"data.manifest_dir={man}",
-                     f"trainer.max_epochs={epoch + 1 + FINETUNE_EPOCHS}", *COMMON, "resume=true",
-                     "model.heads.ctc.loss=ctc_fst", f"model.heads.ctc.delay_penalty={penalty}"]) == 0
+        assert main(["train", *_ctc_overrides(run, man), f"trainer.max_epochs={epoch + 1 + FINETUNE_EPOCHS}",
+                     "resume=true", "model.heads.ctc.loss=ctc_fst", f"model.heads.ctc.delay_penalty={penalty}"]) == 0
         ckpt = run / "checkpoints" / "last.ckpt"
         # a copied experiment resumes into its own last.ckpt (no stale last.ckpt beside a last-v1.ckpt)
         assert torch.load(ckpt, weights_only=False)["epoch"] == epoch + FINETUNE_EPOCHS
@@ -216,7 +218,7 @@ def test_streaming_model_streams_near_its_offline_wer(prepared, ctc_exp):
     """The dynamic-chunk-trained Conformer-CTC, decoded by `asr stream` at 320 ms chunks, stays
     within STREAM_MARGIN of the same model decoded offline with full context."""
     _, corpus, man = prepared
-    exp, _ = ctc_exp
+    exp = ctc_exp
     offline = _test_wer(exp, corpus, man, exp / "hyp_offline.txt")
     hyp = exp / "hyp_stream.txt"
     assert main(["stream", "--ckpt", str(exp / "best.ckpt"), "--data", str(corpus / "test-clean"), "--out", str(hyp),
