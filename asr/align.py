@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .data.datamodule import collate
-from .data.librispeech import Problems
+from .data.audio import pad_waves
 from .losses import forced_align
 from .model import ASRModel
-from .nn.heads.ctc import CTCHead
+from .problems import Problems
 from .transcribe import audio_batches
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class UttAlignment:
 
 def ctc_head_name(model: ASRModel, head: str | None) -> str:
     """The CTC head to align with: `head`, else the first CTC head; a clear error if none."""
-    names = [n for n, h in model.heads.items() if isinstance(h, CTCHead)]
+    names = [n for n, h in model.heads.items() if h.kind == "ctc"]  # Viterbi over the CTC graph needs a CTC head
     if head is not None:
         if head not in names:
             raise ValueError(f"head {head!r} is not a CTC head of this model; its CTC heads are {names or 'none'}")
@@ -109,8 +108,8 @@ def align_items(model: ASRModel, items: list[tuple[str, str]], texts: dict[str, 
             usable.append((uid, path))
     bar = tqdm(total=len(usable), desc="align", unit="utt", disable=not progress)
     for ids, waves in audio_batches(usable, max_seconds, problems):
-        batch = collate(waves, [[] for _ in waves], ["" for _ in waves], ids).to(device)
-        enc, enc_lens = model(batch.audio, batch.audio_lens)
+        audio, lens = pad_waves(waves)
+        enc, enc_lens = model(audio.to(device), lens.to(device))
         log_probs = ctc(enc).cpu()
         targets = [tok.encode(texts[uid]) for uid in ids]
         ali = forced_align(log_probs, targets, enc_lens.cpu())

@@ -123,12 +123,23 @@ def _inference_model(args: argparse.Namespace):
     return load_model(args.ckpt, map_location=device), device
 
 
+def _decode_options(args: argparse.Namespace, model):
+    """The checkpoint's decode options with the command's --head/--method/--beam/--max-symbols,
+    validated once; a clear error naming the checkpoint otherwise."""
+    if args.head and args.head not in model.heads:
+        raise SystemExit(f"asr {args.command}: {args.ckpt} has no head {args.head!r}; its heads are {list(model.heads)}")
+    try:
+        return model.decode_options_with(method=args.method, beam=args.beam, head=args.head,
+                                         max_symbols=args.max_symbols)
+    except ValueError as e:
+        raise SystemExit(f"asr {args.command}: {e}") from e
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from .transcribe import split_items, transcribe_items, write_kaldi_text
 
     model, device = _inference_model(args)
-    if args.head and args.head not in model.heads:
-        raise SystemExit(f"asr transcribe: {args.ckpt} has no head {args.head!r}; its heads are {list(model.heads)}")
+    options = _decode_options(args, model)
     if args.data:
         items, refs, problems = split_items(args.data, progress=not args.quiet)
     else:
@@ -137,8 +148,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         items = [(Path(f).name.rsplit(".", 1)[0], f) for f in args.files]
         problems = None
     t0 = time.perf_counter()
-    hyps, load_problems = transcribe_items(model, items, method=args.method, beam=args.beam, head=args.head,
-                                           max_symbols=args.max_symbols, max_seconds=args.max_duration, device=device,
+    hyps, load_problems = transcribe_items(model, items, options, max_seconds=args.max_duration, device=device,
                                            progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     if args.out:
@@ -156,86 +166,53 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    import soundfile as sf
-    import torch
-
-    from .data.audio import SAMPLE_RATE, audio_blocks
-    from .data.librispeech import Problems
-    from .decoding.streaming import StreamingRecognizer, stream_decode
+    from .problems import Problems
+    from .stream import StreamTiming, readable_files, stream_items
     from .transcribe import split_items, write_kaldi_text
 
-    args.device = "cpu"  # streaming runs on the CPU here: one chunk at a time is latency-bound
-    model, _ = _inference_model(args)
-    frame_ms = model.fbank.opts.frame_shift_ms * model.encoder.subsampling_factor
-    if args.chunk_ms % frame_ms or args.left_context_ms % frame_ms and args.left_context_ms >= 0:
-        raise SystemExit(f"asr stream: --chunk-ms and --left-context-ms must be multiples of the {frame_ms:g} ms "
-                         "encoder frame")
-    chunk = int(args.chunk_ms // frame_ms)
-    left = -1 if args.left_context_ms < 0 else int(args.left_context_ms // frame_ms)
+    model, device = _inference_model(args)
+    options = _decode_options(args, model)
     try:
-        opts = model.decode_options
-        rec = StreamingRecognizer(model, chunk_size=chunk, left_context=left, head=args.head,
-                                  max_symbols=args.max_symbols if args.max_symbols else opts["max_symbols"],
-                                  method=args.method or opts["method"], beam=args.beam or opts["beam"])
+        timing = StreamTiming.from_ms(model, args.chunk_ms, args.left_context_ms)
     except ValueError as e:
-        raise SystemExit(f"asr stream: {args.ckpt}: {e}") from e
-    block = int(SAMPLE_RATE * args.chunk_ms / 1000)
+        raise SystemExit(f"asr stream: --chunk-ms/--left-context-ms: {e}") from e
     problems = Problems()
     if args.data:
         items, _, split_problems = split_items(args.data, progress=not args.quiet)
-        for cat, n in split_problems.counts.items():
-            problems.counts[cat] += n
+        problems.merge(split_problems)
     else:
         if not args.files:
             raise SystemExit("asr stream: give audio FILEs or --data DIR")
-        items = []
-        for f in args.files:
-            try:
-                if sf.info(f).frames == 0:
-                    raise RuntimeError("0 samples")
-                items.append((Path(f).name.rsplit(".", 1)[0], f))
-            except Exception as e:  # unreadable or empty: named, counted, skipped
-                problems.add("unreadable or empty audio", f"{f}: {e}")
-    hyps: dict[str, str] = {}
-    chunk_times: list[float] = []
-    audio_s = compute_s = 0.0
-    for start in range(0, len(items), args.batch_size):
-        batch = items[start:start + args.batch_size]
-        shown = [""] * len(batch)
+        items = readable_files(args.files, problems)
+    shown: dict[str, str] = {}
 
-        def show(step, token_lists, batch=batch, shown=shown):
-            if args.data or args.quiet:
-                return
-            for i, toks in enumerate(token_lists):
-                text = model.tokenizer.decode(toks)
-                if text != shown[i]:
-                    shown[i] = text
-                    print(f"{batch[i][0]} [{(step + 1) * args.chunk_ms / 1000:.2f} s] {text}", file=sys.stderr)
+    def show(batch, seconds, texts):
+        if args.data or args.quiet:
+            return
+        for (uid, _), text in zip(batch, texts):
+            if text != shown.get(uid, ""):
+                shown[uid] = text
+                print(f"{uid} [{seconds:.2f} s] {text}", file=sys.stderr)
 
-        final = stream_decode(rec, [audio_blocks(path, block) for _, path in batch], on_partial=show)
-        for (uid, _), toks in zip(batch, final):
-            hyps[uid] = model.tokenizer.decode(toks)
-        chunk_times += rec.stats.chunk_times
-        audio_s += rec.stats.audio_seconds
-        compute_s += rec.stats.compute_seconds
+    def progress(done):
         if args.data and not args.quiet:
-            print(f"streamed {len(hyps)} of {len(items)} utterances", file=sys.stderr)
+            print(f"streamed {done} of {len(items)} utterances", file=sys.stderr)
+
+    try:
+        report, rec = stream_items(model, items, timing, options, batch_size=args.batch_size, device=device,
+                                   on_partial=show, on_batch=progress)
+    except ValueError as e:
+        raise SystemExit(f"asr stream: {args.ckpt}: {e}") from e
     if args.out:
-        write_kaldi_text(args.out, hyps)
-        print(f"wrote {len(hyps)} hypotheses to {args.out}", file=sys.stderr)
+        write_kaldi_text(args.out, report.hyps)
+        print(f"wrote {len(report.hyps)} hypotheses to {args.out}", file=sys.stderr)
     else:
         for uid, _ in items:
-            print(f"{uid} {hyps[uid]}")
+            print(f"{uid} {report.hyps[uid]}")
+    problems.merge(report.problems)
     if problems.counts:
         print(problems.summary("skipped input"), file=sys.stderr)
-    ms = sorted(1000 * t for t in chunk_times) or [0.0]
-    search = f"beam search (beam {rec.beam})" if rec.method == "beam" else "greedy search"
-    print(f"{search} with the {rec.head_name} head; chunk {args.chunk_ms:g} ms ({chunk} frames), left context "
-          f"{'unlimited' if left < 0 else f'{args.left_context_ms:g} ms ({left} frames)'}, "
-          f"batches of up to {args.batch_size} streams, {torch.get_num_threads()} threads\n"
-          f"algorithmic latency {1000 * rec.algorithmic_latency:.0f} ms; compute per chunk "
-          f"{sum(ms) / len(ms):.1f} ms mean, {ms[int(0.95 * (len(ms) - 1))]:.1f} ms p95 (all streams of a batch); "
-          f"RTF {compute_s / audio_s if audio_s else 0:.4f} over {audio_s:.1f} s of audio", file=sys.stderr)
+    print(report.summary(rec, timing, args.batch_size), file=sys.stderr)
     return 0
 
 
@@ -358,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     pst.add_argument("--max-symbols", type=int, help="transducer: most labels per frame (default: decode.max_symbols, "
                      "else the head's)")
     pst.add_argument("--batch-size", type=int, default=16, help="streams decoded together (default 16)")
+    pst.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pst.add_argument("--threads", type=int, help="torch CPU threads")
     pst.add_argument("--quiet", action="store_true", help="no partial hypotheses or progress")
 

@@ -18,11 +18,9 @@ from .data.augment import SpecAugment
 from .data.datamodule import Batch
 from .data.features import Fbank, FbankOptions, GlobalCMVN
 from .data.tokenizer import Tokenizer
-from .decoding import ctc_greedy_search, ctc_prefix_beam_search, transducer_beam_search, transducer_greedy_search
+from .decoding import DecodeOptions, Hypothesis, build_search, run_search
 from .nn.encoders import build_encoder
 from .nn.heads import build_head
-from .nn.heads.ctc import CTCHead
-from .nn.heads.transducer import TransducerHead
 
 
 class ASRModel(L.LightningModule):
@@ -34,8 +32,8 @@ class ASRModel(L.LightningModule):
         features: FbankOptions fields.
         specaug: SpecAugmentOptions fields, or None for no SpecAugment.
         optim: {"lr", "weight_decay", "warmup_steps", "betas"}: AdamW with a Noam schedule.
-        decode: default decoding options {"head", "method", "beam", "max_symbols"} (conf/decode/),
-            used by `transcribe` unless overridden; validation WER uses its head, greedy.
+        decode: default decoding options, DecodeOptions fields (conf/decode/), used by `decode` and
+            `transcribe` unless overridden; validation WER uses its head, greedy.
     """
 
     def __init__(self, vocab_size: int, encoder: dict, heads: dict, features: dict | None = None,
@@ -58,10 +56,11 @@ class ASRModel(L.LightningModule):
             kind = spec.pop("kind", name)
             self.heads[name] = build_head(kind, self.encoder.output_dim, vocab_size, **spec)
             self.head_weights[name] = weight
+        # a model built in Python without optim (tests, notebooks); `asr train` passes conf/optim/
         self.optim = {"lr": 1e-3, "weight_decay": 1e-3, "warmup_steps": 1000, "betas": (0.9, 0.98), **(optim or {})}
-        self.decode_options = {"head": None, "method": "greedy", "beam": 4, "max_symbols": None, **(decode or {})}
-        if self.decode_options["head"] is not None and self.decode_options["head"] not in self.heads:
-            raise ValueError(f"decode.head={self.decode_options['head']!r} is not a head of this model: {list(self.heads)}")
+        self.decode_options = DecodeOptions.from_dict(decode)
+        if self.decode_options.head is not None and self.decode_options.head not in self.heads:
+            raise ValueError(f"decode.head={self.decode_options.head!r} is not a head of this model: {list(self.heads)}")
         self.tokenizer: Tokenizer | None = None
         self.val_wer = WordErrorRate()
 
@@ -85,48 +84,46 @@ class ASRModel(L.LightningModule):
         total = 0.0
         for name, head in self.heads.items():
             res = head.loss(enc, enc_lens, batch.tokens, batch.token_lens, step=self.global_step)
-            if isinstance(res, dict):
-                out.update({f"{name}/{k}": v for k, v in res.items() if k != "loss"})
-                res = res["loss"]
-            out[name] = res
-            total = total + self.head_weights[name] * res
+            out.update({f"{name}/{k}": v for k, v in res.items() if k != "loss"})
+            out[name] = res["loss"]
+            total = total + self.head_weights[name] * res["loss"]
         out["loss"] = total
         return out
 
     # ---- decoding ------------------------------------------------------------------
-    def decode_head(self) -> str:
-        """Name of the head used for decoding when none is given: decode.head, else the first head."""
-        return self.decode_options["head"] or next(iter(self.heads))
+    def check_decode_options(self, options: DecodeOptions) -> None:
+        """A clear error when the options name a head this model does not have."""
+        if options.head is not None and options.head not in self.heads:
+            raise ValueError(f"no head {options.head!r} in this model; it has {list(self.heads)}")
+
+    def decode_head(self, options: DecodeOptions | None = None) -> str:
+        """Name of the head that decodes: options.head, else decode.head, else the first head."""
+        return (options.head if options else None) or self.decode_options.head or next(iter(self.heads))
+
+    def decode_options_with(self, options: DecodeOptions | None = None, **overrides) -> DecodeOptions:
+        """The options a decoding call runs with: `options` (default: the checkpoint's) with the
+        overrides that are not None, checked against this model's heads."""
+        opts = (options or self.decode_options).replace(**overrides)
+        self.check_decode_options(opts)
+        return opts
 
     @torch.no_grad()
-    def decode(self, audio: torch.Tensor, audio_lens: torch.Tensor, method: str = "greedy", beam: int = 4,
-               head: str | None = None, max_symbols: int | None = None) -> list[list[int]]:
-        """Token ids per utterance for a batch of audio[B, S] with lengths[B].
+    def decode(self, audio: torch.Tensor, audio_lens: torch.Tensor, options: DecodeOptions | None = None,
+               **overrides) -> list[Hypothesis]:
+        """Hypotheses (tokens, score, n-best) per utterance for a batch of audio[B, S] with lengths[B].
 
-        method: greedy | beam. head: which head decodes (default: the first). For transducer
-        heads, max_symbols caps labels per frame (default: the head's).
+        options: DecodeOptions (default: the model's decode options); overrides: fields to change,
+        e.g. method="beam", beam=8, head="ctc" (None values keep the option).
         """
-        if method not in ("greedy", "beam"):
-            raise ValueError(f"unknown decoding method {method!r}; use greedy or beam")
-        name = head or self.decode_head()
-        if name not in self.heads:
-            raise ValueError(f"no head {name!r} in this model; it has {list(self.heads)}")
-        h = self.heads[name]
-        enc, enc_lens = self(audio, audio_lens)
-        if isinstance(h, TransducerHead):
-            if method == "greedy":
-                return transducer_greedy_search(h, enc, enc_lens, max_symbols=max_symbols)
-            return transducer_beam_search(h, enc, enc_lens, beam=beam, max_symbols=max_symbols)
-        log_probs = h(enc)
-        if method == "greedy":
-            return ctc_greedy_search(log_probs, enc_lens)
-        return ctc_prefix_beam_search(log_probs, enc_lens, beam=beam)
+        opts = self.decode_options_with(options, **overrides)
+        search = build_search(self.heads[self.decode_head(opts)], opts)
+        return run_search(search, *self(audio, audio_lens))
 
-    def transcribe(self, audio: torch.Tensor, audio_lens: torch.Tensor, **kwargs) -> list[str]:
-        """Texts for a batch; kwargs override the model's decode options (None values are ignored)."""
+    def transcribe(self, audio: torch.Tensor, audio_lens: torch.Tensor, options: DecodeOptions | None = None,
+                   **overrides) -> list[str]:
+        """Texts for a batch (options and overrides as in `decode`)."""
         assert self.tokenizer is not None, "model has no tokenizer attached"
-        opts = {**self.decode_options, **{k: v for k, v in kwargs.items() if v is not None}}
-        return [self.tokenizer.decode(ids) for ids in self.decode(audio, audio_lens, **opts)]
+        return [self.tokenizer.decode(h.tokens) for h in self.decode(audio, audio_lens, options, **overrides)]
 
     # ---- Lightning hooks -----------------------------------------------------------
     def training_step(self, batch: Batch | None, batch_idx: int):

@@ -18,10 +18,21 @@ from omegaconf import DictConfig, OmegaConf
 from .data.datamodule import ASRDataModule
 from .data.features import FbankOptions
 from .data.tokenizer import Tokenizer
+from .decoding import DecodeOptions
 from .model import ASRModel
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def register_schemas() -> None:
+    """Config nodes defined in code, so their defaults live in one place: `decode/schema` is
+    DecodeOptions (conf/decode/*.yaml build on it; a typo'd or ill-typed field is an error)."""
+    from hydra.core.config_store import ConfigStore
+
+    node = OmegaConf.structured(DecodeOptions)
+    OmegaConf.set_readonly(node, False)  # Hydra merges the yaml and the overrides into it
+    ConfigStore.instance().store(group="decode", name="schema", node=node)
 
 
 def compose(overrides: list[str], config_dir: str | Path = CONF_DIR, config_name: str = "train") -> DictConfig:
@@ -29,6 +40,7 @@ def compose(overrides: list[str], config_dir: str | Path = CONF_DIR, config_name
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    register_schemas()
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides)
 
@@ -84,8 +96,8 @@ def run_train(cfg: DictConfig) -> Path:
                        min_utt_duration=d.min_utt_duration, max_utt_duration=d.max_utt_duration, fbank=fbank,
                        seed=cfg.seed)
     model = ASRModel(vocab_size=len(tok), encoder=m["encoder"], heads=m["heads"], features=m.get("features"),
-                     specaug=m.get("specaug"), optim=m.get("optim"),
-                     decode=OmegaConf.to_container(cfg.decode, resolve=True) if "decode" in cfg else None)
+                     specaug=m.get("specaug"), optim=OmegaConf.to_container(cfg.optim, resolve=True),
+                     decode=OmegaConf.to_container(cfg.decode, resolve=True))
     model.tokenizer = tok
     dm.subsampling = model.encoder.subsampling_factor
     ckpt_dir = exp / "checkpoints"

@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .data.audio import SAMPLE_RATE, AudioError, load_audio
-from .data.datamodule import collate
-from .data.librispeech import Problems, read_split
+from .data.audio import SAMPLE_RATE, AudioError, load_audio, pad_waves
+from .data.librispeech import read_split
+from .decoding import DecodeOptions
 from .model import ASRModel
+from .problems import Problems
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +43,21 @@ def audio_batches(items: list[tuple[str, str]], max_seconds: float,
 
 
 @torch.no_grad()
-def transcribe_items(model: ASRModel, items: list[tuple[str, str]], method: str | None = None, beam: int | None = None,
-                     max_seconds: float = 120.0, device: str | torch.device = "cpu", progress: bool = True,
-                     head: str | None = None, max_symbols: int | None = None) -> tuple[dict[str, str], Problems]:
+def transcribe_items(model: ASRModel, items: list[tuple[str, str]], options: DecodeOptions | None = None,
+                     max_seconds: float = 120.0, device: str | torch.device = "cpu",
+                     progress: bool = True) -> tuple[dict[str, str], Problems]:
     """Decode (utt_id, path) items. Returns ({utt_id: text}, problems); bad files are skipped and counted.
 
-    method/beam/head/max_symbols: None keeps the checkpoint's decode options (conf/decode/).
+    options: decoding options (default: the checkpoint's, conf/decode/ at training time).
     """
-    opts = dict(method=method, beam=beam, head=head, max_symbols=max_symbols)
-    method = method or model.decode_options["method"]
+    opts = model.decode_options_with(options)
     model = model.to(device).eval()
     problems = Problems()
     hyps: dict[str, str] = {}
-    bar = tqdm(total=len(items), desc=f"decode ({method})", unit="utt", disable=not progress)
+    bar = tqdm(total=len(items), desc=f"decode ({opts.method})", unit="utt", disable=not progress)
     for ids, waves in audio_batches(items, max_seconds, problems):
-        batch = collate(waves, [[] for _ in waves], ["" for _ in waves], ids).to(device)
-        for uid, text in zip(ids, model.transcribe(batch.audio, batch.audio_lens, **opts)):
+        audio, lens = pad_waves(waves)
+        for uid, text in zip(ids, model.transcribe(audio.to(device), lens.to(device), opts)):
             hyps[uid] = text
         bar.update(len(ids))
     bar.close()

@@ -125,25 +125,25 @@ def _fixed_hybrid(tmp_path: Path, name: str, decode: dict | None) -> tuple[Path,
 
 
 def _search_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None, int | None]]:
-    """Record (search, beam, max_symbols) of every search ASRModel.decode calls, and still run it.
+    """Record (search, beam, max_symbols) of every search the decoding registry builds (what
+    ASRModel.decode runs), and still run it.
 
     Transducer greedy and beam search agree on the fixed hybrid, so only a spy can tell which ran.
     """
-    import inspect
+    from asr.decoding import registry
 
-    import asr.model
-
+    names = {("ctc", "greedy"): "ctc_greedy_search", ("ctc", "beam"): "ctc_prefix_beam_search",
+             ("transducer", "greedy"): "transducer_greedy_search", ("transducer", "beam"): "transducer_beam_search"}
     calls: list[tuple[str, int | None, int | None]] = []
-    for name in ("ctc_greedy_search", "ctc_prefix_beam_search", "transducer_greedy_search", "transducer_beam_search"):
-        real = getattr(asr.model, name)
+    for key, name in names.items():
+        real = registry.SEARCHES[key]
 
-        def spy(*args, _real=real, _name=name, **kwargs):
-            bound = inspect.signature(_real).bind(*args, **kwargs)
-            bound.apply_defaults()  # a beam passed by position or left at its default is recorded too
-            calls.append((_name, bound.arguments.get("beam"), bound.arguments.get("max_symbols")))
-            return _real(*args, **kwargs)
+        def spy(head, options, _real=real, _name=name):
+            search = _real(head, options)  # the beam and max_symbols the search was built with
+            calls.append((_name, getattr(search, "beam", None), getattr(search, "max_symbols", None)))
+            return search
 
-        monkeypatch.setattr(asr.model, name, spy)
+        monkeypatch.setitem(registry.SEARCHES, key, spy)
     return calls
 
 
@@ -317,3 +317,18 @@ def test_stream_files_and_split(tmp_path, capsys, speech_wave):
     save_checkpoint(offline, tok, tmp_path / "off.ckpt")
     with pytest.raises(SystemExit, match="causal"):
         main(["stream", "--ckpt", str(tmp_path / "off.ckpt"), str(wav)])
+
+
+@pytest.mark.parametrize("command", ["transcribe", "stream"])
+def test_bad_decode_flags_are_clear_errors_not_fallbacks(tmp_path, capsys, command):
+    """--beam 0/-3 and --max-symbols 0 used to raise deep inside a search or fall back silently to
+    the default; DecodeOptions validates them once, for both commands."""
+    ckpt, wav, frames, _ = _fixed_hybrid(tmp_path, "m", None)
+    for flags, msg in ((["--method", "beam", "--beam", "0"], "beam must be an integer >= 1, not 0"),
+                       (["--beam", "-3"], "beam must be an integer >= 1, not -3"),
+                       (["--max-symbols", "0"], "max_symbols must be an integer >= 1")):
+        with pytest.raises(SystemExit, match=f"asr {command}: {msg}"):
+            main([command, "--ckpt", str(ckpt), str(wav), "--quiet", *flags])
+    # the device is selectable for streaming too, and --max-symbols 1 is honoured, not replaced by the default
+    assert main([command, "--ckpt", str(ckpt), str(wav), "--quiet", "--device", "cpu", "--max-symbols", "1"]) == 0
+    assert capsys.readouterr().out.strip() == f"{wav.stem} {'C' * frames}"

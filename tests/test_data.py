@@ -15,7 +15,8 @@ from asr.data import datamodule
 from asr.data.audio import load_audio
 from asr.data.datamodule import AudioDataset, ctc_min_frames, filter_cuts
 from asr.data.features import FbankOptions
-from asr.data.librispeech import Problems, prepare_librispeech, read_split
+from asr.data.librispeech import prepare_librispeech, read_split
+from asr.problems import Problems
 from asr.data.tokenizer import Tokenizer
 
 

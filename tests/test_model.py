@@ -144,7 +144,7 @@ def test_model_loss_backward_and_decode():
     out["loss"].backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
     model.eval()
-    ids = model.decode(batch.audio, batch.audio_lens)
+    ids = [h.tokens for h in model.decode(batch.audio, batch.audio_lens)]
     assert len(ids) == 2 and all(isinstance(i, list) for i in ids)
 
 
@@ -176,8 +176,10 @@ def tiny_model(name: str, vocab_size: int, overrides: list[str] | None = None) -
     for h in cfg.model.heads:
         if cfg.model.heads[h].kind == "transducer":
             over += [f"model.heads.{h}.pred_dim=16", f"model.heads.{h}.joint_dim=16"]
-    m = OmegaConf.to_container(compose([f"model={name}", *over, *(overrides or [])]).model, resolve=True)
-    return ASRModel(vocab_size, m["encoder"], m["heads"], m["features"], m["specaug"], m["optim"])
+    cfg = compose([f"model={name}", *over, *(overrides or [])])
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    return ASRModel(vocab_size, m["encoder"], m["heads"], m["features"], m["specaug"],
+                    OmegaConf.to_container(cfg.optim, resolve=True))
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +203,7 @@ def speech_batches(tiny_corpus, tmp_path_factory) -> tuple[Batch, Batch, Tokeniz
 # The configs' schedules (150 warm-up steps to a peak of 2-3e-3) are meant for thousands of steps;
 # a short warm-up to 1e-2 makes 100 steps on one batch enough to learn it.
 LEARN_STEPS = 100
-LEARN_OVERRIDES = ["model.optim.warmup_steps=20", "model.optim.lr=1e-2"]
+LEARN_OVERRIDES = ["optim.warmup_steps=20", "optim.lr=1e-2"]
 # Loss before / after the 100 steps (eval mode, same batch), measured: 2.70 (conformer_transducer),
 # 2.92 (mingru_ctc), 3.10 (lstm_transducer), 4.8-5.6 (TDT, hybrid, pruned RNN-T), 8.7 (Conformer-CTC).
 MIN_LOSS_RATIO = 2.0
@@ -259,7 +261,7 @@ def test_every_model_config_learns_a_batch_and_decodes(name, speech_batches, one
 
     model.eval()
     for method in ("greedy", "beam"):
-        ids = model.decode(batch.audio, batch.audio_lens, method=method, beam=3)
+        ids = [h.tokens for h in model.decode(batch.audio, batch.audio_lens, method=method, beam=3)]
         assert len(ids) == 2 and all(0 < t < len(tok) for hyp in ids for t in hyp)
 
 
@@ -270,9 +272,11 @@ def test_hybrid_decodes_with_the_chosen_head():
     model = ASRModel(9, SMALL, heads).eval()
     audio, lens = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000])
     enc, enc_lens = model(audio, lens)
-    assert model.decode(audio, lens, head="ctc") == ctc_greedy_search(model.heads["ctc"](enc), enc_lens)
+    assert [h.tokens for h in model.decode(audio, lens, head="ctc")] == ctc_greedy_search(model.heads["ctc"](enc),
+                                                                                          enc_lens)
     from asr.decoding import transducer_greedy_search
-    assert model.decode(audio, lens) == transducer_greedy_search(model.heads["transducer"], enc, enc_lens)
+    assert [h.tokens for h in model.decode(audio, lens)] == transducer_greedy_search(model.heads["transducer"], enc,
+                                                                                     enc_lens)
     with pytest.raises(ValueError, match="no head 'rnnt'"):
         model.decode(audio, lens, head="rnnt")
     with pytest.raises(ValueError, match="decode.head='attention'"):

@@ -37,14 +37,13 @@ def test_chunk_mask_matches_its_definition():
     assert (FULL, FULL) in seen and (4, 16) in seen and (8, FULL) in seen
 
 
-def _stream_encoder(enc, x, lens, chunk_frames: int | None = None):
+def _stream_encoder(enc, x, lens, chunk_frames: tuple[int, int] = (6, FULL)):
     """Feed enc.forward_chunk the frames each call asks for; return per-stream outputs."""
     b, t, f = x.shape
-    state = enc.init_state(b, **({} if chunk_frames is None else {"chunk_size": chunk_frames[0],
-                                                                   "left_context": chunk_frames[1]}))
+    state = enc.init_state(b, *chunk_frames)
     pos, outs = 0, []
     while pos < t:
-        n = enc.chunk_input_frames(state) if chunk_frames is not None else enc.chunk_input_frames(state, 6)
+        n = enc.chunk_input_frames(state)
         x_lens = (lens - pos).clamp(0, n)
         xc = x[:, pos:pos + n]
         if xc.shape[1] < n:
@@ -101,11 +100,11 @@ def test_recurrent_encoders_stream_by_carrying_state(enc):
 def test_streaming_needs_a_causal_encoder():
     enc = ConformerEncoder(in_features=20, d_model=16, num_layers=1, num_heads=2, subsampling_channels=4)
     with pytest.raises(ValueError, match="not causal"):
-        enc.init_state(1)
+        enc.init_state(1, 4, 8)
     with pytest.raises(ValueError, match="needs causal: true"):
         ConformerEncoder(in_features=20, d_model=16, num_layers=1, num_heads=2, chunk_sizes=[4, -1])
     with pytest.raises(ValueError, match="cannot stream"):
-        LSTMEncoder(in_features=20, d_model=16, hidden=8, bidirectional=True).init_state(1)
+        LSTMEncoder(in_features=20, d_model=16, hidden=8, bidirectional=True).init_state(1, 4, 8)
 
 
 def test_dynamic_chunk_training_samples_a_mask_per_batch(monkeypatch):
@@ -239,7 +238,7 @@ def _greedy_alignment(head: TransducerHead, enc: torch.Tensor) -> list[Decision]
     t = on_frame = 0
     while t < enc.shape[0]:
         logits = head.joint.combine(enc_p[t], pred_p)
-        if head.loss_kind == "tdt":
+        if head.durations:
             # token and duration are normalized separately, so raw logits rank the pairs as log probs do
             pair = logits[:v, None] + logits[None, v:]
             pair[head.blank, durations == 0] = float("-inf")
@@ -299,7 +298,7 @@ def _assert_mixed(head: TransducerHead, stats: dict) -> None:
     assert per_frame.get(1, 0) >= 5 and per_frame.get(2, 0) >= 2, stats
     assert max(per_frame) < head.max_symbols, stats  # every frame is left by a blank, not by the cap
     assert stats["distinct_labels"] >= 8, stats
-    if head.loss_kind == "tdt":
+    if head.durations:
         assert sum(d > 1 for d in stats["blank_durations"]) >= 5, stats
         assert sum(d > 1 for d in stats["label_durations"]) >= 5, stats
         assert stats["label_durations"].count(0) >= 2, stats
@@ -391,7 +390,7 @@ def test_streaming_beam_search_equals_offline_beam_search(kind, speech_wave, mon
             # search's (transducer_beam_search runs this init + continue and returns only best())
             done = torch.ones(len(sources), dtype=torch.bool)
             state = transducer_beam_continue(head, enc, lens, transducer_beam_init(head, len(sources), 3), final=done)
-            got, want = _beam_scores(rec.search), _beam_scores(state)
+            got, want = _beam_scores(rec.search_state), _beam_scores(state)
             for g, w in zip(got, want):
                 assert g.keys() == w.keys(), (chunk, left)
                 assert all(abs(g[h] - w[h]) < TOL for h in g), (chunk, left, g, w)

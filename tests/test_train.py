@@ -44,7 +44,7 @@ STREAM_MARGIN = 0.05
 # machine with this CPU kind, whatever its core count (2 is torch's default on dev-cpu and CI)
 COMMON = [
     "data.max_duration=30", "model.encoder.d_model=96", "model.encoder.num_layers=4",
-    "model.optim.warmup_steps=100", "trainer.enable_progress_bar=false", "cmvn_utterances=200",
+    "optim.warmup_steps=100", "trainer.enable_progress_bar=false", "cmvn_utterances=200",
     "num_threads=2",
 ]
 

@@ -14,9 +14,13 @@ from asr.nn.heads.transducer import LSTMPredictor, StatelessPredictor
 V = 7
 
 
+LOSS_OPTIONS = ("durations", "sigma", "omega")  # make_head passes these to the loss strategy
+
+
 def make_head(loss="rnnt", predictor="stateless", seed=0, **kw):
     torch.manual_seed(seed)
-    head = build_head("transducer", 16, V, loss=loss, predictor={"kind": predictor}, pred_dim=12, joint_dim=20, **kw)
+    spec = {"kind": loss, **{k: kw.pop(k) for k in LOSS_OPTIONS if k in kw}}
+    head = build_head("transducer", 16, V, loss=spec, predictor={"kind": predictor}, pred_dim=12, joint_dim=20, **kw)
     # larger output weights: peaky distributions, so decoders emit labels and durations vary
     torch.nn.init.normal_(head.joint.out.weight, std=2.0)
     return head.eval()
@@ -38,7 +42,7 @@ def reference_greedy(head, enc, n, max_symbols):
     hyp, t, on_frame = [], 0, 0
     while t < n:
         logits = head.joint(enc[None, t:t + 1], out)[0, 0, 0]
-        if head.loss_kind == "tdt":
+        if head.durations:
             durs = list(head.durations)
             lp_tok, lp_dur = logits[:v].log_softmax(-1), logits[v:].log_softmax(-1)
             cands = [((lp_tok[k] + lp_dur[j]).item(), k, durs[j]) for k in range(v) for j in range(len(durs))
@@ -147,11 +151,11 @@ def sequence_probabilities(head, enc, n, max_symbols):
         out, _ = head.predictor(torch.tensor([[head.blank, *seq]]))
         logits = head.joint(enc[None, t:t + 1], out[:, -1:])[0, 0, 0].double()
         p_tok = logits[:v].softmax(-1)
-        if head.loss_kind == "tdt":
+        if head.durations:
             p_dur = logits[v:].softmax(-1)
             moves = [(d, float(p_dur[j])) for j, d in enumerate(head.durations)]
         for k in range(v):
-            if head.loss_kind != "tdt":
+            if not head.durations:
                 moves = [(1 if k == head.blank else 0, 1.0)]
             for d, pd in moves:
                 if k == head.blank and d == 0:
@@ -234,8 +238,8 @@ def test_predictor_step_by_step_equals_full_sequence(cls, kw):
 def test_pruned_head_loss_with_full_range_equals_full_rnnt():
     """With prune_range >= U+1 the pruned loss is the full RNN-T loss of the same joint."""
     torch.manual_seed(0)
-    head = build_head("transducer", 16, V, loss="pruned_rnnt", pred_dim=12, joint_dim=20, prune_range=10,
-                      simple_loss_scale=0.0).eval()
+    head = build_head("transducer", 16, V, loss={"kind": "pruned_rnnt", "prune_range": 10, "simple_loss_scale": 0.0},
+                      pred_dim=12, joint_dim=20).eval()
     enc = torch.randn(3, 12, 16)
     enc_lens = torch.tensor([12, 10, 7])
     targets = torch.randint(1, V, (3, 5))
@@ -247,10 +251,11 @@ def test_pruned_head_loss_with_full_range_equals_full_rnnt():
 
 
 def test_pruned_warmup_schedule():
-    head = build_head("transducer", 8, V, loss="pruned_rnnt", warmup_steps=100, simple_loss_scale=0.5)
-    assert head.loss_scales(0) == (1.0, 0.1)
-    assert head.loss_scales(50) == pytest.approx((0.75, 0.55))
-    assert head.loss_scales(100) == head.loss_scales(10 ** 6) == (0.5, 1.0)
+    head = build_head("transducer", 8, V, loss={"kind": "pruned_rnnt", "warmup_steps": 100, "simple_loss_scale": 0.5})
+    loss_scales = head.criterion.loss_scales
+    assert loss_scales(0) == (1.0, 0.1)
+    assert loss_scales(50) == pytest.approx((0.75, 0.55))
+    assert loss_scales(100) == loss_scales(10 ** 6) == (0.5, 1.0)
 
 
 @pytest.mark.parametrize("loss", ["rnnt", "pruned_rnnt", "tdt"])

@@ -70,6 +70,15 @@ def audio_blocks(path: str | Path, block_samples: int, target_sr: int = SAMPLE_R
             yield torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
 
 
+def pad_waves(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Waveforms [S_i] -> (audio[B, max S_i] right-padded with zeros, lengths[B] int64)."""
+    lens = torch.tensor([len(w) for w in waves], dtype=torch.int64)
+    audio = torch.zeros(len(waves), int(lens.max()) if waves else 0)
+    for i, w in enumerate(waves):
+        audio[i, : len(w)] = w
+    return audio, lens
+
+
 def save_audio(path: str | Path, wave: torch.Tensor, sr: int = SAMPLE_RATE) -> None:
     """Write mono audio; format from the suffix (.flac is written as 16-bit PCM)."""
     path = Path(path)

@@ -20,7 +20,7 @@ from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from torch.utils.data import DataLoader, Dataset
 
-from .audio import SAMPLE_RATE, AudioError, load_audio, speed_perturb
+from .audio import SAMPLE_RATE, AudioError, load_audio, pad_waves, speed_perturb
 from .features import FbankOptions, num_frames
 from .tokenizer import UNK_ID, Tokenizer
 
@@ -51,10 +51,7 @@ class Batch:
 
 
 def collate(waves: list[torch.Tensor], token_seqs: list[list[int]], texts: list[str], ids: list[str]) -> Batch:
-    audio_lens = torch.tensor([len(w) for w in waves], dtype=torch.int64)
-    audio = torch.zeros(len(waves), int(audio_lens.max()) if waves else 0)
-    for i, w in enumerate(waves):
-        audio[i, : len(w)] = w
+    audio, audio_lens = pad_waves(waves)
     token_lens = torch.tensor([len(t) for t in token_seqs], dtype=torch.int64)
     tokens = torch.zeros(len(waves), max(1, int(token_lens.max()) if waves else 1), dtype=torch.int64)
     for i, t in enumerate(token_seqs):

@@ -8,8 +8,7 @@ is logged with the file it concerns and counted in a summary.
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
@@ -17,34 +16,12 @@ from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, Supervis
 from lhotse.audio import AudioSource
 from tqdm import tqdm
 
+from ..problems import Problems
 from .audio import SAMPLE_RATE
 from .tokenizer import Tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = (".flac", ".wav")
-
-
-@dataclass
-class Problems:
-    """Counts and messages of what was wrong, per category."""
-
-    counts: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    max_logged: int = 20  # per category; the rest are counted only
-
-    def add(self, category: str, message: str) -> None:
-        self.counts[category] += 1
-        if self.counts[category] <= self.max_logged:
-            log.warning("%s: %s", category, message)
-        elif self.counts[category] == self.max_logged + 1:
-            log.warning("%s: more problems of this kind are counted, not logged", category)
-        self.examples[category].append(message)
-
-    def summary(self, title: str) -> str:
-        if not self.counts:
-            return f"{title}: no problems found"
-        lines = [f"{title}:"] + [f"  {k:<32} {v}" for k, v in sorted(self.counts.items())]
-        return "\n".join(lines)
 
 
 @dataclass

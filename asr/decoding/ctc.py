@@ -7,6 +7,42 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .search import Hypothesis
+
+
+@dataclass
+class GreedyCTCState:
+    """Where a CTC greedy search stands between chunks of frames (streaming)."""
+
+    last: torch.Tensor  # [B] best token of the last frame read (-1 before any frame)
+    score: torch.Tensor  # [B] log-probability of the best path so far
+    tokens: list[list[int]]  # tokens emitted so far per utterance
+
+
+def ctc_greedy_init(batch_size: int, device: torch.device | str = "cpu") -> GreedyCTCState:
+    return GreedyCTCState(torch.full((batch_size,), -1, dtype=torch.long, device=device),
+                          torch.zeros(batch_size, device=device), [[] for _ in range(batch_size)])
+
+
+def ctc_greedy_continue(log_probs: torch.Tensor, lengths: torch.Tensor, state: GreedyCTCState,
+                        blank: int = 0) -> GreedyCTCState:
+    """Best path over the next frames log_probs[B, T, V] (lengths[B] valid): argmax per frame,
+    merge repeats (also across the chunk boundary), drop blanks."""
+    if log_probs.shape[1] == 0:
+        return state
+    best_lp, best = log_probs.max(dim=-1)  # [B, T]
+    t = best.shape[1]
+    lengths = lengths.to(best.device)
+    valid = torch.arange(t, device=best.device)[None, :] < lengths[:, None]
+    prev = torch.cat([state.last[:, None].to(best.device), best[:, :-1]], dim=1)
+    keep = valid & (best != blank) & (best != prev)
+    score = state.score + best_lp.float().masked_fill(~valid, 0.0).sum(dim=1)
+    at_end = best.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0]
+    last = torch.where(lengths > 0, at_end, state.last.to(best.device))
+    best, keep = best.cpu(), keep.cpu()
+    tokens = [old + best[b][keep[b]].tolist() for b, old in enumerate(state.tokens)]
+    return GreedyCTCState(last, score, tokens)
+
 
 def ctc_greedy_search(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
     """Best path: argmax per frame, merge repeats, drop blanks.
@@ -16,13 +52,7 @@ def ctc_greedy_search(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int
     Returns:
         token ids per utterance.
     """
-    best = log_probs.argmax(dim=-1)  # [B, T]
-    t = best.shape[1]
-    valid = torch.arange(t, device=best.device)[None, :] < lengths[:, None].to(best.device)
-    prev = torch.cat([torch.full_like(best[:, :1], -1), best[:, :-1]], dim=1)
-    keep = valid & (best != blank) & (best != prev)
-    best, keep = best.cpu(), keep.cpu()
-    return [best[b][keep[b]].tolist() for b in range(best.shape[0])]
+    return ctc_greedy_continue(log_probs, lengths, ctc_greedy_init(log_probs.shape[0], log_probs.device), blank).tokens
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -75,6 +105,14 @@ class PrefixBeamState:
         """The most probable prefix per utterance (the partial result while streaming)."""
         return [tree.labels(max(b.items(), key=lambda kv: _logaddexp(*kv[1]))[0])
                 for b, tree in zip(self.beams, self.trees)]
+
+    def hypotheses(self) -> list[Hypothesis]:
+        """Per utterance the best prefix with its log-probability, and the n-best list."""
+        out = []
+        for b, tree in zip(self.beams, self.trees):
+            ranked = sorted(((tree.labels(p), _logaddexp(*s)) for p, s in b.items()), key=lambda x: -x[1])
+            out.append(Hypothesis(ranked[0][0], ranked[0][1], ranked))
+        return out
 
 
 def ctc_prefix_beam_init(batch_size: int) -> PrefixBeamState:
@@ -132,3 +170,37 @@ def ctc_prefix_beam_continue(log_probs: torch.Tensor, lengths: torch.Tensor, sta
             beams = {p: (s[0], s[1]) for p, s in sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam]}
         out.append(beams)
     return PrefixBeamState(out, state.trees)
+
+
+class CTCGreedySearch:
+    """The Search interface (asr.decoding.search) over a CTC head's log-probs, best path."""
+
+    def __init__(self, head):
+        self.head = head
+
+    def init(self, batch_size: int, device: torch.device | str) -> GreedyCTCState:
+        return ctc_greedy_init(batch_size, device)
+
+    def advance(self, state: GreedyCTCState, enc: torch.Tensor, enc_lens: torch.Tensor,
+                final: torch.Tensor) -> GreedyCTCState:
+        return ctc_greedy_continue(self.head(enc), enc_lens, state, self.head.blank)
+
+    def hypotheses(self, state: GreedyCTCState) -> list[Hypothesis]:
+        return [Hypothesis(list(t), float(s)) for t, s in zip(state.tokens, state.score.tolist())]
+
+
+class CTCPrefixBeamSearch:
+    """The Search interface over a CTC head's log-probs, prefix beam search with `beam` prefixes."""
+
+    def __init__(self, head, beam: int):
+        self.head, self.beam = head, beam
+
+    def init(self, batch_size: int, device: torch.device | str) -> PrefixBeamState:
+        return ctc_prefix_beam_init(batch_size)
+
+    def advance(self, state: PrefixBeamState, enc: torch.Tensor, enc_lens: torch.Tensor,
+                final: torch.Tensor) -> PrefixBeamState:
+        return ctc_prefix_beam_continue(self.head(enc), enc_lens, state, self.beam, self.head.blank)
+
+    def hypotheses(self, state: PrefixBeamState) -> list[Hypothesis]:
+        return state.hypotheses()

@@ -2,9 +2,9 @@
 
 `StreamingRecognizer` keeps everything a live stream needs between calls: the audio
 samples not yet framed, the feature frames not yet encoded, the encoder's caches
-(`encoder.init_state` / `forward_chunk`) and the search state (greedy: the CTC's last token, or
-the transducer's predictor state and hypothesis; beam: the CTC prefixes, or the
-transducer's hypotheses with their predictor states). Each step is exact: fbank frames
+(the StreamingEncoder interface: `init_state` / `chunk_input_frames` / `forward_chunk`) and the
+state of the head's search (the Search interface of asr.decoding.search, built by
+asr.decoding.registry for the head's kind and the decoding options). Each step is exact: fbank frames
 are cut on the 10 ms hop, the encoder runs whole chunks with the same chunk mask as
 `encoder.forward(x, lens, chunk_size, left_context)`, and the searches continue across
 chunks, so the final hypothesis equals offline decoding (greedy or beam) of the
@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..nn.heads.ctc import CTCHead
-from ..nn.heads.transducer import TransducerHead
-from .ctc import ctc_prefix_beam_continue, ctc_prefix_beam_init
-from .transducer import (transducer_beam_continue, transducer_beam_init, transducer_greedy_continue,
-                         transducer_greedy_init)
+from .options import DecodeOptions
+from .registry import build_search
+from .search import Hypothesis
 
 
 @dataclass
@@ -59,36 +57,28 @@ class StreamingRecognizer:
     """Decode a batch of audio streams chunk by chunk.
 
     Args:
-        model: an ASRModel whose encoder streams (causal Conformer, minGRU/minLSTM,
-            unidirectional LSTM).
+        model: an ASRModel whose encoder streams (`encoder.streams`: causal Conformer,
+            minGRU/minLSTM, unidirectional LSTM).
         chunk_size: encoder frames per chunk (the Conformer's attention chunk; 8 = 320 ms
             at 40 ms frames). left_context: encoder frames of attention left context (-1 = all).
-        head: which head decodes (default: the model's decode head); CTC or transducer.
-        method: greedy | beam (CTC prefix beam search, or transducer beam search); beam: its size.
-        max_symbols: transducer searches: most labels on one frame (default: the head's).
+        options: DecodeOptions (default: the model's); overrides: fields to change, e.g.
+            method="beam", beam=4, head="ctc", max_symbols=1 (None keeps the option).
     """
 
-    def __init__(self, model, chunk_size: int = 8, left_context: int = 64, head: str | None = None,
-                 max_symbols: int | None = None, method: str = "greedy", beam: int = 4):
+    def __init__(self, model, chunk_size: int = 8, left_context: int = 64, options: DecodeOptions | None = None,
+                 **overrides):
         enc = model.encoder
-        if not hasattr(enc, "forward_chunk"):
-            raise ValueError(f"{type(enc).__name__} has no streaming path")
-        if getattr(getattr(enc, "config", None), "causal", True) is False:
-            raise ValueError("this Conformer was trained without a causal conv (encoder.causal: false), so chunked "
-                             "inference would not match it; train a streaming config, e.g. model=conformer_ctc_streaming")
+        if not enc.streams:
+            raise ValueError(f"this {type(enc).__name__} reads future frames (a Conformer trained without a causal "
+                             "conv, encoder.causal: false, or a bidirectional LSTM), so chunked inference would not "
+                             "match it; train a streaming config, e.g. model=conformer_ctc_streaming")
         self.model = model.eval()
-        self.head_name = head or model.decode_head()
-        if self.head_name not in model.heads:
-            raise ValueError(f"no head {self.head_name!r}; the model has {list(model.heads)}")
+        self.options = model.decode_options_with(options, **overrides)
+        self.head_name = model.decode_head(self.options)
         self.head = model.heads[self.head_name]
-        if not isinstance(self.head, (CTCHead, TransducerHead)):
-            raise ValueError(f"head {self.head_name!r} cannot stream")
-        if method not in ("greedy", "beam"):
-            raise ValueError(f"unknown decoding method {method!r}; use greedy or beam")
-        if beam < 1:
-            raise ValueError("beam must be >= 1")
-        self.chunk_size, self.left_context, self.max_symbols = chunk_size, left_context, max_symbols
-        self.method, self.beam = method, beam
+        self.search = build_search(self.head, self.options)
+        self.chunk_size, self.left_context = chunk_size, left_context
+        self.method, self.beam = self.options.method, self.options.beam
         self.frame_seconds = model.fbank.opts.frame_shift_ms / 1000 * enc.subsampling_factor
         self.batch_size = 0
 
@@ -109,19 +99,8 @@ class StreamingRecognizer:
         self.sample_lens = torch.zeros(batch_size, dtype=torch.long)
         self.feats = torch.zeros(batch_size, 0, m.fbank.opts.num_mel_bins, device=dev)  # frames not yet encoded
         self.feat_lens = torch.zeros(batch_size, dtype=torch.long)
-        enc = m.encoder
-        if hasattr(enc.config, "causal"):
-            self.enc_state = enc.init_state(batch_size, dev, chunk_size=self.chunk_size, left_context=self.left_context)
-        else:
-            self.enc_state = enc.init_state(batch_size, dev)
-        if self.method == "beam":
-            self.search = (transducer_beam_init(self.head, batch_size, self.beam, dev)
-                           if isinstance(self.head, TransducerHead) else ctc_prefix_beam_init(batch_size))
-        elif isinstance(self.head, TransducerHead):
-            self.search = transducer_greedy_init(self.head, batch_size, dev)
-        else:
-            self.last = torch.full((batch_size,), -1, dtype=torch.long)
-            self.tokens: list[list[int]] = [[] for _ in range(batch_size)]
+        self.enc_state = m.encoder.init_state(batch_size, self.chunk_size, self.left_context, dev)
+        self.search_state = self.search.init(batch_size, dev)
         self.final_seen = torch.zeros(batch_size, dtype=torch.bool)  # the stream's audio has ended
         self.ended = torch.zeros(batch_size, dtype=torch.bool)  # ... and all its frames are decoded
         self.stats = StreamStats()
@@ -147,11 +126,13 @@ class StreamingRecognizer:
         self.stats.compute_seconds += time.perf_counter() - t0
         return self.hypotheses()
 
+    def results(self) -> list[Hypothesis]:
+        """Hypotheses so far per stream, with scores (beam: the n-best; its best may still change)."""
+        return self.search.hypotheses(self.search_state)
+
     def hypotheses(self) -> list[list[int]]:
         """Token ids so far per stream (for beam search: the current best hypothesis)."""
-        if self.method == "beam":
-            return self.search.best()
-        return [list(t) for t in (self.search.tokens if isinstance(self.head, TransducerHead) else self.tokens)]
+        return [h.tokens for h in self.results()]
 
     def texts(self) -> list[str]:
         return [self.model.tokenizer.decode(t) for t in self.hypotheses()]
@@ -189,8 +170,7 @@ class StreamingRecognizer:
             done = ~self.ended & self.final_seen & (self.feat_lens == 0)
             self.ended |= done
             running = ~self.ended
-            need = (enc.chunk_input_frames(self.enc_state) if hasattr(enc.config, "causal")
-                    else enc.chunk_input_frames(self.enc_state, self.chunk_size))
+            need = enc.chunk_input_frames(self.enc_state)
             ready = running & (self.feat_lens >= need)
             flush = running & self.final_seen & ~ready
             waiting = running & ~ready & ~flush
@@ -203,34 +183,11 @@ class StreamingRecognizer:
             x_lens = torch.where(ready, torch.tensor(need), torch.where(flush, self.feat_lens, 0))
             y, y_lens, self.enc_state = enc.forward_chunk(x, x_lens.to(self.device), self.enc_state)
             last = (ready | flush) & self.final_seen & (self.feat_lens <= x_lens)  # no frames after this chunk
-            self._search(y, y_lens, last)
+            self.search_state = self.search.advance(self.search_state, y, y_lens, last.to(y.device))
             self.feats = self.feats[:, need:]
             self.feat_lens = (self.feat_lens - x_lens).clamp(min=0)
             self.ended |= flush
             self.stats.chunk_times.append(time.perf_counter() - t0)
-
-    def _search(self, y: torch.Tensor, y_lens: torch.Tensor, last: torch.Tensor) -> None:
-        """Continue each stream's search over its new encoder frames y[B, T', D] (y_lens[B]);
-        last[B]: streams whose frames end with these."""
-        if self.method == "beam":
-            if isinstance(self.head, TransducerHead):
-                self.search = transducer_beam_continue(self.head, y, y_lens, self.search, self.max_symbols,
-                                                       last.to(y.device))
-            else:
-                self.search = ctc_prefix_beam_continue(self.head(y), y_lens, self.search, self.beam)
-            return
-        if isinstance(self.head, TransducerHead):
-            self.search = transducer_greedy_continue(self.head, y, y_lens, self.search, self.max_symbols)
-            return
-        best = self.head(y).argmax(-1).cpu()  # [B, T]
-        for b in range(self.batch_size):
-            for tok in best[b, :int(y_lens[b])].tolist():
-                if tok != self.last[b] and tok != self.head_blank:
-                    self.tokens[b].append(tok)
-                self.last[b] = tok
-
-    head_blank = 0  # CTC blank id (DESIGN: id 0)
-
 
 def stream_decode(recognizer: StreamingRecognizer, sources: list, block_samples: int | None = None,
                   on_partial=None) -> list[list[int]]:

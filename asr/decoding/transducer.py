@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from .search import Hypothesis
+
 _HASH_MOD = 2_147_483_647  # label-sequence hashes for merging (mod a prime < 2^31: no int64 overflow)
 _HASH_MUL = 1_000_003
 
@@ -46,26 +48,31 @@ def _frames(enc_p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def _split(head, logits: torch.Tensor, durations: torch.Tensor | None, not_blank_dur: torch.Tensor | None = None,
            tok_blank: torch.Tensor | None = None):
-    """Joint logits [..., V(+D)] -> (best label [...], frames it advances [...]) for greedy search.
+    """Joint logits [..., V(+D)] -> (best label [...], frames it advances [...], its log-prob [...])
+    for greedy search.
 
     For TDT, not_blank_dur = (durations == 0) and tok_blank = one-hot of blank over V, made
     once per search rather than at every step.
     """
     v = head.vocab_size
+    tok = logits[..., :v].float()
     if durations is None:  # RNN-T: blank moves one frame, a label stays
-        label = logits[..., :v].argmax(-1)
-        return label, (label == head.blank).long()
+        best, label = tok.max(-1)
+        return label, (label == head.blank).long(), best - tok.logsumexp(-1)
     # TDT: the most probable (token, duration) decision; blank only with durations > 0,
     # the only ones its loss trains (so beam=1 makes the same decision). Token and duration
     # are normalized separately, so both sides of the comparison carry the same two
     # log-normalizers: comparing raw logits makes the same decision without a log_softmax.
-    tok, dur = logits[..., :v], logits[..., v:]
+    dur = logits[..., v:].float()
     best_dur, dur_idx = dur.max(-1)
     blank_dur, blank_idx = dur.masked_fill(not_blank_dur, float("-inf")).max(-1)
     best_lab, lab = tok.masked_fill(tok_blank, float("-inf")).max(-1)
-    is_blank = tok[..., head.blank] + blank_dur >= best_lab + best_dur
+    blank_total = tok[..., head.blank] + blank_dur
+    is_blank = blank_total >= best_lab + best_dur
+    # the score needs the normalizers the decision could skip
+    lp = torch.where(is_blank, blank_total, best_lab + best_dur) - tok.logsumexp(-1) - dur.logsumexp(-1)
     return (torch.where(is_blank, head.blank, lab),
-            torch.where(is_blank, durations[blank_idx], durations[dur_idx]))
+            torch.where(is_blank, durations[blank_idx], durations[dur_idx]), lp)
 
 
 @dataclass
@@ -77,6 +84,7 @@ class GreedyState:
     t: torch.Tensor  # [B] next frame to read, counted from the start of the next chunk
     on_frame: torch.Tensor  # [B] labels emitted on that frame so far
     tokens: list[list[int]]  # labels emitted so far per utterance
+    score: torch.Tensor  # [B] log-probability of the decisions taken so far (blanks and labels)
 
 
 @torch.no_grad()
@@ -86,13 +94,14 @@ def transducer_greedy_init(head, batch_size: int, device: torch.device | str = "
     state = pred.init_state(batch_size, device)
     out, state = pred(torch.full((batch_size, 1), head.blank, dtype=torch.long, device=device), state)
     zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
-    return GreedyState(state, head.joint.project_pred(out[:, 0]), zeros, zeros.clone(), [[] for _ in range(batch_size)])
+    return GreedyState(state, head.joint.project_pred(out[:, 0]), zeros, zeros.clone(), [[] for _ in range(batch_size)],
+                       torch.zeros(batch_size, device=device))
 
 
 @torch.no_grad()
 def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
                              max_symbols: int | None = None) -> list[list[int]]:
-    """Label-looping greedy search for an RNN-T or TDT head (by head.loss_kind).
+    """Label-looping greedy search for an RNN-T or TDT head (TDT: the joint predicts head.durations).
 
     Args:
         head: TransducerHead. enc: [B, T, D_enc]. enc_lens: [B].
@@ -114,7 +123,7 @@ def transducer_greedy_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, 
     """
     max_symbols = int(max_symbols or head.max_symbols)
     b, device = enc.shape[0], enc.device
-    durations = torch.tensor(head.durations, device=device) if head.loss_kind == "tdt" else None
+    durations = torch.tensor(head.durations, device=device) if head.durations else None
     masks = ((durations == 0, torch.arange(head.vocab_size, device=device) == head.blank)
              if durations is not None else (None, None))
     enc_p = head.joint.project_enc(enc)
@@ -123,12 +132,14 @@ def transducer_greedy_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, 
     lens = enc_lens.to(device)
     t, on_frame = state.t.clone(), state.on_frame.clone()  # on_frame: labels emitted on the current frame
     active = t < lens
+    score = state.score.clone()
     emitted: list[torch.Tensor] = []
     while bool(active.any()):
-        label, adv = _split(head, head.joint.combine(_frames(enc_p, t), pred_p), durations, *masks)
+        label, adv, lp = _split(head, head.joint.combine(_frames(enc_p, t), pred_p), durations, *masks)
         # inner loop: utterances on blank move on (joint only) until each has a label or ends
         need = active & (label == head.blank)
         while bool(need.any()):
+            score = score + lp.masked_fill(~need, 0.0)
             t = t + need * adv
             on_frame = on_frame.masked_fill(need, 0)
             active = t < lens
@@ -136,13 +147,14 @@ def transducer_greedy_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, 
             idx = need.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            l_i, a_i = _split(head, head.joint.combine(enc_p[idx, t[idx]], pred_p[idx]), durations, *masks)
-            label[idx], adv[idx] = l_i, a_i
+            l_i, a_i, lp_i = _split(head, head.joint.combine(enc_p[idx, t[idx]], pred_p[idx]), durations, *masks)
+            label[idx], adv[idx], lp[idx] = l_i, a_i, lp_i
             need[idx] = l_i == head.blank
         emit = active  # each active utterance now holds a label at frame t
         if not bool(emit.any()):
             break
         emitted.append(torch.where(emit, label, -1))
+        score = score + lp.masked_fill(~emit, 0.0)
         on_frame = torch.where(emit & (adv == 0), on_frame + 1, on_frame.masked_fill(emit & (adv > 0), 0))
         force = emit & (on_frame >= max_symbols)  # cap reached: move to the next frame
         t = t + emit * adv + force
@@ -155,7 +167,7 @@ def transducer_greedy_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, 
     if emitted:
         for i, row in enumerate(torch.stack(emitted, dim=1).tolist()):
             tokens[i].extend(x for x in row if x >= 0)
-    return GreedyState(pred_state, pred_p, (t - lens).clamp(min=0), on_frame, tokens)
+    return GreedyState(pred_state, pred_p, (t - lens).clamp(min=0), on_frame, tokens, score)
 
 
 @dataclass
@@ -177,6 +189,15 @@ class BeamState:
         """The most probable hypothesis per utterance (the partial result while streaming)."""
         top = self.score.argmax(dim=1).tolist()
         return [list(self.hyps[i][k]) for i, k in enumerate(top)]
+
+    def hypotheses(self) -> list[Hypothesis]:
+        """Per utterance the best hypothesis with its log-probability, and the n-best (live slots)."""
+        out = []
+        for i, row in enumerate(self.score.tolist()):
+            ranked = sorted(((list(self.hyps[i][k]), s) for k, s in enumerate(row) if s > float("-inf")),
+                            key=lambda x: -x[1])
+            out.append(Hypothesis(ranked[0][0], ranked[0][1], ranked))
+        return out
 
 
 @torch.no_grad()
@@ -227,7 +248,7 @@ def transducer_beam_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, st
     b, device = enc.shape[0], enc.device
     k, v = state.score.shape[1], head.vocab_size
     neg = float("-inf")
-    tdt = head.loss_kind == "tdt"
+    tdt = bool(head.durations)
     # raw[v, j]: frames decision (label v, duration j) moves; 0 = stay on the frame (capped below)
     if tdt:
         durations = torch.tensor(head.durations, device=device)
@@ -330,3 +351,37 @@ def _extend(hyps: list[list[list[int]]], parents: list[torch.Tensor], labels: li
     origin = slot.tolist()
     seq = torch.stack(emitted[::-1], dim=2).tolist()  # [B, K, steps]
     return [[hyps[i][origin[i][j]] + [x for x in seq[i][j] if x >= 0] for j in range(k)] for i in range(b)]
+
+
+class TransducerGreedySearch:
+    """The Search interface (asr.decoding.search) for a transducer head: label-looping greedy search.
+
+    max_symbols: most labels on one frame (None: the head's)."""
+
+    def __init__(self, head, max_symbols: int | None = None):
+        self.head, self.max_symbols = head, max_symbols
+
+    def init(self, batch_size: int, device: torch.device | str) -> GreedyState:
+        return transducer_greedy_init(self.head, batch_size, device)
+
+    def advance(self, state: GreedyState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor) -> GreedyState:
+        return transducer_greedy_continue(self.head, enc, enc_lens, state, self.max_symbols)
+
+    def hypotheses(self, state: GreedyState) -> list[Hypothesis]:
+        return [Hypothesis(list(t), float(s)) for t, s in zip(state.tokens, state.score.tolist())]
+
+
+class TransducerBeamSearch:
+    """The Search interface for a transducer head: batched beam search with `beam` hypotheses."""
+
+    def __init__(self, head, beam: int, max_symbols: int | None = None):
+        self.head, self.beam, self.max_symbols = head, beam, max_symbols
+
+    def init(self, batch_size: int, device: torch.device | str) -> BeamState:
+        return transducer_beam_init(self.head, batch_size, self.beam, device)
+
+    def advance(self, state: BeamState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor) -> BeamState:
+        return transducer_beam_continue(self.head, enc, enc_lens, state, self.max_symbols, final)
+
+    def hypotheses(self, state: BeamState) -> list[Hypothesis]:
+        return state.hypotheses()

@@ -14,7 +14,7 @@ asr train data=librispeech model=conformer_ctc trainer=gpu exp_dir="$exp" \
   data.manifest_dir="$man" data.train_splits="[$(echo $splits | tr ' ' '\n' | grep '^train' | paste -sd, -)]" \
   model.encoder.d_model=256 model.encoder.num_layers=16 model.encoder.conv_kernel=31 \
   model.encoder.subsampling_channels=256 model.specaug.freq_width=27 model.specaug.time_masks=10 \
-  model.optim.lr=2e-3 model.optim.warmup_steps=10000 "$@"
+  optim.lr=2e-3 optim.warmup_steps=10000 "$@"
 for split in dev-clean dev-other test-clean test-other; do
   [ -d "$LIBRISPEECH/$split" ] || continue
   asr transcribe --ckpt "$exp/best.ckpt" --data "$LIBRISPEECH/$split" --out "$exp/hyp_$split.txt" \

@@ -19,10 +19,9 @@ from collections.abc import Callable
 
 import torch
 
-from asr.data.datamodule import collate
-from asr.decoding import ctc_greedy_search, ctc_prefix_beam_search, transducer_beam_search, transducer_greedy_search
+from asr.data.audio import pad_waves
+from asr.decoding import DecodeOptions, build_search, run_search
 from asr.model import load_model
-from asr.nn.heads.transducer import TransducerHead
 from asr.transcribe import audio_batches, split_items
 
 
@@ -66,31 +65,24 @@ def main() -> None:
     groups = [waves for _, waves in audio_batches(items, a.batch_seconds, problems)]
     waves = [w for g in groups for w in g]
     audio_s = sum(len(w) for w in waves) / 16000
-    batches = [collate(g, [[] for _ in g], ["" for _ in g], [str(i) for i in range(len(g))]) for g in groups]
+    batches = [pad_waves(g) for g in groups]
     print(f"{len(waves)} utterances, {audio_s:.0f} s of audio, {len(batches)} batches, {a.threads} threads")
     print("| checkpoint | head | search | steps | search RTFx | end-to-end RTFx |")
     print("|---|---|---|---|---|---|")
     for ckpt in a.ckpt:
         model = load_model(ckpt).eval()
         with torch.inference_mode():
-            encs = [model(b.audio, b.audio_lens) for b in batches]
-            enc_t = best_time(lambda: [model(b.audio, b.audio_lens) for b in batches], a.repeats)
+            encs = [model(audio, lens) for audio, lens in batches]
+            enc_t = best_time(lambda: [model(audio, lens) for audio, lens in batches], a.repeats)
             for name, head in model.heads.items():
-                if isinstance(head, TransducerHead):
-                    kind = head.loss_kind.replace("pruned_rnnt", "rnnt")
-                    searches = {
-                        "greedy": lambda h=head: [transducer_greedy_search(h, e, n) for e, n in encs],
-                        f"beam {a.beam}": lambda h=head: [transducer_beam_search(h, e, n, beam=a.beam) for e, n in encs],
-                    }
-                else:
-                    kind = "ctc"
-                    searches = {
-                        "greedy": lambda h=head: [ctc_greedy_search(h(e), n) for e, n in encs],
-                        f"beam {a.beam}": lambda h=head: [ctc_prefix_beam_search(h(e), n, beam=a.beam) for e, n in encs],
-                    }
+                kind = ("tdt" if head.durations else "rnnt") if head.kind == "transducer" else head.kind
+                searches = {}
+                for label, opts in (("greedy", DecodeOptions()), (f"beam {a.beam}", DecodeOptions("beam", a.beam))):
+                    search = build_search(head, opts)
+                    searches[label] = lambda s=search: [run_search(s, e, n) for e, n in encs]
                 for method, fn in searches.items():
                     s_t = best_time(fn, a.repeats)
-                    steps = count_calls(head.joint, "combine", fn) if kind != "ctc" else len(encs)
+                    steps = count_calls(head.joint, "combine", fn) if head.kind == "transducer" else len(encs)
                     print(f"| {ckpt} | {name} ({kind}) | {method} | {steps} | {audio_s / s_t:.0f} "
                           f"| {audio_s / (enc_t + s_t):.0f} |", flush=True)
 

@@ -23,6 +23,7 @@ import argparse
 import torch
 
 from asr.data.audio import SAMPLE_RATE, audio_blocks
+from asr.decoding import DecodeOptions
 from asr.decoding.streaming import StreamingRecognizer, stream_decode
 from asr.metrics import score
 from asr.model import ASRModel, load_model
@@ -73,7 +74,7 @@ def main() -> None:
         print(f"| {name} | {chunk_ms:g} ms | {1000 * rec.algorithmic_latency:.0f} ms | {compute_s / audio_s:.4f} | "
               f"{sum(ms) / len(ms):.1f} / {ms[int(0.95 * (len(ms) - 1))]:.1f} ms | {wer} |", flush=True)
     for method, beam in searches if not a.size else []:
-        hyps, _ = transcribe_items(model, items, method=method, beam=beam, progress=False)
+        hyps, _ = transcribe_items(model, items, DecodeOptions(method, beam), progress=False)
         name = "greedy" if method == "greedy" else f"beam {beam}"
         print(f"| {name} | offline, full context | - | - | - | {100 * score(refs, hyps).error_rate:.2f}% |")
 

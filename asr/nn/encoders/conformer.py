@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import check_streaming_args
 from .chunking import FULL, chunk_attention_mask, sample_chunking
 from .subsampling import Conv2dSubsampling4
 
@@ -237,14 +238,19 @@ class ConformerEncoder(nn.Module):
         return y.masked_fill(~valid[..., None], 0.0), lens
 
     # streaming ---------------------------------------------------------------------
-    def init_state(self, batch_size: int, device: torch.device | str = "cpu", chunk_size: int = 16,
-                   left_context: int = 64) -> ConformerState:
-        """Empty caches for `batch_size` streams decoded in chunks of `chunk_size` encoder frames."""
+    @property
+    def streams(self) -> bool:
+        """Chunked inference matches offline only with the causal conv (`causal: true`)."""
+        return self.config.causal
+
+    def init_state(self, batch_size: int, chunk_size: int, left_context: int,
+                   device: torch.device | str = "cpu") -> ConformerState:
+        """Empty caches for `batch_size` streams decoded in chunks of `chunk_size` encoder frames
+        with `left_context` frames of attention left context (-1: unlimited)."""
         c = self.config
         if not c.causal:
             raise ValueError("this Conformer is not causal (causal: false): it cannot stream")
-        if chunk_size <= 0:
-            raise ValueError("streaming needs chunk_size > 0 encoder frames")
+        check_streaming_args(chunk_size, left_context)
         n, h, dh = len(self.layers), c.num_heads, c.d_model // c.num_heads
         empty = torch.zeros(n, batch_size, h, 0, dh, device=device)
         return ConformerState(

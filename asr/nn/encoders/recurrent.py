@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .base import check_streaming_args
 from .conformer import padding_mask
 from .subsampling import Conv2dSubsampling4
 
@@ -126,6 +127,13 @@ class RecurrentState:
     sub_cache: torch.Tensor  # [B, S, F] feature frames carried to the next subsampling call
     h: torch.Tensor  # [L, B, H] hidden state per layer
     c: torch.Tensor  # [L, B, H] LSTM cell state (unused by minGRU/minLSTM)
+    chunk_size: torch.Tensor  # [] int64: encoder frames per call (any chunking gives the same output)
+
+
+def recurrent_chunk_input_frames(subsampling: Conv2dSubsampling4, state: RecurrentState) -> int:
+    """Feature frames for one chunk of state.chunk_size encoder frames (any chunking streams
+    exactly here; the first call has no frames carried over)."""
+    return subsampling.chunk_input_frames(int(state.chunk_size), first=state.sub_cache.shape[1] == 0)
 
 
 @dataclass(frozen=True)
@@ -163,14 +171,22 @@ class MinRNNEncoder(nn.Module):
     def zero_hidden(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.zeros(len(self.layers), batch_size, self.hidden, device=device)
 
-    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> RecurrentState:
-        """Streaming state: no carried feature frames, zero hidden states."""
-        h = self.zero_hidden(batch_size, device)
-        return RecurrentState(torch.zeros(batch_size, 0, self.config.in_features, device=device), h, h.clone())
+    @property
+    def streams(self) -> bool:
+        """Causal after the subsampling: chunked inference equals forward()."""
+        return True
 
-    def chunk_input_frames(self, state: RecurrentState, out_frames: int = 16) -> int:
-        """Feature frames for `out_frames` encoder frames (any chunking streams exactly here)."""
-        return self.subsampling.chunk_input_frames(out_frames, first=state.sub_cache.shape[1] == 0)
+    def init_state(self, batch_size: int, chunk_size: int, left_context: int = -1,
+                   device: torch.device | str = "cpu") -> RecurrentState:
+        """Streaming state: no carried feature frames, zero hidden states. The recurrence sees all
+        the past, so left_context is ignored."""
+        check_streaming_args(chunk_size, left_context)
+        h = self.zero_hidden(batch_size, device)
+        return RecurrentState(torch.zeros(batch_size, 0, self.config.in_features, device=device), h, h.clone(),
+                              torch.tensor(chunk_size))
+
+    def chunk_input_frames(self, state: RecurrentState) -> int:
+        return recurrent_chunk_input_frames(self.subsampling, state)
 
     def forward_chunk(self, x: torch.Tensor, x_lens: torch.Tensor,
                       state: RecurrentState) -> tuple[torch.Tensor, torch.Tensor, RecurrentState]:
@@ -180,7 +196,7 @@ class MinRNNEncoder(nn.Module):
         """
         y, lens, sub_cache = self.subsampling.forward_chunk(x, x_lens, state.sub_cache)
         y, h = self.recurrent(y, lens, state.h, step_by_step=True)
-        return y, lens, RecurrentState(sub_cache, h, state.c)
+        return y, lens, RecurrentState(sub_cache, h, state.c, state.chunk_size)
 
     def recurrent(self, y: torch.Tensor, lens: torch.Tensor, state: torch.Tensor | None = None,
                   step_by_step: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -243,17 +259,25 @@ class LSTMEncoder(nn.Module):
         self.output_dim = c.d_model
         self.subsampling_factor = 4
 
-    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> RecurrentState:
-        """Streaming state (unidirectional only): no carried feature frames, zero (h, c)."""
+    @property
+    def streams(self) -> bool:
+        """A unidirectional LSTM streams; a bidirectional one reads the future."""
+        return not self.config.bidirectional
+
+    def init_state(self, batch_size: int, chunk_size: int, left_context: int = -1,
+                   device: torch.device | str = "cpu") -> RecurrentState:
+        """Streaming state (unidirectional only): no carried feature frames, zero (h, c);
+        left_context is ignored (the recurrence sees all the past)."""
         c = self.config
         if c.bidirectional:
             raise ValueError("a bidirectional LSTM encoder reads the future: it cannot stream")
+        check_streaming_args(chunk_size, left_context)
         h = torch.zeros(c.num_layers, batch_size, c.hidden, device=device)
-        return RecurrentState(torch.zeros(batch_size, 0, c.in_features, device=device), h, h.clone())
+        return RecurrentState(torch.zeros(batch_size, 0, c.in_features, device=device), h, h.clone(),
+                              torch.tensor(chunk_size))
 
-    def chunk_input_frames(self, state: RecurrentState, out_frames: int = 16) -> int:
-        """Feature frames for `out_frames` encoder frames (any chunking streams exactly here)."""
-        return self.subsampling.chunk_input_frames(out_frames, first=state.sub_cache.shape[1] == 0)
+    def chunk_input_frames(self, state: RecurrentState) -> int:
+        return recurrent_chunk_input_frames(self.subsampling, state)
 
     def forward_chunk(self, x: torch.Tensor, x_lens: torch.Tensor,
                       state: RecurrentState) -> tuple[torch.Tensor, torch.Tensor, RecurrentState]:
@@ -273,7 +297,7 @@ class LSTMEncoder(nn.Module):
             outs.append(o)
         out = torch.cat(outs, dim=1) if outs else y.new_zeros(y.shape[0], 0, self.lstm.hidden_size)
         y = self.norm(self.proj(out))
-        return y.masked_fill(~valid[..., None], 0.0), lens, RecurrentState(sub_cache, h, c)
+        return y.masked_fill(~valid[..., None], 0.0), lens, RecurrentState(sub_cache, h, c, state.chunk_size)
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y, lens = self.subsampling(x, x_lens)

@@ -1,16 +1,19 @@
-"""Heads over encoder output. Each has `loss(enc, enc_lens, targets, target_lens, step)` returning a
-scalar, or a dict with "loss" and parts to log; `step` is the training step (for loss schedules)."""
+"""Heads over encoder output behind one interface (asr/nn/heads/base.py): `loss(enc, enc_lens,
+tokens, token_lens, step)` -> {"loss", parts}; each head `kind` has its searches registered in
+asr.decoding.registry."""
 from __future__ import annotations
 
-from torch import nn
-
+from .base import Head
 from .ctc import CTCHead
 from .transducer import TransducerHead
 
-HEADS: dict[str, type[nn.Module]] = {"ctc": CTCHead, "transducer": TransducerHead}
+HEADS: dict[str, type[Head]] = {CTCHead.kind: CTCHead, TransducerHead.kind: TransducerHead}
+
+__all__ = ["HEADS", "Head", "build_head"]
 
 
-def build_head(kind: str, enc_dim: int, vocab_size: int, **kwargs) -> nn.Module:
+def build_head(kind: str, enc_dim: int, vocab_size: int, **kwargs) -> Head:
+    """A head of `kind` over enc_dim-wide frames with typed keyword arguments (from the config)."""
     if kind not in HEADS:
         raise ValueError(f"unknown head {kind!r}; choose from {sorted(HEADS)}")
     return HEADS[kind](enc_dim, vocab_size, **kwargs)

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...losses import ctc_fst_loss, ctc_loss
+from .base import Head
 
 
-class CTCHead(nn.Module):
+class CTCHead(Head):
     """forward(enc[B, T, D]) -> log_probs[B, T, V] (blank = 0).
 
     Args:
@@ -23,6 +24,8 @@ class CTCHead(nn.Module):
         viterbi: train on the best path only.
     """
 
+    kind = "ctc"
+
     def __init__(self, enc_dim: int, vocab_size: int, dropout: float = 0.0, loss: str = "ctc",
                  topology: str = "standard", delay_penalty: float = 0.0, viterbi: bool = False):
         super().__init__()
@@ -30,6 +33,7 @@ class CTCHead(nn.Module):
             raise ValueError(f"CTC head loss must be ctc|ctc_fst, not {loss!r}")
         if loss == "ctc" and (topology != "standard" or delay_penalty or viterbi):
             raise ValueError("topology, delay_penalty and viterbi need the FSA loss: set loss: ctc_fst")
+        self.vocab_size, self.blank = vocab_size, 0
         self.loss_kind, self.topology, self.delay_penalty, self.viterbi = loss, topology, delay_penalty, viterbi
         self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(enc_dim, vocab_size)
@@ -38,12 +42,12 @@ class CTCHead(nn.Module):
         return F.log_softmax(self.proj(self.drop(enc)).float(), dim=-1)
 
     def loss(self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor,
-             step: int = 0) -> torch.Tensor:
-        """Scalar CTC loss per target token of the batch: long and short batches weigh the same per token."""
+             step: int = 0) -> dict[str, torch.Tensor]:
+        """{"loss": CTC loss per target token of the batch}: long and short batches weigh the same per token."""
         if self.loss_kind == "ctc":
             total = ctc_loss(self(enc), targets, enc_lens, target_lens, blank=0, reduction="sum")
         else:
             total = ctc_fst_loss(self(enc), targets, enc_lens, target_lens, topology=self.topology,
                                  delay_penalty=self.delay_penalty, viterbi=self.viterbi, reduction="sum",
                                  zero_infinity=True)
-        return total / target_lens.sum().clamp(min=1)
+        return {"loss": total / target_lens.sum().clamp(min=1)}

@@ -1,5 +1,5 @@
 """Transducer head: a predictor (label context) and a joint network, trained with the
-full RNN-T, pruned RNN-T or TDT loss.
+full RNN-T, pruned RNN-T or TDT loss (strategies in transducer_loss.py).
 
 Shapes: enc[B, T, D_enc] from the encoder, targets[B, U]. The predictor reads the
 label history with a leading blank ("start of sequence"), so it yields U+1 outputs.
@@ -14,10 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...losses import (do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_smoothed,
-                       tdt_loss)
-
-LOSSES = ("rnnt", "pruned_rnnt", "tdt")
+from .base import Head
+from .transducer_loss import build_transducer_loss
 
 
 class StatelessPredictor(nn.Module):
@@ -122,43 +120,30 @@ class Joint(nn.Module):
         return self.combine(self.project_enc(enc)[:, :, None], self.project_pred(pred)[:, None])
 
 
-class TransducerHead(nn.Module):
-    """Predictor + joint over encoder frames, with one of the transducer losses.
+class TransducerHead(Head):
+    """Predictor + joint over encoder frames, trained with one transducer loss strategy.
 
     Args:
         enc_dim, vocab_size: encoder width and tokenizer size (blank = 0).
-        loss: rnnt (full lattice) | pruned_rnnt (simple loss + pruned loss) | tdt.
+        loss: the criterion, "rnnt" | "pruned_rnnt" | "tdt" or {"kind": ..., **its options}
+            (asr/nn/heads/transducer_loss.py). TDT's durations add outputs to the joint.
         predictor: {"kind": stateless|lstm, **kwargs of that predictor}.
         pred_dim, joint_dim: predictor output and joint hidden widths.
-        durations: TDT frame advances (the joint gets len(durations) extra outputs).
-        sigma, omega: TDT logit under-normalization and RNN-T loss weight (see tdt_loss).
-        prune_range, simple_loss_scale, lm_only_scale, am_only_scale, warmup_steps: pruned
-            RNN-T. During the first warmup_steps the simple loss scale falls linearly from 1
-            to simple_loss_scale and the pruned loss scale rises from 0.1 to 1, because the
-            pruning bounds come from the simple loss and are poor before it has learnt.
-        delay_penalty: pruned RNN-T reward for early emission (0: off).
-        max_symbols: default cap of labels emitted on one frame by greedy decoding.
+        max_symbols: default cap of labels emitted on one frame by the searches.
     """
 
-    def __init__(self, enc_dim: int, vocab_size: int, loss: str = "rnnt", predictor: dict | None = None,
-                 pred_dim: int = 256, joint_dim: int = 256, durations: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4),
-                 sigma: float = 0.0, omega: float = 0.0, prune_range: int = 5, simple_loss_scale: float = 0.5,
-                 lm_only_scale: float = 0.25, am_only_scale: float = 0.0, warmup_steps: int = 0,
-                 delay_penalty: float = 0.0, max_symbols: int = 10, blank: int = 0, dropout: float = 0.0):
+    kind = "transducer"
+
+    def __init__(self, enc_dim: int, vocab_size: int, loss: str | dict = "rnnt", predictor: dict | None = None,
+                 pred_dim: int = 256, joint_dim: int = 256, max_symbols: int = 10, blank: int = 0,
+                 dropout: float = 0.0):
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"transducer loss must be one of {LOSSES}, not {loss!r}")
-        self.loss_kind = loss
+        if max_symbols < 1:
+            raise ValueError(f"max_symbols must be >= 1, not {max_symbols}")
         self.vocab_size = vocab_size
         self.blank = blank
-        self.durations = tuple(int(d) for d in durations) if loss == "tdt" else ()
-        self.sigma, self.omega = float(sigma), float(omega)
-        self.prune_range = int(prune_range)
-        self.simple_loss_scale = float(simple_loss_scale)
-        self.lm_only_scale, self.am_only_scale = float(lm_only_scale), float(am_only_scale)
-        self.warmup_steps = int(warmup_steps)
-        self.delay_penalty = float(delay_penalty)
         self.max_symbols = int(max_symbols)
+        self.criterion = build_transducer_loss(loss, enc_dim, pred_dim, vocab_size)
         spec = dict(predictor or {"kind": "stateless"})
         kind = spec.pop("kind", "stateless")
         if kind not in PREDICTORS:
@@ -167,9 +152,12 @@ class TransducerHead(nn.Module):
         self.predictor = PREDICTORS[kind](vocab_size, pred_dim, blank=blank, **spec)
         self.drop = nn.Dropout(dropout)
         self.joint = Joint(enc_dim, pred_dim, joint_dim, vocab_size + len(self.durations))
-        if loss == "pruned_rnnt":  # the "simple" joiner lm + am of pruned RNN-T
-            self.simple_am = nn.Linear(enc_dim, vocab_size)
-            self.simple_lm = nn.Linear(pred_dim, vocab_size)
+
+    @property
+    def durations(self) -> tuple[int, ...]:
+        """Frame advances the joint predicts after the vocab_size token logits (TDT); () when it
+        predicts tokens only, and blank advances one frame (RNN-T)."""
+        return self.criterion.durations
 
     def predict(self, targets: torch.Tensor) -> torch.Tensor:
         """targets[B, U] -> predictor outputs [B, U+1, pred_dim] for the contexts <blank> y_1..y_U."""
@@ -177,41 +165,11 @@ class TransducerHead(nn.Module):
         out, _ = self.predictor(torch.cat([sos, targets.to(torch.int64)], dim=1))
         return out
 
-    def loss_scales(self, step: int) -> tuple[float, float]:
-        """(simple, pruned) loss scales at a training step (pruned RNN-T warm-up)."""
-        if self.warmup_steps <= 0 or step >= self.warmup_steps:
-            return self.simple_loss_scale, 1.0
-        r = step / self.warmup_steps
-        return 1.0 - r * (1.0 - self.simple_loss_scale), 0.1 + 0.9 * r
-
     def loss(self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor,
              step: int = 0) -> dict[str, torch.Tensor]:
-        """{"loss": scalar per target token of the batch, plus its parts for logging}."""
+        """{"loss": scalar per target token of the batch, plus the criterion's parts for logging}."""
         enc = self.drop(enc)
         tokens = target_lens.sum().clamp(min=1)
         targets = targets[:, : int(target_lens.max())] if targets.shape[1] else targets
-        pred = self.predict(targets)  # [B, U+1, P]
-        if self.loss_kind == "rnnt":
-            logits = self.joint(enc, pred).float()
-            return {"loss": rnnt_loss(logits, targets, enc_lens, target_lens, blank=self.blank, reduction="sum") / tokens}
-        if self.loss_kind == "tdt":
-            logits = self.joint(enc, pred).float()
-            total = tdt_loss(logits, targets, enc_lens, target_lens, durations=self.durations, blank=self.blank,
-                             sigma=self.sigma, omega=self.omega, reduction="sum")
-            return {"loss": total / tokens}
-        # pruned RNN-T
-        b = enc.shape[0]
-        boundary = torch.zeros(b, 4, dtype=torch.int64, device=enc.device)
-        boundary[:, 2], boundary[:, 3] = target_lens, enc_lens
-        am, lm = self.simple_am(enc).float(), self.simple_lm(pred).float()
-        simple, (px_grad, py_grad) = rnnt_loss_smoothed(
-            lm, am, targets, self.blank, lm_only_scale=self.lm_only_scale, am_only_scale=self.am_only_scale,
-            boundary=boundary, delay_penalty=self.delay_penalty, reduction="sum", return_grad=True)
-        ranges = get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range)
-        am_p, lm_p = do_rnnt_pruning(self.joint.project_enc(enc), self.joint.project_pred(pred), ranges)
-        logits = self.joint.out(torch.tanh(am_p + lm_p)).float()  # [B, T, prune_range, V]
-        pruned = rnnt_loss_pruned(logits, targets, ranges, self.blank, boundary=boundary,
-                                  delay_penalty=self.delay_penalty, reduction="sum")
-        s_scale, p_scale = self.loss_scales(step)
-        simple, pruned = simple / tokens, pruned / tokens
-        return {"loss": s_scale * simple + p_scale * pruned, "simple": simple.detach(), "pruned": pruned.detach()}
+        out = self.criterion(self.joint, enc, self.predict(targets), targets, enc_lens, target_lens, self.blank, step)
+        return {k: v / tokens for k, v in out.items()}

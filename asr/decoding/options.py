@@ -1,0 +1,45 @@
+"""Decoding options: one frozen dataclass, validated once, saved in the checkpoint.
+
+The defaults here are the only ones: conf/decode/*.yaml build on this dataclass (registered
+as Hydra's `decode/schema`), `asr train` saves the result in the checkpoint, and the CLI
+flags of `asr transcribe` / `asr stream` override it with `DecodeOptions.replace`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+METHODS = ("greedy", "beam")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    method: str = "greedy"  # greedy | beam (CTC prefix beam search, or transducer beam search)
+    beam: int = 4  # hypotheses kept per utterance by method=beam
+    head: str | None = None  # the head that decodes (e.g. transducer | ctc in hybrids); None: the first
+    max_symbols: int | None = None  # transducer searches: most labels on one frame; None: the head's
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown decoding method {self.method!r}; use one of {', '.join(METHODS)}")
+        if not isinstance(self.beam, int) or self.beam < 1:
+            raise ValueError(f"beam must be an integer >= 1, not {self.beam!r}")
+        if self.max_symbols is not None and (not isinstance(self.max_symbols, int) or self.max_symbols < 1):
+            raise ValueError(f"max_symbols must be an integer >= 1 (or unset for the head's), not {self.max_symbols!r}")
+        if self.head is not None and not (isinstance(self.head, str) and self.head):
+            raise ValueError(f"head must be a head's name, not {self.head!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> DecodeOptions:
+        """From a checkpoint's or config's dict; unknown keys are an error naming the known ones."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            raise ValueError(f"unknown decoding options {sorted(set(d) - known)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **overrides) -> DecodeOptions:
+        """A copy with the overrides that are not None (CLI flags left unset keep the saved value)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,151 @@
+"""The transducer head's training criteria as strategy objects: full RNN-T, pruned RNN-T and TDT.
+
+Each strategy holds its own options (and parameters: pruned RNN-T's "simple" joiner), so the
+head itself takes only a predictor, a joint and one loss spec:
+
+    loss: rnnt                                     # or
+    loss: {kind: pruned_rnnt, prune_range: 5, simple_loss_scale: 0.5, warmup_steps: 300}
+    loss: {kind: tdt, durations: [0, 1, 2, 3, 4], sigma: 0.05, omega: 0.1}
+
+A strategy returns loss sums over the batch (the head divides by the number of target
+tokens). `durations` is the only thing decoding reads from it: the frame advances the
+joint predicts besides the tokens (TDT), () for RNN-T-style joints.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ...losses import (do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_smoothed,
+                       tdt_loss)
+
+if TYPE_CHECKING:
+    from .transducer import Joint
+
+
+class TransducerLoss(nn.Module, ABC):
+    """forward(joint, enc[B, T, D_enc], pred[B, U+1, D_pred], targets[B, U], enc_lens[B], target_lens[B],
+    blank, step) -> {"loss": sum over the batch, **parts (sums, detached)}."""
+
+    kind: str
+    durations: tuple[int, ...] = ()  # frame advances the joint predicts besides tokens (TDT)
+
+    @abstractmethod
+    def forward(self, joint: Joint, enc: torch.Tensor, pred: torch.Tensor, targets: torch.Tensor,
+                enc_lens: torch.Tensor, target_lens: torch.Tensor, blank: int, step: int) -> dict[str, torch.Tensor]: ...
+
+
+class RNNTLoss(TransducerLoss):
+    """The full-lattice RNN-T loss (Graves 2012) of the joint's logits [B, T, U+1, V]."""
+
+    kind = "rnnt"
+
+    def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
+        logits = joint(enc, pred).float()
+        return {"loss": rnnt_loss(logits, targets, enc_lens, target_lens, blank=blank, reduction="sum")}
+
+
+class TDTLoss(TransducerLoss):
+    """Token-and-Duration Transducer loss (Xu et al. 2023): the joint also predicts how many frames
+    to advance, one of `durations`.
+
+    Args:
+        durations: frame advances (0 lets a label stay on its frame; blank never takes 0).
+        sigma: logit under-normalization of the token log-probs (the paper's 0.05).
+        omega: weight of the plain RNN-T loss of the token logits mixed in.
+    """
+
+    kind = "tdt"
+
+    def __init__(self, durations: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4), sigma: float = 0.0,
+                 omega: float = 0.0):
+        super().__init__()
+        self.durations = tuple(int(d) for d in durations)
+        if not self.durations or min(self.durations) < 0 or len(set(self.durations)) != len(self.durations):
+            raise ValueError(f"TDT durations must be distinct frame counts >= 0, not {list(durations)}")
+        if not any(d > 0 for d in self.durations):
+            raise ValueError("TDT durations need one > 0 (blank must advance)")
+        if sigma < 0 or not 0 <= omega <= 1:
+            raise ValueError(f"TDT needs sigma >= 0 and 0 <= omega <= 1 (got sigma={sigma}, omega={omega})")
+        self.sigma, self.omega = float(sigma), float(omega)
+
+    def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
+        logits = joint(enc, pred).float()
+        return {"loss": tdt_loss(logits, targets, enc_lens, target_lens, durations=self.durations, blank=blank,
+                                 sigma=self.sigma, omega=self.omega, reduction="sum")}
+
+
+class PrunedRNNTLoss(TransducerLoss):
+    """Pruned RNN-T (Kuang et al. 2022): a "simple" joiner (lm + am, linear in the log domain)
+    gives a cheap full-lattice loss whose gradients pick a window of `prune_range` symbols per
+    frame; the real joint runs on that window only.
+
+    Args:
+        enc_dim, pred_dim, vocab_size: widths of the simple joiner's two projections.
+        prune_range: symbols per frame kept in the pruned lattice.
+        simple_loss_scale: final weight of the simple loss.
+        lm_only_scale, am_only_scale: smoothing of the simple loss (icefall's defaults 0.25, 0).
+        warmup_steps: over these steps the simple loss scale falls linearly from 1 to
+            simple_loss_scale and the pruned loss scale rises from 0.1 to 1, because the
+            pruning bounds come from the simple loss and are poor before it has learnt.
+        delay_penalty: reward for early emission (0: off).
+    """
+
+    kind = "pruned_rnnt"
+
+    def __init__(self, enc_dim: int, pred_dim: int, vocab_size: int, prune_range: int = 5,
+                 simple_loss_scale: float = 0.5, lm_only_scale: float = 0.25, am_only_scale: float = 0.0,
+                 warmup_steps: int = 0, delay_penalty: float = 0.0):
+        super().__init__()
+        if prune_range < 2:
+            raise ValueError(f"prune_range must be >= 2 symbols per frame, not {prune_range}")
+        if warmup_steps < 0 or not 0 <= simple_loss_scale <= 1:
+            raise ValueError("pruned RNN-T needs warmup_steps >= 0 and 0 <= simple_loss_scale <= 1")
+        self.prune_range = int(prune_range)
+        self.simple_loss_scale = float(simple_loss_scale)
+        self.lm_only_scale, self.am_only_scale = float(lm_only_scale), float(am_only_scale)
+        self.warmup_steps = int(warmup_steps)
+        self.delay_penalty = float(delay_penalty)
+        self.simple_am = nn.Linear(enc_dim, vocab_size)
+        self.simple_lm = nn.Linear(pred_dim, vocab_size)
+
+    def loss_scales(self, step: int) -> tuple[float, float]:
+        """(simple, pruned) loss scales at a training step (the warm-up)."""
+        if self.warmup_steps <= 0 or step >= self.warmup_steps:
+            return self.simple_loss_scale, 1.0
+        r = step / self.warmup_steps
+        return 1.0 - r * (1.0 - self.simple_loss_scale), 0.1 + 0.9 * r
+
+    def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
+        b = enc.shape[0]
+        boundary = torch.zeros(b, 4, dtype=torch.int64, device=enc.device)
+        boundary[:, 2], boundary[:, 3] = target_lens, enc_lens
+        am, lm = self.simple_am(enc).float(), self.simple_lm(pred).float()
+        simple, (px_grad, py_grad) = rnnt_loss_smoothed(
+            lm, am, targets, blank, lm_only_scale=self.lm_only_scale, am_only_scale=self.am_only_scale,
+            boundary=boundary, delay_penalty=self.delay_penalty, reduction="sum", return_grad=True)
+        ranges = get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range)
+        am_p, lm_p = do_rnnt_pruning(joint.project_enc(enc), joint.project_pred(pred), ranges)
+        logits = joint.combine(am_p, lm_p).float()  # [B, T, prune_range, V]
+        pruned = rnnt_loss_pruned(logits, targets, ranges, blank, boundary=boundary,
+                                  delay_penalty=self.delay_penalty, reduction="sum")
+        s_scale, p_scale = self.loss_scales(step)
+        return {"loss": s_scale * simple + p_scale * pruned, "simple": simple.detach(), "pruned": pruned.detach()}
+
+
+def build_transducer_loss(spec: str | dict, enc_dim: int, pred_dim: int, vocab_size: int) -> TransducerLoss:
+    """The strategy for a loss spec: a kind ("rnnt" | "pruned_rnnt" | "tdt") or {"kind": ..., **options}."""
+    spec = {"kind": spec} if isinstance(spec, str) else dict(spec)
+    kind = spec.pop("kind", "rnnt")
+    if kind == "rnnt":
+        if spec:
+            raise ValueError(f"the rnnt loss takes no options, got {sorted(spec)}")
+        return RNNTLoss()
+    if kind == "tdt":
+        return TDTLoss(**spec)
+    if kind == "pruned_rnnt":
+        return PrunedRNNTLoss(enc_dim, pred_dim, vocab_size, **spec)
+    raise ValueError(f"transducer loss must be one of rnnt, pruned_rnnt, tdt, not {kind!r}")
