@@ -34,7 +34,7 @@ class _RNNTLoss(torch.autograd.Function):
         else:
             denom = torch.zeros(rows.shape[0], dtype=rows.dtype, device=rows.device)
         loss, alpha, beta = ops().rnnt_forward(rows, denom, targets, logit_lengths, target_lengths, offsets, strides,
-                                               max_t, max_u, blank)
+                                               max_t=max_t, max_u=max_u, blank=blank)
         ctx.save_for_backward(rows, denom, targets, logit_lengths, target_lengths, offsets, strides, alpha, beta, loss)
         ctx.args = (blank, fused, clamp, logits.shape)
         return loss
@@ -56,7 +56,7 @@ class _RNNTLoss(torch.autograd.Function):
                 for i, j in row_chunks(rows.shape[0], rows.shape[1]):
                     torch.ops.aten._softmax.out(rows[i:j], -1, False, out=grad[i:j])
             log_occ = ops().rnnt_log_occupancy(alpha, beta, loss, scale, logit_lengths, target_lengths, offsets,
-                                               strides, rows.shape[0])
+                                               strides, num_rows=rows.shape[0])
             occ = log_occ.exp_()  # 0 on padding rows and impossible utterances
             for i, j in row_chunks(rows.shape[0], rows.shape[1]):
                 grad[i:j].mul_(occ[i:j, None])
@@ -64,7 +64,7 @@ class _RNNTLoss(torch.autograd.Function):
             grad = torch.zeros_like(rows)
         # infinite losses get zero gradient whether or not zero_infinity
         ops().rnnt_subtract_arc_posteriors(grad, rows, denom, targets, logit_lengths, target_lengths, offsets, strides,
-                                           alpha, beta, loss, scale, blank)
+                                           alpha, beta, loss, scale, blank=blank)
         if not fold:
             if clamp > 0:
                 grad.clamp_(-clamp, clamp)

@@ -25,7 +25,8 @@ class _TDTLoss(torch.autograd.Function):
         den_tok = row_logsumexp(rows[:, :v])
         den_dur = row_logsumexp(rows[:, v:])
         loss, alpha, beta = ops().tdt_forward(rows, den_tok, den_dur, targets, logit_lengths, target_lengths, offsets,
-                                              strides, durations, v, max_t, max_u, blank, sigma)
+                                              strides, durations, num_tokens=v, max_t=max_t, max_u=max_u, blank=blank,
+                                              sigma=sigma)
         ctx.save_for_backward(rows, den_tok, den_dur, targets, logit_lengths, target_lengths, offsets, strides,
                               durations, alpha, beta, loss)
         ctx.args = (v, blank, sigma, logits.shape)
@@ -42,14 +43,15 @@ class _TDTLoss(torch.autograd.Function):
         # every arc leaving a node uses one token and one duration log-prob: both parts get
         # occupancy * softmax, minus the posteriors of the arcs that use each entry
         occ = ops().rnnt_log_occupancy(alpha, beta, loss, scale, logit_lengths, target_lengths, offsets, strides,
-                                       rows.shape[0]).exp_()
+                                       num_rows=rows.shape[0]).exp_()
         grad = torch.empty_like(rows)
         for i, j in row_chunks(rows.shape[0], rows.shape[1]):
             o = occ[i:j, None]
             grad[i:j, :v] = torch.softmax(rows[i:j, :v], dim=-1).mul_(o)
             grad[i:j, v:] = torch.softmax(rows[i:j, v:], dim=-1).mul_(o)
         ops().tdt_subtract_arc_posteriors(grad, rows, den_tok, den_dur, targets, logit_lengths, target_lengths,
-                                          offsets, strides, durations, alpha, beta, loss, scale, v, blank, sigma)
+                                          offsets, strides, durations, alpha, beta, loss, scale, num_tokens=v,
+                                          blank=blank, sigma=sigma)
         if not fold:
             grad.mul_(row_values(grad_loss, logit_lengths, target_lengths, shape)[:, None])
         return grad.reshape(shape), None, None, None, None, None, None, None
