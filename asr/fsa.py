@@ -80,12 +80,13 @@ def ctc_topo(vocab_size: int, modified: bool = False) -> Fsa:
     "a a" frames then read both "a" and "a a"). Both have O(V^2) arcs; the topology is
     cached, and only composition (which visits O(U) of its states) runs per batch.
     """
-    return Fsa.from_tensors(ops().fsa_ctc_topo(int(vocab_size), bool(modified)))
+    return Fsa.from_tensors(ops().fsa_ctc_topo(vocab_size=int(vocab_size), modified=bool(modified)))
 
 
 def linear_fsa(targets: torch.Tensor, target_lengths: torch.Tensor) -> Fsa:
     """Linear acceptors of padded targets[N, U] (labels > 0) with lengths[N]."""
-    return Fsa.from_tensors(ops().fsa_linear(targets.detach().cpu().long(), target_lengths.detach().cpu().long()))
+    return Fsa.from_tensors(ops().fsa_linear(targets=targets.detach().cpu().long(),
+                                             target_lengths=target_lengths.detach().cpu().long()))
 
 
 def compose(topo: Fsa, fsas: Fsa) -> Fsa:
@@ -96,8 +97,10 @@ def compose(topo: Fsa, fsas: Fsa) -> Fsa:
     """
     if len(topo) != 1:
         raise ValueError("compose takes one topology FSA")
-    return Fsa.from_tensors(ops().fsa_compose(topo.arcs, topo.scores, int(topo.num_states[0]), fsas.arcs,
-                                              fsas.scores, fsas.arc_offsets, fsas.num_states))
+    return Fsa.from_tensors(ops().fsa_compose(topo_arcs=topo.arcs, topo_scores=topo.scores,
+                                              topo_num_states=int(topo.num_states[0]), arcs=fsas.arcs,
+                                              scores=fsas.scores, arc_offsets=fsas.arc_offsets,
+                                              num_states=fsas.num_states))
 
 
 def ctc_graphs(targets: torch.Tensor, target_lengths: torch.Tensor, vocab_size: int,
@@ -109,7 +112,9 @@ def ctc_graphs(targets: torch.Tensor, target_lengths: torch.Tensor, vocab_size: 
 
 
 def _prepare(graphs: Fsa, log_probs: torch.Tensor, lengths: torch.Tensor, graph_index: torch.Tensor | None,
-             arc_extra: torch.Tensor | None, frame_extra: torch.Tensor | None):
+             arc_extra: torch.Tensor | None, frame_extra: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The keyword arguments of asr._C.dense_intersect_forward/backward that describe the graphs and
+    lengths: all but log_probs (and the forward's viterbi, the backward's forward results)."""
     if log_probs.dim() != 3:
         raise ValueError(f"log_probs must be [B, T, V], got {tuple(log_probs.shape)}")
     b = log_probs.shape[0]
@@ -120,10 +125,11 @@ def _prepare(graphs: Fsa, log_probs: torch.Tensor, lengths: torch.Tensor, graph_
     if (arc_extra is None) != (frame_extra is None):
         raise ValueError("arc_extra and frame_extra go together")
     empty = torch.empty(0)
-    return (graphs.arcs, graphs.scores, graphs.arc_offsets, graphs.num_states,
-            graph_index.cpu().long().contiguous(), lengths.detach().cpu().long().contiguous(),
-            empty if arc_extra is None else arc_extra.float().contiguous(),
-            empty.to(log_probs.dtype) if frame_extra is None else frame_extra.to(log_probs.dtype).contiguous())
+    return dict(arcs=graphs.arcs, scores=graphs.scores, arc_offsets=graphs.arc_offsets, num_states=graphs.num_states,
+                graph_index=graph_index.cpu().long().contiguous(), lengths=lengths.detach().cpu().long().contiguous(),
+                arc_extra=empty if arc_extra is None else arc_extra.float().contiguous(),
+                frame_extra=(empty.to(log_probs.dtype) if frame_extra is None
+                             else frame_extra.to(log_probs.dtype).contiguous()))
 
 
 class _IntersectDense(torch.autograd.Function):
@@ -131,7 +137,7 @@ class _IntersectDense(torch.autograd.Function):
     def forward(ctx, log_probs, graphs, lengths, graph_index, arc_extra, frame_extra):
         args = _prepare(graphs, log_probs, lengths, graph_index, arc_extra, frame_extra)
         lp = log_probs.detach().contiguous()
-        total, alpha, alpha_offsets = ops().dense_intersect_forward(*args[:5], lp, *args[5:], False)
+        total, alpha, alpha_offsets = ops().dense_intersect_forward(**args, log_probs=lp, viterbi=False)
         ctx.args = args
         ctx.save_for_backward(lp, total, alpha, alpha_offsets)
         return total
@@ -139,8 +145,9 @@ class _IntersectDense(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total):
         lp, total, alpha, alpha_offsets = ctx.saved_tensors
-        grad = ops().dense_intersect_backward(*ctx.args[:5], lp, *ctx.args[5:], total, alpha, alpha_offsets,
-                                              grad_total.to(lp.dtype).contiguous())
+        grad = ops().dense_intersect_backward(**ctx.args, log_probs=lp, total=total, alpha=alpha,
+                                              alpha_offsets=alpha_offsets,
+                                              grad_total=grad_total.to(lp.dtype).contiguous())
         return grad, None, None, None, None, None
 
 
@@ -175,7 +182,7 @@ def viterbi(graphs: Fsa, log_probs: torch.Tensor, lengths: torch.Tensor, graph_i
     """
     lp = log_probs.detach().cpu().contiguous()  # CPU kernels (see intersect_dense)
     args = _prepare(graphs, lp, lengths, graph_index, arc_extra, frame_extra)
-    total, _, _, best = ops().dense_intersect_forward(*args[:5], lp, *args[5:], True)
+    total, _, _, best = ops().dense_intersect_forward(**args, log_probs=lp, viterbi=True)
     return total, best
 
 

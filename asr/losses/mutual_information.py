@@ -15,12 +15,12 @@ class _MutualInformation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, px, py, boundary, modified, occupancy):
         px, py = px.contiguous(), py.contiguous()
-        ans, p = ops().mutual_information_forward(px, py, boundary, modified)
+        ans, p = ops().mutual_information_forward(px, py, boundary, modified=modified)
         ctx.modified = modified
         ctx.occupancy = occupancy
         if occupancy:
             px_occ, py_occ = ops().mutual_information_backward(px, py, boundary, p, ans, torch.ones_like(ans),
-                                                               modified)
+                                                               modified=modified)
             ctx.save_for_backward(px_occ, py_occ)
             ctx.mark_non_differentiable(px_occ, py_occ)
             return ans, px_occ, py_occ
@@ -35,7 +35,7 @@ class _MutualInformation(torch.autograd.Function):
             return px_occ * g, py_occ * g, None, None, None
         px, py, boundary, p, ans = ctx.saved_tensors
         px_grad, py_grad = ops().mutual_information_backward(px, py, boundary, p, ans, ans_grad.contiguous(),
-                                                             ctx.modified)
+                                                             modified=ctx.modified)
         return px_grad, py_grad, None, None, None
 
 

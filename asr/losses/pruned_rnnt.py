@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .lattice import finish_loss
 from .mutual_information import mutual_information_recursion
-from .rnnt import finish_loss
 
 TOPOLOGIES = ("regular", "modified")
 

@@ -11,20 +11,22 @@ from __future__ import annotations
 import torch
 
 from .._ext import ops
-from .rnnt import _check, _layout, _row_chunks, _row_logsumexp, _row_values, finish_loss, rnnt_loss
+from .lattice import check_inputs, finish_loss, row_chunks, row_layout, row_logsumexp, row_values
+from .rnnt import rnnt_loss
 
 
 class _TDTLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, logit_lengths, target_lengths, durations, num_tokens, blank, sigma):
         max_u = int(target_lengths.max()) if target_lengths.numel() else 0
-        rows, offsets, strides, max_t = _layout(logits, logit_lengths, target_lengths, max_u)
+        rows, offsets, strides, max_t = row_layout(logits, logit_lengths, target_lengths, max_u)
         rows = rows.contiguous()
         v = num_tokens
-        den_tok = _row_logsumexp(rows[:, :v])
-        den_dur = _row_logsumexp(rows[:, v:])
+        den_tok = row_logsumexp(rows[:, :v])
+        den_dur = row_logsumexp(rows[:, v:])
         loss, alpha, beta = ops().tdt_forward(rows, den_tok, den_dur, targets, logit_lengths, target_lengths, offsets,
-                                              strides, durations, v, max_t, max_u, blank, sigma)
+                                              strides, durations, num_tokens=v, max_t=max_t, max_u=max_u, blank=blank,
+                                              sigma=sigma)
         ctx.save_for_backward(rows, den_tok, den_dur, targets, logit_lengths, target_lengths, offsets, strides,
                               durations, alpha, beta, loss)
         ctx.args = (v, blank, sigma, logits.shape)
@@ -41,16 +43,17 @@ class _TDTLoss(torch.autograd.Function):
         # every arc leaving a node uses one token and one duration log-prob: both parts get
         # occupancy * softmax, minus the posteriors of the arcs that use each entry
         occ = ops().rnnt_log_occupancy(alpha, beta, loss, scale, logit_lengths, target_lengths, offsets, strides,
-                                       rows.shape[0]).exp_()
+                                       num_rows=rows.shape[0]).exp_()
         grad = torch.empty_like(rows)
-        for i, j in _row_chunks(rows.shape[0], rows.shape[1]):
+        for i, j in row_chunks(rows.shape[0], rows.shape[1]):
             o = occ[i:j, None]
             grad[i:j, :v] = torch.softmax(rows[i:j, :v], dim=-1).mul_(o)
             grad[i:j, v:] = torch.softmax(rows[i:j, v:], dim=-1).mul_(o)
         ops().tdt_subtract_arc_posteriors(grad, rows, den_tok, den_dur, targets, logit_lengths, target_lengths,
-                                          offsets, strides, durations, alpha, beta, loss, scale, v, blank, sigma)
+                                          offsets, strides, durations, alpha, beta, loss, scale, num_tokens=v,
+                                          blank=blank, sigma=sigma)
         if not fold:
-            grad.mul_(_row_values(grad_loss, logit_lengths, target_lengths, shape)[:, None])
+            grad.mul_(row_values(grad_loss, logit_lengths, target_lengths, shape)[:, None])
         return grad.reshape(shape), None, None, None, None, None, None, None
 
 
@@ -87,7 +90,7 @@ def tdt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.T
     target_lengths = target_lengths.to(torch.int64).contiguous()
     if targets.dim() != 2:
         raise ValueError("targets must be [B, U]")
-    _check(logits, targets, logit_lengths, target_lengths, blank, v)
+    check_inputs(logits, targets, logit_lengths, target_lengths, blank, v)
     dur_t = torch.tensor(durs, dtype=torch.int64, device=logits.device)
     loss = _TDTLoss.apply(logits, targets, logit_lengths, target_lengths, dur_t, v, blank, float(sigma))
     if omega > 0:

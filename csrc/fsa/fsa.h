@@ -70,4 +70,23 @@ torch::Tensor dense_intersect_backward_cpu(const torch::Tensor& arcs, const torc
                                            const torch::Tensor& alpha, const torch::Tensor& alpha_offsets,
                                            const torch::Tensor& grad_total);
 
+#ifdef ASR_WITH_CUDA
+// CUDA kernels of dense intersection (dense_intersect_cuda.cu) with the same contracts, for
+// log_probs and graphs on one GPU. Graph construction (ctc_topo, linear, compose) stays on the CPU.
+std::vector<torch::Tensor> dense_intersect_forward_cuda(const torch::Tensor& arcs, const torch::Tensor& scores,
+                                                        const torch::Tensor& arc_offsets,
+                                                        const torch::Tensor& num_states,
+                                                        const torch::Tensor& graph_index,
+                                                        const torch::Tensor& log_probs, const torch::Tensor& lengths,
+                                                        const torch::Tensor& arc_extra,
+                                                        const torch::Tensor& frame_extra, bool viterbi);
+torch::Tensor dense_intersect_backward_cuda(const torch::Tensor& arcs, const torch::Tensor& scores,
+                                            const torch::Tensor& arc_offsets, const torch::Tensor& num_states,
+                                            const torch::Tensor& graph_index, const torch::Tensor& log_probs,
+                                            const torch::Tensor& lengths, const torch::Tensor& arc_extra,
+                                            const torch::Tensor& frame_extra, const torch::Tensor& total,
+                                            const torch::Tensor& alpha, const torch::Tensor& alpha_offsets,
+                                            const torch::Tensor& grad_total);
+#endif
+
 }  // namespace asr

@@ -25,4 +25,14 @@ std::vector<torch::Tensor> mutual_information_backward_cpu(const torch::Tensor& 
                                                            const torch::Tensor& ans, const torch::Tensor& ans_grad,
                                                            bool modified);
 
+#ifdef ASR_WITH_CUDA
+// CUDA kernels (mutual_information_cuda.cu) with the same contracts, for tensors on one GPU.
+std::vector<torch::Tensor> mutual_information_forward_cuda(const torch::Tensor& px, const torch::Tensor& py,
+                                                           const torch::Tensor& boundary, bool modified);
+std::vector<torch::Tensor> mutual_information_backward_cuda(const torch::Tensor& px, const torch::Tensor& py,
+                                                            const torch::Tensor& boundary, const torch::Tensor& p,
+                                                            const torch::Tensor& ans, const torch::Tensor& ans_grad,
+                                                            bool modified);
+#endif
+
 }  // namespace asr

@@ -40,4 +40,24 @@ void rnnt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& 
                                       const torch::Tensor& beta, const torch::Tensor& loss, const torch::Tensor& scale,
                                       int64_t blank);
 
+#ifdef ASR_WITH_CUDA
+// CUDA kernels (rnnt_cuda.cu) with the same contracts, for tensors on one GPU.
+std::vector<torch::Tensor> rnnt_forward_cuda(const torch::Tensor& logits, const torch::Tensor& denom,
+                                             const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                                             const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                             const torch::Tensor& t_strides, int64_t max_t, int64_t max_u,
+                                             int64_t blank);
+torch::Tensor rnnt_log_occupancy_cuda(const torch::Tensor& alpha, const torch::Tensor& beta,
+                                      const torch::Tensor& loss, const torch::Tensor& scale,
+                                      const torch::Tensor& logit_lengths, const torch::Tensor& target_lengths,
+                                      const torch::Tensor& row_offsets, const torch::Tensor& t_strides,
+                                      int64_t num_rows);
+void rnnt_subtract_arc_posteriors_cuda(torch::Tensor& grad, const torch::Tensor& logits, const torch::Tensor& denom,
+                                       const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                                       const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                       const torch::Tensor& t_strides, const torch::Tensor& alpha,
+                                       const torch::Tensor& beta, const torch::Tensor& loss,
+                                       const torch::Tensor& scale, int64_t blank);
+#endif
+
 }  // namespace asr

@@ -31,4 +31,21 @@ void tdt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& l
                                      const torch::Tensor& beta, const torch::Tensor& loss, const torch::Tensor& scale,
                                      int64_t num_tokens, int64_t blank, double sigma);
 
+#ifdef ASR_WITH_CUDA
+// CUDA kernels (tdt_cuda.cu) with the same contracts, for tensors on one GPU.
+std::vector<torch::Tensor> tdt_forward_cuda(const torch::Tensor& logits, const torch::Tensor& den_tok,
+                                            const torch::Tensor& den_dur, const torch::Tensor& targets,
+                                            const torch::Tensor& logit_lengths, const torch::Tensor& target_lengths,
+                                            const torch::Tensor& row_offsets, const torch::Tensor& t_strides,
+                                            const torch::Tensor& durations, int64_t num_tokens, int64_t max_t,
+                                            int64_t max_u, int64_t blank, double sigma);
+void tdt_subtract_arc_posteriors_cuda(torch::Tensor& grad, const torch::Tensor& logits, const torch::Tensor& den_tok,
+                                      const torch::Tensor& den_dur, const torch::Tensor& targets,
+                                      const torch::Tensor& logit_lengths, const torch::Tensor& target_lengths,
+                                      const torch::Tensor& row_offsets, const torch::Tensor& t_strides,
+                                      const torch::Tensor& durations, const torch::Tensor& alpha,
+                                      const torch::Tensor& beta, const torch::Tensor& loss, const torch::Tensor& scale,
+                                      int64_t num_tokens, int64_t blank, double sigma);
+#endif
+
 }  // namespace asr
