@@ -21,7 +21,7 @@ from .data.tokenizer import Tokenizer
 from .model import ASRModel
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from .configs import CONF_DIR  # noqa: E402  (the installed package's asr/conf, else the checkout's conf/)
 
 
 def compose(overrides: list[str], config_dir: str | Path = CONF_DIR, config_name: str = "train") -> DictConfig:
