@@ -3,13 +3,17 @@
 Install with `pip install --no-build-isolation -e .` after `pip install torch==...`
 (`make setup` does this), so the extension is compiled against the torch you run.
 CUDA sources (csrc/**/*_cuda.cu) are added when torch has CUDA and a toolkit is found.
+A regular (non-editable) build also copies the top-level conf/, the configs' one source, into
+the package as asr/conf (asr/configs.py finds it there; editable installs read conf/ itself).
 """
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 try:
     import torch
@@ -32,4 +36,17 @@ else:
     ext = CppExtension("asr._C", cpp, include_dirs=[os.path.join(here, "csrc")], extra_compile_args=cxx,
                        extra_link_args=["-fopenmp"])
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
+
+class BuildPyWithConf(build_py):
+    """build_py that also ships conf/ as the package data asr/conf (wheels, `pip install .`)."""
+
+    def run(self):
+        super().run()
+        if not self.editable_mode:
+            target = os.path.join(self.build_lib, "asr", "conf")
+            shutil.rmtree(target, ignore_errors=True)  # nothing stale from an earlier build
+            self.copy_tree(os.path.join(here, "conf"), target)
+
+
+setup(ext_modules=[ext],
+      cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithConf})

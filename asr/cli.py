@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=EXAMPLES["train"].format(groups="  (run from the repository to list them)"),
                         formatter_class=fmt, add_help=False)
     pt.add_argument("-h", "--help", action="store_true", help="show this help and the config groups")
-    pt.add_argument("--config-dir", help="config folder (default: the repository's conf/)")
+    pt.add_argument("--config-dir", help="config folder (default: the installed package's asr/conf, in a checkout "
+                    "or editable install the repository's conf/)")
 
     pr = sub.add_parser("transcribe", help="decode audio files or a LibriSpeech-style split",
                         description="Decode with a trained checkpoint. Prints 'utt-id TEXT' lines, or writes them "

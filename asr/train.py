@@ -22,7 +22,7 @@ from .decoding import DecodeOptions
 from .model import ASRModel
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from .configs import CONF_DIR  # noqa: E402  (the installed package's asr/conf, else the checkout's conf/)
 
 
 def register_schemas() -> None:
