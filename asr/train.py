@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from .configs import CONF_DIR  # the installed package's asr/conf, else the checkout's conf/
 from .data.datamodule import ASRDataModule
 from .data.features import FbankOptions
 from .data.tokenizer import Tokenizer
@@ -22,7 +23,6 @@ from .decoding import DecodeOptions
 from .model import ASRModel
 
 log = logging.getLogger(__name__)
-from .configs import CONF_DIR  # noqa: E402  (the installed package's asr/conf, else the checkout's conf/)
 
 
 def register_schemas() -> None:

@@ -169,7 +169,7 @@ def test_transducer_loss_specs():
 # Lower layers never import higher ones. Losses are functions the heads call, so they sit below
 # nn; searches read heads, so decoding sits above nn; the model composes them; command modules
 # use the model; the CLI only parses arguments.
-LAYERS = [("asr", "asr._ext", "asr._C", "asr.problems", "asr.metrics", "asr.fsa"), ("asr.data",), ("asr.losses",),
+LAYERS = [("asr", "asr._ext", "asr._C", "asr.problems", "asr.metrics", "asr.fsa", "asr.configs"), ("asr.data",), ("asr.losses",),
           ("asr.nn",), ("asr.decoding",), ("asr.model",), ("asr.train", "asr.transcribe", "asr.stream", "asr.align"),
           ("asr.cli",)]
 
