@@ -11,7 +11,7 @@ EXP := exp/demo
 DEMO_EPOCHS ?= 14
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test test-fast bench clean
+.PHONY: setup system-deps demo lint test test-fast bench clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -47,7 +47,12 @@ demo: setup
 	$(ASR) score $(DATA)/manifests/test-clean.ref.txt $(EXP)/hyp_beam.txt --report $(EXP)/errors_beam.txt
 	$(ASR) score $(DATA)/manifests/test-clean.ref.txt $(EXP)/hyp_greedy.txt --report $(EXP)/errors_greedy.txt --plot $(EXP)/wer_by_length.png
 
-test: setup
+# ruff (config in pyproject.toml): lint rules and the formatter's check, on the whole tree.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q -ra tests
 
 # Development tier: everything but the tests that train models for minutes (`slow`).

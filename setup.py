@@ -6,6 +6,7 @@ CUDA sources (csrc/**/*_cuda.cu) are added when torch has CUDA and a toolkit is 
 A regular (non-editable) build also copies the top-level conf/, the configs' one source, into
 the package as asr/conf (asr/configs.py finds it there; editable installs read conf/ itself).
 """
+
 from __future__ import annotations
 
 import glob
@@ -19,8 +20,10 @@ try:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError as e:  # pragma: no cover - build-time message
-    raise SystemExit("asr's build needs torch installed first, and --no-build-isolation: "
-                     "`pip install torch==2.13.0 && pip install --no-build-isolation -e .` (or `make setup`)") from e
+    raise SystemExit(
+        "asr's build needs torch installed first, and --no-build-isolation: "
+        "`pip install torch==2.13.0 && pip install --no-build-isolation -e .` (or `make setup`)"
+    ) from e
 
 here = os.path.dirname(os.path.abspath(__file__))
 cpp = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
@@ -29,12 +32,18 @@ with_cuda = bool(cu) and torch.cuda.is_available() and CUDA_HOME is not None or 
 cxx = ["-O3", "-fopenmp", "-std=c++17"]
 macros = [("ASR_WITH_CUDA", None)] if with_cuda else []
 if with_cuda:
-    ext = CUDAExtension("asr._C", cpp + cu, define_macros=macros, include_dirs=[os.path.join(here, "csrc")],
-                        extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]},
-                        extra_link_args=["-fopenmp"])
+    ext = CUDAExtension(
+        "asr._C",
+        cpp + cu,
+        define_macros=macros,
+        include_dirs=[os.path.join(here, "csrc")],
+        extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]},
+        extra_link_args=["-fopenmp"],
+    )
 else:
-    ext = CppExtension("asr._C", cpp, include_dirs=[os.path.join(here, "csrc")], extra_compile_args=cxx,
-                       extra_link_args=["-fopenmp"])
+    ext = CppExtension(
+        "asr._C", cpp, include_dirs=[os.path.join(here, "csrc")], extra_compile_args=cxx, extra_link_args=["-fopenmp"]
+    )
 
 
 class BuildPyWithConf(build_py):
@@ -48,5 +57,6 @@ class BuildPyWithConf(build_py):
             self.copy_tree(os.path.join(here, "conf"), target)
 
 
-setup(ext_modules=[ext],
-      cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithConf})
+setup(
+    ext_modules=[ext], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithConf}
+)

@@ -1,4 +1,5 @@
 """Access to the compiled ops (`asr._C`, built from csrc/ by the package's build)."""
+
 from __future__ import annotations
 
 from types import ModuleType

@@ -8,6 +8,7 @@ the default models). A word runs from the start of its first token with letters 
 end of its last token (sentencepiece marks word starts with "▁"; a bare "▁" token is the
 word boundary itself and takes no time of its own).
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,10 @@ def ctc_head_name(model: ASRModel, head: str | None) -> str:
             raise ValueError(f"head {head!r} is not a CTC head of this model; its CTC heads are {names or 'none'}")
         return head
     if not names:
-        raise ValueError(f"alignment needs a CTC head; this model's heads are {list(model.heads)} "
-                         "(train a hybrid, e.g. model=conformer_hybrid_tdt_ctc)")
+        raise ValueError(
+            f"alignment needs a CTC head; this model's heads are {list(model.heads)} "
+            "(train a hybrid, e.g. model=conformer_hybrid_tdt_ctc)"
+        )
     return names[0]
 
 
@@ -77,9 +80,16 @@ def words_from_tokens(pieces: list[str], spans: list[tuple[float, float]]) -> li
 
 
 @torch.no_grad()
-def align_items(model: ASRModel, items: list[tuple[str, str]], texts: dict[str, str], head: str | None = None,
-                max_seconds: float = 120.0, device: str | torch.device = "cpu", progress: bool = True,
-                keep_log_probs: int = 0) -> tuple[dict[str, UttAlignment], Problems]:
+def align_items(
+    model: ASRModel,
+    items: list[tuple[str, str]],
+    texts: dict[str, str],
+    head: str | None = None,
+    max_seconds: float = 120.0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    keep_log_probs: int = 0,
+) -> tuple[dict[str, UttAlignment], Problems]:
     """Align (utt_id, path) items to their transcripts texts[utt_id].
 
     Skipped and counted (with the file named): unreadable audio, transcripts with
@@ -102,8 +112,9 @@ def align_items(model: ASRModel, items: list[tuple[str, str]], texts: dict[str, 
         if text is None:
             problems.add("missing transcript", f"{path}: no transcript for {uid}")
         elif tok.unknown_chars(text):
-            problems.add("characters outside the vocabulary",
-                         f"{path}: {''.join(sorted(tok.unknown_chars(text)))!r} in {text!r}")
+            problems.add(
+                "characters outside the vocabulary", f"{path}: {''.join(sorted(tok.unknown_chars(text)))!r} in {text!r}"
+            )
         else:
             usable.append((uid, path))
     bar = tqdm(total=len(usable), desc="align", unit="utt", disable=not progress)
@@ -115,14 +126,19 @@ def align_items(model: ASRModel, items: list[tuple[str, str]], texts: dict[str, 
         ali = forced_align(log_probs, targets, enc_lens.cpu())
         for i, uid in enumerate(ids):
             if not torch.isfinite(ali.scores[i]):
-                problems.add("transcript longer than the audio",
-                             f"{paths[uid]}: {len(targets[i])} tokens do not fit in {int(enc_lens[i])} frames")
+                problems.add(
+                    "transcript longer than the audio",
+                    f"{paths[uid]}: {len(targets[i])} tokens do not fit in {int(enc_lens[i])} frames",
+                )
                 continue
             spans = ali.token_spans(i)
             pieces = [tok.sp.id_to_piece(t) for t, _, _ in spans]
             times = [(s * shift, (e + 1) * shift) for _, s, e in spans]
-            u = UttAlignment([Segment(p, s, e) for p, (s, e) in zip(pieces, times)], words_from_tokens(pieces, times),
-                             float(ali.scores[i]))
+            u = UttAlignment(
+                [Segment(p, s, e) for p, (s, e) in zip(pieces, times)],
+                words_from_tokens(pieces, times),
+                float(ali.scores[i]),
+            )
             if len(out) < keep_log_probs:
                 n = int(enc_lens[i])
                 u.frames, u.log_probs = ali.labels[i, :n].clone(), log_probs[i, :n].clone()
@@ -155,8 +171,14 @@ def plot_alignment(ali: UttAlignment, shift: float, path: str | Path, title: str
     ax.plot([i * shift for i in range(n)], ali.log_probs[:, 0].exp().numpy(), color="0.7", lw=1, label="blank")
     emitted = (ali.frames > 0).numpy()
     probs = ali.log_probs.exp()[torch.arange(n), ali.frames.clamp(min=0)].numpy()
-    ax.bar([i * shift for i in range(n)], probs * emitted, width=shift, align="edge", color="tab:blue",
-           label="aligned token")
+    ax.bar(
+        [i * shift for i in range(n)],
+        probs * emitted,
+        width=shift,
+        align="edge",
+        color="tab:blue",
+        label="aligned token",
+    )
     for w in ali.words:
         ax.axvspan(w.start, w.end, color="tab:orange", alpha=0.15)
         ax.text((w.start + w.end) / 2, 1.02, w.text, ha="center", va="bottom", fontsize=8, rotation=30)

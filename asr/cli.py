@@ -1,4 +1,5 @@
 """The `asr` command line: prepare | train | transcribe | stream | align | score."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,8 @@ from pathlib import Path
 EXAMPLES = {
     "prepare": """examples:
   asr prepare librispeech --root /data/LibriSpeech --out data/librispeech/manifests
-  asr prepare librispeech --root /data/LibriSpeech --out data/ls --splits train-clean-100 dev-clean test-clean --tokenizer char
+  asr prepare librispeech --root /data/LibriSpeech --out data/ls \
+      --splits train-clean-100 dev-clean test-clean --tokenizer char
   asr prepare synthetic --corpus-dir data/synthetic/LibriSpeech --out data/synthetic/manifests --size demo""",
     "train": """examples:
   asr train                                   # conf/train.yaml defaults (synthetic data, conformer_ctc)
@@ -41,9 +43,10 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
 Each file is read block by block (one chunk of audio per block, as a live source would
 deliver it) and decoded chunk by chunk with the encoder's caches; several files stream
 as one batch. The final hypotheses equal offline decoding (greedy, or beam search with
---method beam) with the same chunk mask. Needs a streaming model (causal Conformer such as model=conformer_ctc_streaming,
-minGRU/minLSTM, or a unidirectional LSTM). At the end: algorithmic latency (the chunk plus
-the front-end's look-ahead), compute time per chunk, and the real-time factor.""",
+--method beam) with the same chunk mask. Needs a streaming model (causal Conformer such as
+model=conformer_ctc_streaming, minGRU/minLSTM, or a unidirectional LSTM). At the end:
+algorithmic latency (the chunk plus the front-end's look-ahead), compute time per chunk,
+and the real-time factor.""",
     "align": """examples:
   asr align --ckpt exp/hybrid/best.ckpt --data data/synthetic/LibriSpeech/test-clean --out exp/hybrid/align
   asr align --ckpt exp/ctc/best.ckpt --data DIR/dev-clean --out ali --plot 5
@@ -90,8 +93,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             raise SystemExit("asr prepare librispeech: --root is required")
         root = Path(args.root)
         tokenizer = args.tokenizer or "bpe"
-    out = prepare_librispeech(root, args.out, splits=args.splits, tokenizer=tokenizer, vocab_size=args.vocab_size,
-                              tokenizer_path=args.tokenizer_model)
+    out = prepare_librispeech(
+        root,
+        args.out,
+        splits=args.splits,
+        tokenizer=tokenizer,
+        vocab_size=args.vocab_size,
+        tokenizer_path=args.tokenizer_model,
+    )
     print(f"manifests written to {args.out}; tokenizer {out['tokenizer']}")
     return 0
 
@@ -127,10 +136,13 @@ def _decode_options(args: argparse.Namespace, model):
     """The checkpoint's decode options with the command's --head/--method/--beam/--max-symbols,
     validated once; a clear error naming the checkpoint otherwise."""
     if args.head and args.head not in model.heads:
-        raise SystemExit(f"asr {args.command}: {args.ckpt} has no head {args.head!r}; its heads are {list(model.heads)}")
+        raise SystemExit(
+            f"asr {args.command}: {args.ckpt} has no head {args.head!r}; its heads are {list(model.heads)}"
+        )
     try:
-        return model.decode_options_with(method=args.method, beam=args.beam, head=args.head,
-                                         max_symbols=args.max_symbols)
+        return model.decode_options_with(
+            method=args.method, beam=args.beam, head=args.head, max_symbols=args.max_symbols
+        )
     except ValueError as e:
         raise SystemExit(f"asr {args.command}: {e}") from e
 
@@ -148,8 +160,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         items = [(Path(f).name.rsplit(".", 1)[0], f) for f in args.files]
         problems = None
     t0 = time.perf_counter()
-    hyps, load_problems = transcribe_items(model, items, options, max_seconds=args.max_duration, device=device,
-                                           progress=not args.quiet)
+    hyps, load_problems = transcribe_items(
+        model, items, options, max_seconds=args.max_duration, device=device, progress=not args.quiet
+    )
     elapsed = time.perf_counter() - t0
     if args.out:
         write_kaldi_text(args.out, hyps)
@@ -199,8 +212,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
             print(f"streamed {done} of {len(items)} utterances", file=sys.stderr)
 
     try:
-        report, rec = stream_items(model, items, timing, options, batch_size=args.batch_size, device=device,
-                                   on_partial=show, on_batch=progress)
+        report, rec = stream_items(
+            model, items, timing, options, batch_size=args.batch_size, device=device, on_partial=show, on_batch=progress
+        )
     except ValueError as e:
         raise SystemExit(f"asr stream: {args.ckpt}: {e}") from e
     if args.out:
@@ -224,8 +238,16 @@ def cmd_align(args: argparse.Namespace) -> int:
     items, texts, problems = split_items(args.data, progress=not args.quiet)
     t0 = time.perf_counter()
     try:
-        alis, align_problems = align_items(model, items, texts, head=args.head, max_seconds=args.max_duration,
-                                           device=device, progress=not args.quiet, keep_log_probs=args.plot)
+        alis, align_problems = align_items(
+            model,
+            items,
+            texts,
+            head=args.head,
+            max_seconds=args.max_duration,
+            device=device,
+            progress=not args.quiet,
+            keep_log_probs=args.plot,
+        )
     except ValueError as e:
         raise SystemExit(f"asr align: {args.ckpt}: {e}") from e
     out = Path(args.out)
@@ -238,9 +260,11 @@ def cmd_align(args: argparse.Namespace) -> int:
     for p in (problems, align_problems):
         if p.counts:
             print(p.summary("skipped input"), file=sys.stderr)
-    print(f"aligned {len(alis)} of {len(items)} utterances in {time.perf_counter() - t0:.1f}s: "
-          f"{out / 'words.ctm'}, {out / 'tokens.ctm'}" + (f", {len(plotted)} plots" if plotted else ""),
-          file=sys.stderr)
+    print(
+        f"aligned {len(alis)} of {len(items)} utterances in {time.perf_counter() - t0:.1f}s: "
+        f"{out / 'words.ctm'}, {out / 'tokens.ctm'}" + (f", {len(plotted)} plots" if plotted else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -261,103 +285,167 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="asr", description="End-to-end speech recognition: prepare data, train, "
-                                "transcribe, score. Run `asr COMMAND --help` for each command.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="asr",
+        description="End-to-end speech recognition: prepare data, train, "
+        "transcribe, score. Run `asr COMMAND --help` for each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
 
-    pp = sub.add_parser("prepare", help="validate a corpus, write manifests and train a tokenizer",
-                        description="Read a LibriSpeech-layout corpus (or synthesize one), check every file, write "
-                        "lhotse manifests <split>.cuts.jsonl.gz, reference texts <split>.ref.txt, a "
-                        "sentencepiece tokenizer and prepare_report.txt.", epilog=EXAMPLES["prepare"], formatter_class=fmt)
+    pp = sub.add_parser(
+        "prepare",
+        help="validate a corpus, write manifests and train a tokenizer",
+        description="Read a LibriSpeech-layout corpus (or synthesize one), check every file, write "
+        "lhotse manifests <split>.cuts.jsonl.gz, reference texts <split>.ref.txt, a "
+        "sentencepiece tokenizer and prepare_report.txt.",
+        epilog=EXAMPLES["prepare"],
+        formatter_class=fmt,
+    )
     pp.add_argument("corpus", choices=["librispeech", "synthetic"], help="corpus kind")
     pp.add_argument("--root", help="librispeech: folder holding the split folders")
     pp.add_argument("--out", required=True, help="output folder for manifests and tokenizer")
     pp.add_argument("--splits", nargs="+", help="split folder names (default: all found)")
-    pp.add_argument("--tokenizer", choices=["bpe", "unigram", "char"], help="tokenizer kind (default: bpe for "
-                    "librispeech, char for synthetic)")
+    pp.add_argument(
+        "--tokenizer",
+        choices=["bpe", "unigram", "char"],
+        help="tokenizer kind (default: bpe for librispeech, char for synthetic)",
+    )
     pp.add_argument("--vocab-size", type=int, default=500, help="bpe/unigram vocabulary size (default 500)")
     pp.add_argument("--tokenizer-model", help="use this existing sentencepiece model instead of training one")
     pp.add_argument("--corpus-dir", default="data/synthetic/LibriSpeech", help="synthetic: where to write audio")
-    pp.add_argument("--size", choices=sorted(SYNTH_SIZES), default="demo",
-                    help="synthetic: corpus size (" + "; ".join(f"{k}: {v}" for k, v in SYNTH_SIZES.items()) + ")")
+    pp.add_argument(
+        "--size",
+        choices=sorted(SYNTH_SIZES),
+        default="demo",
+        help="synthetic: corpus size (" + "; ".join(f"{k}: {v}" for k, v in SYNTH_SIZES.items()) + ")",
+    )
     pp.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
     pp.add_argument("--jobs", type=int, default=None, help="synthetic: parallel synthesis processes")
 
-    pt = sub.add_parser("train", help="train a model (Hydra overrides)", description="Train with Lightning from "
-                        "conf/train.yaml plus Hydra overrides. Checkpoints every epoch; resume=true continues.",
-                        epilog=EXAMPLES["train"].format(groups="  (run from the repository to list them)"),
-                        formatter_class=fmt, add_help=False)
+    pt = sub.add_parser(
+        "train",
+        help="train a model (Hydra overrides)",
+        description="Train with Lightning from "
+        "conf/train.yaml plus Hydra overrides. Checkpoints every epoch; resume=true continues.",
+        epilog=EXAMPLES["train"].format(groups="  (run from the repository to list them)"),
+        formatter_class=fmt,
+        add_help=False,
+    )
     pt.add_argument("-h", "--help", action="store_true", help="show this help and the config groups")
-    pt.add_argument("--config-dir", help="config folder (default: the installed package's asr/conf, in a checkout "
-                    "or editable install the repository's conf/)")
+    pt.add_argument(
+        "--config-dir",
+        help="config folder (default: the installed package's asr/conf, in a checkout "
+        "or editable install the repository's conf/)",
+    )
 
-    pr = sub.add_parser("transcribe", help="decode audio files or a LibriSpeech-style split",
-                        description="Decode with a trained checkpoint. Prints 'utt-id TEXT' lines, or writes them "
-                        "to --out.", epilog=EXAMPLES["transcribe"], formatter_class=fmt)
+    pr = sub.add_parser(
+        "transcribe",
+        help="decode audio files or a LibriSpeech-style split",
+        description="Decode with a trained checkpoint. Prints 'utt-id TEXT' lines, or writes them to --out.",
+        epilog=EXAMPLES["transcribe"],
+        formatter_class=fmt,
+    )
     pr.add_argument("files", nargs="*", help="audio files (any sample rate; resampled to 16 kHz)")
     pr.add_argument("--ckpt", required=True, help="checkpoint from asr train (e.g. exp/x/best.ckpt)")
     pr.add_argument("--data", help="a LibriSpeech-style split folder to decode instead of FILEs")
     pr.add_argument("--out", help="write hypotheses here instead of stdout")
-    pr.add_argument("--method", choices=["greedy", "beam"],
-                    help="greedy, or beam: prefix beam search (CTC head) / transducer beam search (RNN-T, TDT head). "
-                    "Default: the checkpoint's decode.method")
+    pr.add_argument(
+        "--method",
+        choices=["greedy", "beam"],
+        help="greedy, or beam: prefix beam search (CTC head) / transducer beam search (RNN-T, TDT head). "
+        "Default: the checkpoint's decode.method",
+    )
     pr.add_argument("--beam", type=int, help="beam size for --method beam (default: decode.beam, 4)")
-    pr.add_argument("--head", help="which head decodes, by its config name, e.g. transducer or ctc for hybrid "
-                    "models (default: decode.head, else the first head)")
-    pr.add_argument("--max-symbols", type=int,
-                    help="transducer searches: most labels emitted on one frame; 1 makes beam search "
-                    "icefall's modified beam search (default: the head's, 10)")
+    pr.add_argument(
+        "--head",
+        help="which head decodes, by its config name, e.g. transducer or ctc for hybrid "
+        "models (default: decode.head, else the first head)",
+    )
+    pr.add_argument(
+        "--max-symbols",
+        type=int,
+        help="transducer searches: most labels emitted on one frame; 1 makes beam search "
+        "icefall's modified beam search (default: the head's, 10)",
+    )
     pr.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (default 120)")
     pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr.add_argument("--threads", type=int, help="torch CPU threads")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    pst = sub.add_parser("stream", help="stream-decode audio chunk by chunk (partial and final hypotheses)",
-                         description="Decode audio as a live stream: block by block, chunk by chunk, with the "
-                         "encoder's caches. Prints partial hypotheses (stderr) as they grow and final 'utt-id TEXT' "
-                         "lines, then latency figures.", epilog=EXAMPLES["stream"], formatter_class=fmt)
+    pst = sub.add_parser(
+        "stream",
+        help="stream-decode audio chunk by chunk (partial and final hypotheses)",
+        description="Decode audio as a live stream: block by block, chunk by chunk, with the "
+        "encoder's caches. Prints partial hypotheses (stderr) as they grow and final 'utt-id TEXT' "
+        "lines, then latency figures.",
+        epilog=EXAMPLES["stream"],
+        formatter_class=fmt,
+    )
     pst.add_argument("files", nargs="*", help="audio files (16 kHz files are read incrementally; others resampled)")
     pst.add_argument("--ckpt", required=True, help="checkpoint of a streaming model")
     pst.add_argument("--data", help="a LibriSpeech-style split to stream-decode instead of FILEs")
     pst.add_argument("--out", help="write final hypotheses here (for asr score) instead of stdout")
-    pst.add_argument("--chunk-ms", type=float, default=320.0,
-                     help="chunk duration in ms, a multiple of the 40 ms encoder frame (default 320)")
-    pst.add_argument("--left-context-ms", type=float, default=2560.0,
-                     help="attention left context in ms, -1 for unlimited (default 2560)")
+    pst.add_argument(
+        "--chunk-ms",
+        type=float,
+        default=320.0,
+        help="chunk duration in ms, a multiple of the 40 ms encoder frame (default 320)",
+    )
+    pst.add_argument(
+        "--left-context-ms",
+        type=float,
+        default=2560.0,
+        help="attention left context in ms, -1 for unlimited (default 2560)",
+    )
     pst.add_argument("--head", help="decoding head of a hybrid (default: the checkpoint's decode head)")
-    pst.add_argument("--method", choices=["greedy", "beam"],
-                     help="greedy, or beam: prefix beam search (CTC head) / transducer beam search, continued "
-                     "across chunks; partial hypotheses are then the current best. Default: the checkpoint's "
-                     "decode.method")
+    pst.add_argument(
+        "--method",
+        choices=["greedy", "beam"],
+        help="greedy, or beam: prefix beam search (CTC head) / transducer beam search, continued "
+        "across chunks; partial hypotheses are then the current best. Default: the checkpoint's "
+        "decode.method",
+    )
     pst.add_argument("--beam", type=int, help="beam size for --method beam (default: decode.beam)")
-    pst.add_argument("--max-symbols", type=int, help="transducer: most labels per frame (default: decode.max_symbols, "
-                     "else the head's)")
+    pst.add_argument(
+        "--max-symbols",
+        type=int,
+        help="transducer: most labels per frame (default: decode.max_symbols, else the head's)",
+    )
     pst.add_argument("--batch-size", type=int, default=16, help="streams decoded together (default 16)")
     pst.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pst.add_argument("--threads", type=int, help="torch CPU threads")
     pst.add_argument("--quiet", action="store_true", help="no partial hypotheses or progress")
 
-    pa = sub.add_parser("align", help="forced-align transcripts: word and token times (CTM)",
-                        description="Align each utterance of a LibriSpeech-style split to its transcript with a CTC "
-                        "head (Viterbi over the CTC graph) and write word and token start/end times as CTM.",
-                        epilog=EXAMPLES["align"], formatter_class=fmt)
+    pa = sub.add_parser(
+        "align",
+        help="forced-align transcripts: word and token times (CTM)",
+        description="Align each utterance of a LibriSpeech-style split to its transcript with a CTC "
+        "head (Viterbi over the CTC graph) and write word and token start/end times as CTM.",
+        epilog=EXAMPLES["align"],
+        formatter_class=fmt,
+    )
     pa.add_argument("--ckpt", required=True, help="checkpoint with a CTC head (conformer_ctc, or a hybrid)")
     pa.add_argument("--data", required=True, help="LibriSpeech-style split folder (audio + transcripts)")
     pa.add_argument("--out", required=True, help="output folder for words.ctm, tokens.ctm and plots")
     pa.add_argument("--head", help="which CTC head aligns, by its config name (default: the first CTC head)")
-    pa.add_argument("--plot", type=int, default=0, metavar="N",
-                    help="also plot the alignment of N utterances (OUT/<utt-id>.png)")
+    pa.add_argument(
+        "--plot", type=int, default=0, metavar="N", help="also plot the alignment of N utterances (OUT/<utt-id>.png)"
+    )
     pa.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (default 120)")
     pa.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     pa.add_argument("--threads", type=int, help="torch CPU threads")
     pa.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    ps = sub.add_parser("score", help="WER/CER of hypotheses against references",
-                        description="Score Kaldi-style 'utt-id TEXT' files with jiwer.", epilog=EXAMPLES["score"],
-                        formatter_class=fmt)
+    ps = sub.add_parser(
+        "score",
+        help="WER/CER of hypotheses against references",
+        description="Score Kaldi-style 'utt-id TEXT' files with jiwer.",
+        epilog=EXAMPLES["score"],
+        formatter_class=fmt,
+    )
     ps.add_argument("ref", help="reference text file")
     ps.add_argument("hyp", help="hypothesis text file")
     ps.add_argument("--cer", action="store_true", help="character error rate instead of WER")
@@ -373,18 +461,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     if args.command == "train":
         if args.help:
-            print(args.train_parser.format_help()
-                  .replace("  (run from the repository to list them)", _conf_groups()))
+            print(args.train_parser.format_help().replace("  (run from the repository to list them)", _conf_groups()))
             return 0
         return cmd_train(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    commands = {"prepare": cmd_prepare, "transcribe": cmd_transcribe, "stream": cmd_stream, "align": cmd_align,
-                "score": cmd_score}
+    commands = {
+        "prepare": cmd_prepare,
+        "transcribe": cmd_transcribe,
+        "stream": cmd_stream,
+        "align": cmd_align,
+        "score": cmd_score,
+    }
     return commands[args.command](args)
 
 

@@ -5,6 +5,7 @@ a wheel) ships that tree inside the package as asr/conf (setup.py's build_py cop
 An editable install or a plain checkout has no asr/conf and reads the repository's conf/ beside
 the package. `asr train --config-dir DIR` reads a tree of one's own instead of either.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

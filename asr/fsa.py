@@ -24,6 +24,7 @@ frame-synchronous recursion.
 `to_openfst_text` / `from_openfst_text` read and write the OpenFst text format, so a
 graph can be inspected with, or exchanged with, OpenFst tools (fstcompile etc.).
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,7 +51,7 @@ class Fsa:
     def __getitem__(self, n: int) -> Fsa:
         """The n-th FSA of the batch, alone."""
         a0, a1 = int(self.arc_offsets[n]), int(self.arc_offsets[n + 1])
-        return Fsa(self.arcs[a0:a1], self.scores[a0:a1], torch.tensor([0, a1 - a0]), self.num_states[n:n + 1].clone())
+        return Fsa(self.arcs[a0:a1], self.scores[a0:a1], torch.tensor([0, a1 - a0]), self.num_states[n : n + 1].clone())
 
     @property
     def labels(self) -> torch.Tensor:
@@ -65,9 +66,13 @@ class Fsa:
         return Fsa(*tensors)
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Fsa) and torch.equal(self.arcs, other.arcs)
-                and torch.equal(self.scores, other.scores) and torch.equal(self.arc_offsets, other.arc_offsets)
-                and torch.equal(self.num_states, other.num_states))
+        return (
+            isinstance(other, Fsa)
+            and torch.equal(self.arcs, other.arcs)
+            and torch.equal(self.scores, other.scores)
+            and torch.equal(self.arc_offsets, other.arc_offsets)
+            and torch.equal(self.num_states, other.num_states)
+        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,8 +90,9 @@ def ctc_topo(vocab_size: int, modified: bool = False) -> Fsa:
 
 def linear_fsa(targets: torch.Tensor, target_lengths: torch.Tensor) -> Fsa:
     """Linear acceptors of padded targets[N, U] (labels > 0) with lengths[N]."""
-    return Fsa.from_tensors(ops().fsa_linear(targets=targets.detach().cpu().long(),
-                                             target_lengths=target_lengths.detach().cpu().long()))
+    return Fsa.from_tensors(
+        ops().fsa_linear(targets=targets.detach().cpu().long(), target_lengths=target_lengths.detach().cpu().long())
+    )
 
 
 def compose(topo: Fsa, fsas: Fsa) -> Fsa:
@@ -97,22 +103,34 @@ def compose(topo: Fsa, fsas: Fsa) -> Fsa:
     """
     if len(topo) != 1:
         raise ValueError("compose takes one topology FSA")
-    return Fsa.from_tensors(ops().fsa_compose(topo_arcs=topo.arcs, topo_scores=topo.scores,
-                                              topo_num_states=int(topo.num_states[0]), arcs=fsas.arcs,
-                                              scores=fsas.scores, arc_offsets=fsas.arc_offsets,
-                                              num_states=fsas.num_states))
+    return Fsa.from_tensors(
+        ops().fsa_compose(
+            topo_arcs=topo.arcs,
+            topo_scores=topo.scores,
+            topo_num_states=int(topo.num_states[0]),
+            arcs=fsas.arcs,
+            scores=fsas.scores,
+            arc_offsets=fsas.arc_offsets,
+            num_states=fsas.num_states,
+        )
+    )
 
 
-def ctc_graphs(targets: torch.Tensor, target_lengths: torch.Tensor, vocab_size: int,
-               topology: str = "standard") -> Fsa:
+def ctc_graphs(targets: torch.Tensor, target_lengths: torch.Tensor, vocab_size: int, topology: str = "standard") -> Fsa:
     """The CTC training graphs `topology o transcript` of a batch of padded targets."""
     if topology not in ("standard", "modified"):
         raise ValueError(f"topology must be standard|modified, not {topology!r}")
     return compose(ctc_topo(vocab_size, topology == "modified"), linear_fsa(targets, target_lengths))
 
 
-def _prepare(graphs: Fsa, log_probs: torch.Tensor, lengths: torch.Tensor, graph_index: torch.Tensor | None,
-             arc_extra: torch.Tensor | None, frame_extra: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def _prepare(
+    graphs: Fsa,
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    graph_index: torch.Tensor | None,
+    arc_extra: torch.Tensor | None,
+    frame_extra: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
     """The keyword arguments of asr._C.dense_intersect_forward/backward that describe the graphs and
     lengths: all but log_probs (and the forward's viterbi, the backward's forward results)."""
     if log_probs.dim() != 3:
@@ -125,11 +143,18 @@ def _prepare(graphs: Fsa, log_probs: torch.Tensor, lengths: torch.Tensor, graph_
     if (arc_extra is None) != (frame_extra is None):
         raise ValueError("arc_extra and frame_extra go together")
     empty = torch.empty(0)
-    return dict(arcs=graphs.arcs, scores=graphs.scores, arc_offsets=graphs.arc_offsets, num_states=graphs.num_states,
-                graph_index=graph_index.cpu().long().contiguous(), lengths=lengths.detach().cpu().long().contiguous(),
-                arc_extra=empty if arc_extra is None else arc_extra.float().contiguous(),
-                frame_extra=(empty.to(log_probs.dtype) if frame_extra is None
-                             else frame_extra.to(log_probs.dtype).contiguous()))
+    return dict(
+        arcs=graphs.arcs,
+        scores=graphs.scores,
+        arc_offsets=graphs.arc_offsets,
+        num_states=graphs.num_states,
+        graph_index=graph_index.cpu().long().contiguous(),
+        lengths=lengths.detach().cpu().long().contiguous(),
+        arc_extra=empty if arc_extra is None else arc_extra.float().contiguous(),
+        frame_extra=(
+            empty.to(log_probs.dtype) if frame_extra is None else frame_extra.to(log_probs.dtype).contiguous()
+        ),
+    )
 
 
 class _IntersectDense(torch.autograd.Function):
@@ -145,15 +170,25 @@ class _IntersectDense(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total):
         lp, total, alpha, alpha_offsets = ctx.saved_tensors
-        grad = ops().dense_intersect_backward(**ctx.args, log_probs=lp, total=total, alpha=alpha,
-                                              alpha_offsets=alpha_offsets,
-                                              grad_total=grad_total.to(lp.dtype).contiguous())
+        grad = ops().dense_intersect_backward(
+            **ctx.args,
+            log_probs=lp,
+            total=total,
+            alpha=alpha,
+            alpha_offsets=alpha_offsets,
+            grad_total=grad_total.to(lp.dtype).contiguous(),
+        )
         return grad, None, None, None, None, None
 
 
-def intersect_dense(graphs: Fsa, log_probs: torch.Tensor, lengths: torch.Tensor,
-                    graph_index: torch.Tensor | None = None, arc_extra: torch.Tensor | None = None,
-                    frame_extra: torch.Tensor | None = None) -> torch.Tensor:
+def intersect_dense(
+    graphs: Fsa,
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    graph_index: torch.Tensor | None = None,
+    arc_extra: torch.Tensor | None = None,
+    frame_extra: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Total log-score of all paths of graph b through log_probs[b, :lengths[b]] (log semiring).
 
     Args:
@@ -172,9 +207,14 @@ def intersect_dense(graphs: Fsa, log_probs: torch.Tensor, lengths: torch.Tensor,
 
 
 @torch.no_grad()
-def viterbi(graphs: Fsa, log_probs: torch.Tensor, lengths: torch.Tensor, graph_index: torch.Tensor | None = None,
-            arc_extra: torch.Tensor | None = None,
-            frame_extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def viterbi(
+    graphs: Fsa,
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    graph_index: torch.Tensor | None = None,
+    arc_extra: torch.Tensor | None = None,
+    frame_extra: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Best path of each utterance (tropical semiring).
 
     Returns: (best score [B], -inf where no path exists; best_arcs [B, T]: the graph arc (global
@@ -198,8 +238,9 @@ def to_openfst_text(fsa: Fsa, acceptor: bool = False) -> str:
     lines, finals = [], {}
     for (src, dst, label, aux), score in zip(fsa.arcs.tolist(), fsa.scores.tolist()):
         if label == -1:
-            finals[src] = score if src not in finals else float(torch.logaddexp(torch.tensor(finals[src]),
-                                                                               torch.tensor(score)))
+            finals[src] = (
+                score if src not in finals else float(torch.logaddexp(torch.tensor(finals[src]), torch.tensor(score)))
+            )
             continue
         cost = _fmt(-score)
         lines.append(f"{src} {dst} {label} {cost}" if acceptor else f"{src} {dst} {label} {aux} {cost}")
@@ -236,13 +277,19 @@ def from_openfst_text(text: str, acceptor: bool = False) -> Fsa:
         elif len(f) in (1, 2):
             finals[sid(f[0])] = -float(f[1]) if len(f) == 2 else 0.0
         else:
-            raise ValueError(f"OpenFst text line {ln}: {line!r} is neither an arc nor a final state "
-                             f"({'acceptor' if acceptor else 'transducer'} format)")
+            raise ValueError(
+                f"OpenFst text line {ln}: {line!r} is neither an arc nor a final state "
+                f"({'acceptor' if acceptor else 'transducer'} format)"
+            )
     if not arcs and not finals:
         raise ValueError("empty OpenFst text")
     final = len(order)
     arcs += [(s, final, -1, -1, w) for s, w in finals.items() if not math.isinf(w)]
     arcs.sort(key=lambda a: a[0])  # stable: arcs of a state keep their order
     t = torch.tensor([a[:4] for a in arcs], dtype=torch.int32).reshape(-1, 4)
-    return Fsa(t, torch.tensor([a[4] for a in arcs], dtype=torch.float32),
-               torch.tensor([0, len(arcs)]), torch.tensor([final + 1]))
+    return Fsa(
+        t,
+        torch.tensor([a[4] for a in arcs], dtype=torch.float32),
+        torch.tensor([0, len(arcs)]),
+        torch.tensor([final + 1]),
+    )

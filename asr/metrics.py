@@ -1,4 +1,5 @@
 """WER/CER scoring of Kaldi-style `utt-id TEXT` files with per-utterance alignments (jiwer)."""
+
 from __future__ import annotations
 
 import logging
@@ -64,9 +65,11 @@ class ScoreReport:
 
     def summary(self) -> str:
         name = "WER" if self.unit == "word" else "CER"
-        s = (f"%{name} {100 * self.error_rate:.2f} [ {sum(u.errors for u in self.utts)} / {self.ref_len}, "
-             f"{self.total('ins')} ins, {self.total('dele')} del, {self.total('sub')} sub ] "
-             f"over {len(self.utts)} utterances")
+        s = (
+            f"%{name} {100 * self.error_rate:.2f} [ {sum(u.errors for u in self.utts)} / {self.ref_len}, "
+            f"{self.total('ins')} ins, {self.total('dele')} del, {self.total('sub')} sub ] "
+            f"over {len(self.utts)} utterances"
+        )
         if self.missing:
             s += f"\n{len(self.missing)} utterances had no hypothesis (scored as all deletions)"
         if self.extra:
@@ -90,11 +93,10 @@ def _score_pair(uid: str, ref: str, hyp: str, cer: bool) -> UttScore:
     ref_units = list(ref) if cer else ref.split()
     hyp_units = list(hyp) if cer else hyp.split()
     if not ref_units or not hyp_units:  # jiwer refuses empty strings; the counts are trivial
-        return UttScore(uid, ref, hyp, len(ref_units), 0, len(ref_units), len(hyp_units),
-                        f"REF: {ref}\nHYP: {hyp}\n")
+        return UttScore(uid, ref, hyp, len(ref_units), 0, len(ref_units), len(hyp_units), f"REF: {ref}\nHYP: {hyp}\n")
     out = jiwer.process_characters(ref, hyp) if cer else jiwer.process_words(ref, hyp)
     vis = jiwer.visualize_alignment(out, show_measures=False, skip_correct=False)
-    vis = "\n".join(l for l in vis.splitlines() if not l.startswith("=== SENTENCE"))
+    vis = "\n".join(line for line in vis.splitlines() if not line.startswith("=== SENTENCE"))
     return UttScore(uid, ref, hyp, len(ref_units), out.substitutions, out.deletions, out.insertions, vis)
 
 

@@ -4,6 +4,7 @@ CTC, transducer, TDT and hybrids are configurations of this class, never subclas
 The checkpoint carries the hyper-parameters, the CMVN statistics and the serialized
 tokenizer, so `load_model(path)` is all inference needs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,19 +26,27 @@ from .nn.heads import build_head
 
 class ASRModel(L.LightningModule):
     """Args (all plain dicts/values, as saved in the checkpoint):
-        vocab_size: tokenizer size (blank = 0).
-        encoder: {"name": registry name, **encoder kwargs}.
-        heads: {head_name: {"kind": ctc|transducer, "weight": float, **head kwargs}}. The first
-            head decodes unless another is named (hybrids: e.g. decode.head=ctc).
-        features: FbankOptions fields.
-        specaug: SpecAugmentOptions fields, or None for no SpecAugment.
-        optim: {"lr", "weight_decay", "warmup_steps", "betas"}: AdamW with a Noam schedule.
-        decode: default decoding options, DecodeOptions fields (conf/decode/), used by `decode` and
-            `transcribe` unless overridden; validation WER uses its head, greedy.
+    vocab_size: tokenizer size (blank = 0).
+    encoder: {"name": registry name, **encoder kwargs}.
+    heads: {head_name: {"kind": ctc|transducer, "weight": float, **head kwargs}}. The first
+        head decodes unless another is named (hybrids: e.g. decode.head=ctc).
+    features: FbankOptions fields.
+    specaug: SpecAugmentOptions fields, or None for no SpecAugment.
+    optim: {"lr", "weight_decay", "warmup_steps", "betas"}: AdamW with a Noam schedule.
+    decode: default decoding options, DecodeOptions fields (conf/decode/), used by `decode` and
+        `transcribe` unless overridden; validation WER uses its head, greedy.
     """
 
-    def __init__(self, vocab_size: int, encoder: dict, heads: dict, features: dict | None = None,
-                 specaug: dict | None = None, optim: dict | None = None, decode: dict | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        encoder: dict,
+        heads: dict,
+        features: dict | None = None,
+        specaug: dict | None = None,
+        optim: dict | None = None,
+        decode: dict | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.fbank = Fbank(FbankOptions(**(features or {})))
@@ -60,7 +69,9 @@ class ASRModel(L.LightningModule):
         self.optim = {"lr": 1e-3, "weight_decay": 1e-3, "warmup_steps": 1000, "betas": (0.9, 0.98), **(optim or {})}
         self.decode_options = DecodeOptions.from_dict(decode)
         if self.decode_options.head is not None and self.decode_options.head not in self.heads:
-            raise ValueError(f"decode.head={self.decode_options.head!r} is not a head of this model: {list(self.heads)}")
+            raise ValueError(
+                f"decode.head={self.decode_options.head!r} is not a head of this model: {list(self.heads)}"
+            )
         self.tokenizer: Tokenizer | None = None
         self.val_wer = WordErrorRate()
 
@@ -108,8 +119,9 @@ class ASRModel(L.LightningModule):
         return opts
 
     @torch.no_grad()
-    def decode(self, audio: torch.Tensor, audio_lens: torch.Tensor, options: DecodeOptions | None = None,
-               **overrides) -> list[Hypothesis]:
+    def decode(
+        self, audio: torch.Tensor, audio_lens: torch.Tensor, options: DecodeOptions | None = None, **overrides
+    ) -> list[Hypothesis]:
         """Hypotheses (tokens, score, n-best) per utterance for a batch of audio[B, S] with lengths[B].
 
         options: DecodeOptions (default: the model's decode options); overrides: fields to change,
@@ -119,8 +131,9 @@ class ASRModel(L.LightningModule):
         search = build_search(self.heads[self.decode_head(opts)], opts)
         return run_search(search, *self(audio, audio_lens))
 
-    def transcribe(self, audio: torch.Tensor, audio_lens: torch.Tensor, options: DecodeOptions | None = None,
-                   **overrides) -> list[str]:
+    def transcribe(
+        self, audio: torch.Tensor, audio_lens: torch.Tensor, options: DecodeOptions | None = None, **overrides
+    ) -> list[str]:
         """Texts for a batch (options and overrides as in `decode`)."""
         assert self.tokenizer is not None, "model has no tokenizer attached"
         return [self.tokenizer.decode(h.tokens) for h in self.decode(audio, audio_lens, options, **overrides)]

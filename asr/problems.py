@@ -4,6 +4,7 @@ Every long job (prepare, train, transcribe, stream, align, score) collects its s
 changed input in one `Problems` and prints `summary()` at the end, so nothing is dropped
 silently and a job never dies of one bad file.
 """
+
 from __future__ import annotations
 
 import logging

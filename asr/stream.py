@@ -5,6 +5,7 @@ and decoded by `StreamingRecognizer` (asr.decoding.streaming) in batches of stre
 module holds the command's logic (checks, batching, partials, statistics); cli.py only
 parses arguments.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,8 +35,10 @@ class StreamTiming:
     def from_ms(cls, model: ASRModel, chunk_ms: float, left_context_ms: float) -> StreamTiming:
         frame_ms = model.fbank.opts.frame_shift_ms * model.encoder.subsampling_factor
         if chunk_ms <= 0 or chunk_ms % frame_ms or (left_context_ms >= 0 and left_context_ms % frame_ms):
-            raise ValueError(f"chunk and left context must be positive multiples of the {frame_ms:g} ms encoder "
-                             f"frame (left context -1: unlimited); got {chunk_ms:g} ms and {left_context_ms:g} ms")
+            raise ValueError(
+                f"chunk and left context must be positive multiples of the {frame_ms:g} ms encoder "
+                f"frame (left context -1: unlimited); got {chunk_ms:g} ms and {left_context_ms:g} ms"
+            )
         left = -1 if left_context_ms < 0 else int(left_context_ms // frame_ms)
         return cls(chunk_ms, left_context_ms, int(chunk_ms // frame_ms), left)
 
@@ -61,13 +64,14 @@ class StreamReport:
     def summary(self, rec: StreamingRecognizer, timing: StreamTiming, batch_size: int) -> str:
         ms = sorted(1000 * t for t in self.chunk_times) or [0.0]
         search = f"beam search (beam {rec.beam})" if rec.method == "beam" else "greedy search"
-        left = ("unlimited" if timing.left_frames < 0
-                else f"{timing.left_context_ms:g} ms ({timing.left_frames} frames)")
-        return (f"{search} with the {rec.head_name} head; chunk {timing.chunk_ms:g} ms ({timing.chunk_frames} frames), "
-                f"left context {left}, batches of up to {batch_size} streams, {torch.get_num_threads()} threads\n"
-                f"algorithmic latency {1000 * rec.algorithmic_latency:.0f} ms; compute per chunk "
-                f"{sum(ms) / len(ms):.1f} ms mean, {ms[int(0.95 * (len(ms) - 1))]:.1f} ms p95 (all streams of a "
-                f"batch); RTF {self.rtf:.4f} over {self.audio_seconds:.1f} s of audio")
+        left = "unlimited" if timing.left_frames < 0 else f"{timing.left_context_ms:g} ms ({timing.left_frames} frames)"
+        return (
+            f"{search} with the {rec.head_name} head; chunk {timing.chunk_ms:g} ms ({timing.chunk_frames} frames), "
+            f"left context {left}, batches of up to {batch_size} streams, {torch.get_num_threads()} threads\n"
+            f"algorithmic latency {1000 * rec.algorithmic_latency:.0f} ms; compute per chunk "
+            f"{sum(ms) / len(ms):.1f} ms mean, {ms[int(0.95 * (len(ms) - 1))]:.1f} ms p95 (all streams of a "
+            f"batch); RTF {self.rtf:.4f} over {self.audio_seconds:.1f} s of audio"
+        )
 
 
 def readable_files(files: list[str], problems: Problems) -> list[tuple[str, str]]:
@@ -86,10 +90,16 @@ def readable_files(files: list[str], problems: Problems) -> list[tuple[str, str]
 PartialCallback = Callable[[list[tuple[str, str]], float, list[str]], None]
 
 
-def stream_items(model: ASRModel, items: list[tuple[str, str]], timing: StreamTiming,
-                 options: DecodeOptions | None = None, batch_size: int = 16, device: str | torch.device = "cpu",
-                 on_partial: PartialCallback | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> tuple[StreamReport, StreamingRecognizer]:
+def stream_items(
+    model: ASRModel,
+    items: list[tuple[str, str]],
+    timing: StreamTiming,
+    options: DecodeOptions | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    on_partial: PartialCallback | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[StreamReport, StreamingRecognizer]:
     """Stream (utt_id, path) items in batches of `batch_size` streams.
 
     on_partial(batch items, seconds streamed, texts so far) runs after every block;
@@ -100,7 +110,7 @@ def stream_items(model: ASRModel, items: list[tuple[str, str]], timing: StreamTi
     rec = StreamingRecognizer(model, timing.chunk_frames, timing.left_frames, options)
     report = StreamReport()
     for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
+        batch = items[start : start + batch_size]
 
         def partial(step: int, token_lists: list[list[int]], batch=batch) -> None:
             if on_partial is not None:

@@ -3,6 +3,7 @@
 Hydra is used only here, through its compose API (no working-directory changes);
 modules receive plain typed arguments.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,10 +70,24 @@ def checkpoint_callbacks(ckpt_dir: Path, save_top_k: int) -> tuple[ModelCheckpoi
     the same name (no version counter, so a copied experiment resumes into its own last.ckpt
     rather than writing last-v1.ckpt beside a stale one).
     """
-    top_k = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:02d}-wer{val_wer:.4f}", auto_insert_metric_name=False,
-                            monitor="val_wer", mode="min", save_top_k=save_top_k, save_last=False)
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, monitor=None,
-                           save_top_k=1, every_n_epochs=1, save_last=False, enable_version_counter=False)
+    top_k = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="epoch{epoch:02d}-wer{val_wer:.4f}",
+        auto_insert_metric_name=False,
+        monitor="val_wer",
+        mode="min",
+        save_top_k=save_top_k,
+        save_last=False,
+    )
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_last=False,
+        enable_version_counter=False,
+    )
     return top_k, last
 
 
@@ -91,13 +106,29 @@ def run_train(cfg: DictConfig) -> Path:
     m = OmegaConf.to_container(cfg.model, resolve=True)
     fbank = FbankOptions(**(m.get("features") or {}))
     d = cfg.data
-    dm = ASRDataModule(d.manifest_dir, list(d.train_splits), list(d.valid_splits), tok, max_duration=d.max_duration,
-                       num_buckets=d.num_buckets, speed_perturb=tuple(d.speed_perturb), num_workers=d.num_workers,
-                       min_utt_duration=d.min_utt_duration, max_utt_duration=d.max_utt_duration, fbank=fbank,
-                       seed=cfg.seed)
-    model = ASRModel(vocab_size=len(tok), encoder=m["encoder"], heads=m["heads"], features=m.get("features"),
-                     specaug=m.get("specaug"), optim=OmegaConf.to_container(cfg.optim, resolve=True),
-                     decode=OmegaConf.to_container(cfg.decode, resolve=True))
+    dm = ASRDataModule(
+        d.manifest_dir,
+        list(d.train_splits),
+        list(d.valid_splits),
+        tok,
+        max_duration=d.max_duration,
+        num_buckets=d.num_buckets,
+        speed_perturb=tuple(d.speed_perturb),
+        num_workers=d.num_workers,
+        min_utt_duration=d.min_utt_duration,
+        max_utt_duration=d.max_utt_duration,
+        fbank=fbank,
+        seed=cfg.seed,
+    )
+    model = ASRModel(
+        vocab_size=len(tok),
+        encoder=m["encoder"],
+        heads=m["heads"],
+        features=m.get("features"),
+        specaug=m.get("specaug"),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        decode=OmegaConf.to_container(cfg.decode, resolve=True),
+    )
     model.tokenizer = tok
     dm.subsampling = model.encoder.subsampling_factor
     ckpt_dir = exp / "checkpoints"
@@ -110,8 +141,9 @@ def run_train(cfg: DictConfig) -> Path:
         log.info("resuming from %s", last)
     else:
         if last.exists():
-            raise FileExistsError(f"{exp} already has checkpoints; pass resume=true to continue, "
-                                  f"or choose another exp_dir")
+            raise FileExistsError(
+                f"{exp} already has checkpoints; pass resume=true to continue, or choose another exp_dir"
+            )
         fit_cmvn(model, dm, cfg.cmvn_utterances)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters", n_params / 1e6)

@@ -1,4 +1,5 @@
 """Batch transcription of audio files or a whole LibriSpeech-style split."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,9 @@ from .problems import Problems
 log = logging.getLogger(__name__)
 
 
-def audio_batches(items: list[tuple[str, str]], max_seconds: float,
-                  problems: Problems) -> Iterator[tuple[list[str], list[torch.Tensor]]]:
+def audio_batches(
+    items: list[tuple[str, str]], max_seconds: float, problems: Problems
+) -> Iterator[tuple[list[str], list[torch.Tensor]]]:
     """Load (utt_id, path) items and group them into batches of at most max_seconds of audio."""
     ids: list[str] = []
     waves: list[torch.Tensor] = []
@@ -43,9 +45,14 @@ def audio_batches(items: list[tuple[str, str]], max_seconds: float,
 
 
 @torch.no_grad()
-def transcribe_items(model: ASRModel, items: list[tuple[str, str]], options: DecodeOptions | None = None,
-                     max_seconds: float = 120.0, device: str | torch.device = "cpu",
-                     progress: bool = True) -> tuple[dict[str, str], Problems]:
+def transcribe_items(
+    model: ASRModel,
+    items: list[tuple[str, str]],
+    options: DecodeOptions | None = None,
+    max_seconds: float = 120.0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[dict[str, str], Problems]:
     """Decode (utt_id, path) items. Returns ({utt_id: text}, problems); bad files are skipped and counted.
 
     options: decoding options (default: the checkpoint's, conf/decode/ at training time).

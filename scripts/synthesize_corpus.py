@@ -6,6 +6,7 @@
 Then prepare it with `asr prepare librispeech --root OUT_DIR --out MANIFESTS --tokenizer char`
 (or do both at once with `asr prepare synthetic`).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthesized corpus (real espeak-ng speech) and its manifests."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,8 +20,9 @@ def speech_wave(tmp_path_factory) -> torch.Tensor:
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is missing: run `make setup`")
     p = tmp_path_factory.mktemp("speech") / "a.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us+m3", "-w", str(p), "THE QUICK BROWN FOX JUMPS OVER SEVEN LAZY DOGS"],
-                   check=True)
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us+m3", "-w", str(p), "THE QUICK BROWN FOX JUMPS OVER SEVEN LAZY DOGS"], check=True
+    )
     return load_audio(p)[0]
 
 

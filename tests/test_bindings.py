@@ -4,6 +4,7 @@ No GPU is needed: a tensor on the `meta` device, and a fake CUDA tensor (torch's
 FakeTensorMode), reach the dispatch, which must refuse them with an error that names the
 op and what is missing, before any kernel reads their (absent) data.
 """
+
 from __future__ import annotations
 
 import re
@@ -48,8 +49,13 @@ def _tensor_ops() -> list[str]:
 
 def test_every_op_has_named_arguments_and_a_docstring():
     found = _ops()
-    assert {"rnnt_forward", "tdt_forward", "mutual_information_forward", "fsa_compose",
-            "dense_intersect_backward"} <= set(found)
+    assert {
+        "rnnt_forward",
+        "tdt_forward",
+        "mutual_information_forward",
+        "fsa_compose",
+        "dense_intersect_backward",
+    } <= set(found)
     for name, op in found.items():
         args = _signature(op)
         assert args, name
@@ -64,10 +70,18 @@ def _rnnt_inputs() -> dict[str, object]:
     g = torch.Generator().manual_seed(0)
     b, t, u1, v = 2, 3, 3, 4
     logits = torch.randn(b * t * u1, v, generator=g, dtype=torch.float64)
-    return dict(logits=logits, denom=torch.logsumexp(logits, -1), targets=torch.tensor([[1, 2], [3, 0]]),
-                logit_lengths=torch.tensor([3, 2]), target_lengths=torch.tensor([2, 1]),
-                row_offsets=torch.arange(b) * (t * u1), t_strides=torch.full((b,), u1), max_t=t, max_u=u1 - 1,
-                blank=0)
+    return dict(
+        logits=logits,
+        denom=torch.logsumexp(logits, -1),
+        targets=torch.tensor([[1, 2], [3, 0]]),
+        logit_lengths=torch.tensor([3, 2]),
+        target_lengths=torch.tensor([2, 1]),
+        row_offsets=torch.arange(b) * (t * u1),
+        t_strides=torch.full((b,), u1),
+        max_t=t,
+        max_u=u1 - 1,
+        blank=0,
+    )
 
 
 def test_keyword_call_equals_positional_call():
@@ -86,8 +100,11 @@ def test_keyword_call_equals_positional_call():
 @pytest.mark.parametrize("op", _tensor_ops())
 def test_tensors_on_a_device_without_kernels_are_refused_naming_the_op(op):
     f = getattr(ops(), op)
-    with pytest.raises(RuntimeError, match=rf"^asr\._C\.{op}: got tensors on device 'meta', but .*kernels only for "
-                                           r"the CPU.*Move the inputs to the CPU \(\.cpu\(\)\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=rf"^asr\._C\.{op}: got tensors on device 'meta', but .*kernels only for "
+        r"the CPU.*Move the inputs to the CPU \(\.cpu\(\)\)",
+    ):
         f(**_dummy_args(f, "meta"))
 
 
@@ -98,8 +115,11 @@ def test_tensors_on_different_devices_are_refused_naming_the_arguments(op):
     tensors = [name for name, x in kw.items() if isinstance(x, torch.Tensor)]
     assert len(tensors) > 1, op
     kw[tensors[-1]] = torch.zeros(2)  # the last tensor on the CPU, the others on meta
-    with pytest.raises(RuntimeError, match=rf"^asr\._C\.{op}: all tensor arguments must be on one device, but "
-                                           rf"{tensors[0]} is on meta and {tensors[-1]} on cpu"):
+    with pytest.raises(
+        RuntimeError,
+        match=rf"^asr\._C\.{op}: all tensor arguments must be on one device, but "
+        rf"{tensors[0]} is on meta and {tensors[-1]} on cpu",
+    ):
         f(**kw)
 
 
@@ -127,8 +147,12 @@ def test_cuda_tensors_without_cuda_kernels_say_what_is_missing():
     assert str(e.value).splitlines()[0] == (
         "asr._C.rnnt_forward: got CUDA tensors, but this build of asr has no CUDA kernels (csrc/ has no *_cuda.cu "
         "sources yet; the CUDA kernels are tracked in the GPU issue). Move the inputs to the CPU (.cpu()) to use the "
-        "CPU kernels.")
+        "CPU kernels."
+    )
     kw["logits"] = torch.zeros(2)
-    with pytest.raises(RuntimeError, match=r"asr\._C\.rnnt_forward: all tensor arguments must be on one device, "
-                                           r"but logits is on cpu and denom on cuda:0"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"asr\._C\.rnnt_forward: all tensor arguments must be on one device, "
+        r"but logits is on cpu and denom on cuda:0",
+    ):
         ops().rnnt_forward(**kw)

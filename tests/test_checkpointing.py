@@ -3,6 +3,7 @@
 A tiny regression module with a scripted val_wer drives the same callbacks `asr train`
 uses, so which epochs improve is known in advance and the test takes seconds.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -65,10 +66,20 @@ def _fit(ckpt_dir: Path, max_epochs: int, resume: Path | None = None) -> tuple[L
     data = TensorDataset(torch.randn(40, 4, generator=g), torch.randn(40, 1, generator=g))
     top_k, last = checkpoint_callbacks(ckpt_dir, save_top_k=3)
     probe = LastAfterEachEpoch(ckpt_dir / "last.ckpt")
-    trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[top_k, last, probe])
-    trainer.fit(Scripted(), DataLoader(data, batch_size=8), DataLoader(data, batch_size=40),
-                ckpt_path=None if resume is None else str(resume))
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[top_k, last, probe],
+    )
+    trainer.fit(
+        Scripted(),
+        DataLoader(data, batch_size=8),
+        DataLoader(data, batch_size=40),
+        ckpt_path=None if resume is None else str(resume),
+    )
     return trainer, probe
 
 
@@ -80,10 +91,14 @@ def test_last_ckpt_is_written_every_epoch_and_the_top_3_are_kept(tmp_path):
     last = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
     assert last["epoch"] == 5 and last["global_step"] == 30
     # the 3 best by val_wer over epochs 0-5 (0.30, 0.40, 0.50), named by epoch and WER
-    assert sorted(p.name for p in ckpt_dir.glob("epoch*.ckpt")) == \
-        ["epoch00-wer0.5000.ckpt", "epoch01-wer0.4000.ckpt", "epoch03-wer0.3000.ckpt"]
+    assert sorted(p.name for p in ckpt_dir.glob("epoch*.ckpt")) == [
+        "epoch00-wer0.5000.ckpt",
+        "epoch01-wer0.4000.ckpt",
+        "epoch03-wer0.3000.ckpt",
+    ]
     assert sorted(p.name for p in ckpt_dir.iterdir()) == sorted(
-        ["last.ckpt", "epoch00-wer0.5000.ckpt", "epoch01-wer0.4000.ckpt", "epoch03-wer0.3000.ckpt"])
+        ["last.ckpt", "epoch00-wer0.5000.ckpt", "epoch01-wer0.4000.ckpt", "epoch03-wer0.3000.ckpt"]
+    )
 
 
 def test_resume_continues_steps_optimizer_scheduler_and_top_k(tmp_path):
@@ -101,5 +116,8 @@ def test_resume_continues_steps_optimizer_scheduler_and_top_k(tmp_path):
     assert before["lr_schedulers"][0]["last_epoch"] == 30 and after["lr_schedulers"][0]["last_epoch"] == 40
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 / 41)
     # the top-k list was carried across the resume: epoch 6 (0.20) replaced epoch 0 (0.50)
-    assert sorted(p.name for p in ckpt_dir.glob("epoch*.ckpt")) == \
-        ["epoch01-wer0.4000.ckpt", "epoch03-wer0.3000.ckpt", "epoch06-wer0.2000.ckpt"]
+    assert sorted(p.name for p in ckpt_dir.glob("epoch*.ckpt")) == [
+        "epoch01-wer0.4000.ckpt",
+        "epoch03-wer0.3000.ckpt",
+        "epoch06-wer0.2000.ckpt",
+    ]

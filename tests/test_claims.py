@@ -7,6 +7,7 @@
 - `asr stream` with a minGRU / minLSTM / unidirectional LSTM encoder prints what
   `asr transcribe` prints: the recurrent state is carried across chunks.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,13 +19,13 @@ import soundfile as sf
 import torch
 from lhotse import CutSet
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+from test_cli import save_checkpoint
 
 from asr import cli
 from asr.cli import main
 from asr.data.tokenizer import BLANK_ID, UNK_ID, Tokenizer, train_tokenizer
 from asr.model import ASRModel
 from asr.train import compose
-from test_cli import save_checkpoint
 
 # README, "The synthetic corpus": `--size tiny` 480/48/64 utterances; speakers are 8 accents x
 # the split's voice variants: 64 in train-clean, 16 in dev-clean and test-clean.
@@ -162,8 +163,14 @@ def test_prepare_librispeech_defaults_to_bpe_500_on_train_splits(tiny_corpus, tm
 RECURRENT = {
     "mingru": {"name": "mingru", "d_model": 32, "num_layers": 2, "subsampling_channels": 8},
     "minlstm": {"name": "minlstm", "d_model": 32, "num_layers": 2, "subsampling_channels": 8},
-    "lstm": {"name": "lstm", "d_model": 32, "hidden": 32, "num_layers": 2, "bidirectional": False,
-             "subsampling_channels": 8},
+    "lstm": {
+        "name": "lstm",
+        "d_model": 32,
+        "hidden": 32,
+        "num_layers": 2,
+        "bidirectional": False,
+        "subsampling_channels": 8,
+    },
 }
 
 
@@ -196,8 +203,10 @@ def test_stream_of_recurrent_encoder_equals_transcribe(encoder, tmp_path, capsys
     text = "THE QUICK BROWN FOX JUMPS OVER SEVEN LAZY DOGS"
     tok = train_tokenizer([text] * 10, tmp_path / "t.model", "char")
     torch.manual_seed(0)
-    heads = {"transducer": {"kind": "transducer", "loss": "rnnt", "pred_dim": 16, "joint_dim": 16},
-             "ctc": {"kind": "ctc"}}
+    heads = {
+        "transducer": {"kind": "transducer", "loss": "rnnt", "pred_dim": 16, "joint_dim": 16},
+        "ctc": {"kind": "ctc"},
+    }
     # max_symbols 1: an untrained transducer would emit the most symbols on every frame (slow)
     model = ASRModel(len(tok), encoder=RECURRENT[encoder], heads=heads, decode={"method": "greedy", "max_symbols": 1})
     remember_long(model)

@@ -16,8 +16,9 @@ def save_checkpoint(model, tok, path) -> None:
     """The parts of a Lightning checkpoint that load_model reads."""
     import torch
 
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
-                "tokenizer": tok.model_proto}, path)
+    torch.save(
+        {"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(), "tokenizer": tok.model_proto}, path
+    )
 
 
 @pytest.mark.parametrize("cmd", ["prepare", "transcribe", "stream", "align", "score"])
@@ -62,8 +63,11 @@ def test_transcribe_names_bad_files_and_keeps_going(tmp_path, capsys, caplog, sp
     from asr.model import ASRModel
 
     tok = train_tokenizer(["THE QUICK BROWN FOX", "JUMPS OVER SEVEN LAZY DOGS"] * 5, tmp_path / "t.model", "char")
-    model = ASRModel(len(tok), encoder={"name": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 4,
-                                        "subsampling_channels": 8}, heads={"ctc": {"kind": "ctc"}})
+    model = ASRModel(
+        len(tok),
+        encoder={"name": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 4, "subsampling_channels": 8},
+        heads={"ctc": {"kind": "ctc"}},
+    )
     ckpt = tmp_path / "m.ckpt"
     save_checkpoint(model, tok, ckpt)
     good, low, bad = tmp_path / "good.flac", tmp_path / "low.wav", tmp_path / "bad.flac"
@@ -75,7 +79,7 @@ def test_transcribe_names_bad_files_and_keeps_going(tmp_path, capsys, caplog, sp
     with caplog.at_level(logging.WARNING):
         assert main(["transcribe", "--ckpt", str(ckpt), str(good), str(low), str(bad), "--quiet"]) == 0
     out = capsys.readouterr()
-    assert [l.split()[0] for l in out.out.strip().splitlines()] == ["good", "low"]
+    assert [line.split()[0] for line in out.out.strip().splitlines()] == ["good", "low"]
     assert f"{bad}: unreadable audio" in caplog.text and f"{low}: 8000 Hz resampled" in caplog.text
     assert "unreadable or empty audio        1" in out.err and "resampled audio                  1" in out.err
     assert "decoded 2 of 3 utterances" in out.err
@@ -100,9 +104,15 @@ def _fixed_hybrid(tmp_path: Path, name: str, decode: dict | None) -> tuple[Path,
 
     tok = train_tokenizer(["THE QUICK BROWN FOX", "JUMPS OVER SEVEN LAZY DOGS"] * 5, tmp_path / "t.model", "char")
     torch.manual_seed(0)
-    model = ASRModel(len(tok), encoder={"name": "mingru", "d_model": 16, "num_layers": 1, "subsampling_channels": 4},
-                     heads={"transducer": {"kind": "transducer", "pred_dim": 8, "joint_dim": 8, "max_symbols": 4},
-                            "ctc": {"kind": "ctc"}}, decode=decode)
+    model = ASRModel(
+        len(tok),
+        encoder={"name": "mingru", "d_model": 16, "num_layers": 1, "subsampling_channels": 4},
+        heads={
+            "transducer": {"kind": "transducer", "pred_dim": 8, "joint_dim": 8, "max_symbols": 4},
+            "ctc": {"kind": "ctc"},
+        },
+        decode=decode,
+    )
     piece = tok.sp.piece_to_id
     with torch.no_grad():
         out = model.heads["transducer"].joint.out
@@ -132,8 +142,12 @@ def _search_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None, 
     """
     from asr.decoding import registry
 
-    names = {("ctc", "greedy"): "ctc_greedy_search", ("ctc", "beam"): "ctc_prefix_beam_search",
-             ("transducer", "greedy"): "transducer_greedy_search", ("transducer", "beam"): "transducer_beam_search"}
+    names = {
+        ("ctc", "greedy"): "ctc_greedy_search",
+        ("ctc", "beam"): "ctc_prefix_beam_search",
+        ("transducer", "greedy"): "transducer_greedy_search",
+        ("transducer", "beam"): "transducer_beam_search",
+    }
     calls: list[tuple[str, int | None, int | None]] = []
     for key, name in names.items():
         real = registry.SEARCHES[key]
@@ -162,8 +176,9 @@ def test_transcribe_flags_override_the_checkpoint_decode_options(tmp_path, capsy
 
     from asr.decoding import ctc_prefix_beam_search
 
-    ckpt, wav, frames, tok = _fixed_hybrid(tmp_path, "m", {"head": "ctc", "method": "beam", "beam": 2,
-                                                           "max_symbols": 2})
+    ckpt, wav, frames, tok = _fixed_hybrid(
+        tmp_path, "m", {"head": "ctc", "method": "beam", "beam": 2, "max_symbols": 2}
+    )
     lp = torch.full((1, frames, len(tok)), -30.0)  # the ctc head's log-probs, as set up above
     for token, p in ((0, 0.4), (tok.sp.piece_to_id("A"), 0.35), (tok.sp.piece_to_id("B"), 0.25)):
         lp[..., token] = math.log(p)
@@ -181,10 +196,12 @@ def test_transcribe_flags_override_the_checkpoint_decode_options(tmp_path, capsy
         (["--head", "transducer"], "C" * 2 * frames, ("transducer_beam_search", 2, 2)),
         (["--head", "transducer", "--max-symbols", "3"], "C" * 3 * frames, ("transducer_beam_search", 2, 3)),
         (["--head", "transducer", "--method", "greedy"], "C" * 2 * frames, ("transducer_greedy_search", None, 2)),
-        (["--head", "transducer", "--method", "greedy", "--max-symbols", "1"], "C" * frames,
-         ("transducer_greedy_search", None, 1)),
-        (["--head", "transducer", "--beam", "3", "--max-symbols", "1"], "C" * frames,
-         ("transducer_beam_search", 3, 1)),
+        (
+            ["--head", "transducer", "--method", "greedy", "--max-symbols", "1"],
+            "C" * frames,
+            ("transducer_greedy_search", None, 1),
+        ),
+        (["--head", "transducer", "--beam", "3", "--max-symbols", "1"], "C" * frames, ("transducer_beam_search", 3, 1)),
     ]
     for flags, want, search in cases:
         calls.clear()
@@ -233,19 +250,38 @@ def test_align_writes_ctm_and_skips_bad_transcripts(tmp_path, capsys, caplog, sp
     from asr.model import ASRModel
 
     text = "THE QUICK BROWN FOX JUMPS OVER SEVEN LAZY DOGS"
-    tok = train_tokenizer([text, "A B C D E F G H I J K L M N O P Q R S T U V W X Y Z"] * 5, tmp_path / "t.model",
-                          "char")
+    tok = train_tokenizer(
+        [text, "A B C D E F G H I J K L M N O P Q R S T U V W X Y Z"] * 5, tmp_path / "t.model", "char"
+    )
     torch.manual_seed(0)
-    model = ASRModel(len(tok), encoder={"name": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 4,
-                                        "subsampling_channels": 8}, heads={"ctc": {"kind": "ctc"}})
+    model = ASRModel(
+        len(tok),
+        encoder={"name": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 4, "subsampling_channels": 8},
+        heads={"ctc": {"kind": "ctc"}},
+    )
     ckpt = tmp_path / "m.ckpt"
     save_checkpoint(model, tok, ckpt)
-    short = speech_wave[:16000 // 5]  # 0.2 s: 4 frames, too few for the sentence
+    short = speech_wave[: 16000 // 5]  # 0.2 s: 4 frames, too few for the sentence
     _split(tmp_path / "split", [(speech_wave, text), (speech_wave, "THE FOX 42"), (short, text)])
     out = tmp_path / "ali"
     with caplog.at_level(logging.WARNING):
-        assert main(["align", "--ckpt", str(ckpt), "--data", str(tmp_path / "split"), "--out", str(out),
-                     "--plot", "1", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "align",
+                    "--ckpt",
+                    str(ckpt),
+                    "--data",
+                    str(tmp_path / "split"),
+                    "--out",
+                    str(out),
+                    "--plot",
+                    "1",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     err = capsys.readouterr().err
     assert "characters outside the vocabulary" in err and "transcript longer than the audio" in err
     assert "1-2-0001.flac: '24'" in caplog.text and "1-2-0002.flac" in caplog.text
@@ -267,13 +303,25 @@ def test_align_needs_a_ctc_head(tmp_path, speech_wave):
     from asr.model import ASRModel
 
     tok = train_tokenizer(["THE QUICK BROWN FOX", "JUMPS OVER SEVEN LAZY DOGS"] * 5, tmp_path / "t.model", "char")
-    model = ASRModel(len(tok), encoder={"name": "mingru", "d_model": 16, "num_layers": 1, "subsampling_channels": 4},
-                     heads={"transducer": {"kind": "transducer", "pred_dim": 8, "joint_dim": 8}})
+    model = ASRModel(
+        len(tok),
+        encoder={"name": "mingru", "d_model": 16, "num_layers": 1, "subsampling_channels": 4},
+        heads={"transducer": {"kind": "transducer", "pred_dim": 8, "joint_dim": 8}},
+    )
     save_checkpoint(model, tok, tmp_path / "m.ckpt")
     _split(tmp_path / "split", [(speech_wave, "THE FOX")])
     with pytest.raises(SystemExit, match="alignment needs a CTC head"):
-        main(["align", "--ckpt", str(tmp_path / "m.ckpt"), "--data", str(tmp_path / "split"), "--out",
-              str(tmp_path / "o")])
+        main(
+            [
+                "align",
+                "--ckpt",
+                str(tmp_path / "m.ckpt"),
+                "--data",
+                str(tmp_path / "split"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
 
 
 def test_stream_files_and_split(tmp_path, capsys, speech_wave):
@@ -287,8 +335,14 @@ def test_stream_files_and_split(tmp_path, capsys, speech_wave):
 
     tok = train_tokenizer(["THE QUICK BROWN FOX", "JUMPS OVER SEVEN LAZY DOGS"] * 5, tmp_path / "t.model", "char")
     torch.manual_seed(0)
-    enc = {"name": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 4, "subsampling_channels": 8,
-           "causal": True}
+    enc = {
+        "name": "conformer",
+        "d_model": 32,
+        "num_layers": 1,
+        "num_heads": 4,
+        "subsampling_channels": 8,
+        "causal": True,
+    }
     model = ASRModel(len(tok), encoder=enc, heads={"ctc": {"kind": "ctc"}})
     ckpt = tmp_path / "m.ckpt"
     save_checkpoint(model, tok, ckpt)
@@ -302,9 +356,22 @@ def test_stream_files_and_split(tmp_path, capsys, speech_wave):
     partials = [line for line in out.err.splitlines() if line.startswith("1-2-0000 [")]
     assert partials and partials[-1].split("] ", 1)[-1] == want
     assert "algorithmic latency 205 ms" in out.err and "RTF " in out.err  # 160 + 30 + 15 ms
-    assert main(["stream", "--ckpt", str(ckpt), "--data", str(tmp_path / "split"), "--out", str(tmp_path / "h.txt"),
-                 "--quiet"]) == 0
-    assert [l.split()[0] for l in (tmp_path / "h.txt").read_text().splitlines()] == ["1-2-0000", "1-2-0001"]
+    assert (
+        main(
+            [
+                "stream",
+                "--ckpt",
+                str(ckpt),
+                "--data",
+                str(tmp_path / "split"),
+                "--out",
+                str(tmp_path / "h.txt"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert [line.split()[0] for line in (tmp_path / "h.txt").read_text().splitlines()] == ["1-2-0000", "1-2-0001"]
     assert "check split" not in capsys.readouterr().err  # --quiet silences the split scan's progress bar too
     assert main(["stream", "--ckpt", str(ckpt), str(wav), "--method", "beam", "--beam", "3", "--quiet"]) == 0
     out = capsys.readouterr()
@@ -324,9 +391,11 @@ def test_bad_decode_flags_are_clear_errors_not_fallbacks(tmp_path, capsys, comma
     """--beam 0/-3 and --max-symbols 0 used to raise deep inside a search or fall back silently to
     the default; DecodeOptions validates them once, for both commands."""
     ckpt, wav, frames, _ = _fixed_hybrid(tmp_path, "m", None)
-    for flags, msg in ((["--method", "beam", "--beam", "0"], "beam must be an integer >= 1, not 0"),
-                       (["--beam", "-3"], "beam must be an integer >= 1, not -3"),
-                       (["--max-symbols", "0"], "max_symbols must be an integer >= 1")):
+    for flags, msg in (
+        (["--method", "beam", "--beam", "0"], "beam must be an integer >= 1, not 0"),
+        (["--beam", "-3"], "beam must be an integer >= 1, not -3"),
+        (["--max-symbols", "0"], "max_symbols must be an integer >= 1"),
+    ):
         with pytest.raises(SystemExit, match=f"asr {command}: {msg}"):
             main([command, "--ckpt", str(ckpt), str(wav), "--quiet", *flags])
     # the device is selectable for streaming too, and --max-symbols 1 is honoured, not replaced by the default

@@ -16,8 +16,8 @@ from asr.data.audio import load_audio
 from asr.data.datamodule import AudioDataset, ctc_min_frames, filter_cuts
 from asr.data.features import FbankOptions
 from asr.data.librispeech import prepare_librispeech, read_split
-from asr.problems import Problems
 from asr.data.tokenizer import Tokenizer
+from asr.problems import Problems
 
 
 def make_bad_split(src: Path, dst: Path) -> dict[str, Path]:
@@ -43,8 +43,13 @@ def make_bad_split(src: Path, dst: Path) -> dict[str, Path]:
     sf.write(str(bad["rate8k"]), resample(wave, 16000, 8000).numpy(), 8000)
     shutil.copy(flacs[0], bad["no_transcript"])
     shutil.copy(flacs[0], bad["oov"])
-    lines += [f"{spk}-{ch}-0900 THE CAT", f"{spk}-{ch}-0901 THE DOG", f"{spk}-{ch}-0902 EIGHT KHZ AUDIO",
-              f"{spk}-{ch}-0904 ZÜRICH IS 100% FINE", f"{spk}-{ch}-0999 TRANSCRIPT WITHOUT AUDIO"]
+    lines += [
+        f"{spk}-{ch}-0900 THE CAT",
+        f"{spk}-{ch}-0901 THE DOG",
+        f"{spk}-{ch}-0902 EIGHT KHZ AUDIO",
+        f"{spk}-{ch}-0904 ZÜRICH IS 100% FINE",
+        f"{spk}-{ch}-0999 TRANSCRIPT WITHOUT AUDIO",
+    ]
     trans.write_text("\n".join(lines) + "\n")
     return bad
 
@@ -54,8 +59,13 @@ def test_read_split_reports_every_problem_naming_the_file(tiny_corpus, tmp_path,
     problems = Problems()
     with caplog.at_level(logging.WARNING):
         utts = read_split(tmp_path / "dev-clean", problems)
-    assert problems.counts == {"unreadable audio": 1, "empty audio": 1, "resampled audio": 1,
-                               "audio without transcript": 1, "transcript without audio": 1}
+    assert problems.counts == {
+        "unreadable audio": 1,
+        "empty audio": 1,
+        "resampled audio": 1,
+        "audio without transcript": 1,
+        "transcript without audio": 1,
+    }
     ids = {u.id for u in utts}
     assert bad["rate8k"].stem in ids and bad["oov"].stem in ids  # kept
     assert bad["unreadable"].stem not in ids and bad["empty"].stem not in ids
@@ -111,7 +121,9 @@ def test_bucketing_sampler_respects_max_duration(tiny_corpus, tmp_path):
 
 
 def test_dataset_skips_unreadable_audio_with_warning(tiny_corpus, tmp_path, caplog):
-    out = prepare_librispeech(tiny_corpus, tmp_path / "m", splits=["test-clean"], train_splits=["test-clean"], tokenizer="char")
+    out = prepare_librispeech(
+        tiny_corpus, tmp_path / "m", splits=["test-clean"], train_splits=["test-clean"], tokenizer="char"
+    )
     tok = Tokenizer.load(out["tokenizer"])
     cuts = CutSet.from_file(out["test-clean"]).subset(first=3).to_eager()
     victim = Path(cuts[1].recording.sources[0].source)
@@ -128,7 +140,7 @@ def test_dataset_skips_unreadable_audio_with_warning(tiny_corpus, tmp_path, capl
     assert batch.audio.shape[0] == 2 and (batch.audio_lens <= batch.audio.shape[1]).all()
     for i in range(2):
         assert tok.decode(batch.tokens[i, : batch.token_lens[i]].tolist()) == batch.texts[i]
-    assert torch.all(batch.tokens[0, batch.token_lens[0]:] == 0)
+    assert torch.all(batch.tokens[0, batch.token_lens[0] :] == 0)
 
 
 def test_speed_perturbation_never_makes_a_transcript_too_long_for_ctc(tiny_corpus, tmp_path, caplog, monkeypatch):
@@ -137,8 +149,9 @@ def test_speed_perturbation_never_makes_a_transcript_too_long_for_ctc(tiny_corpu
     # the dataset draws factors from the global `random`; a seeded instance in its place makes the 60
     # draws below (and so whether every allowed factor occurs) the same on every run
     monkeypatch.setattr(datamodule, "random", random.Random(0))
-    out = prepare_librispeech(tiny_corpus, tmp_path / "m", splits=["test-clean"], train_splits=["test-clean"],
-                              tokenizer="char")
+    out = prepare_librispeech(
+        tiny_corpus, tmp_path / "m", splits=["test-clean"], train_splits=["test-clean"], tokenizer="char"
+    )
     tok = Tokenizer.load(out["tokenizer"])
     cut = next(iter(CutSet.from_file(out["test-clean"])))
     ds = AudioDataset(tok, speed_factors=(0.9, 1.0, 1.1), subsampling=4, fbank=FbankOptions())

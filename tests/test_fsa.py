@@ -1,4 +1,5 @@
 """FSA core and CTC over FSA graphs: against torch's CTC, path enumeration, gradcheck, OpenFst text."""
+
 from __future__ import annotations
 
 import logging
@@ -7,8 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asr.fsa import (Fsa, compose, ctc_graphs, ctc_topo, from_openfst_text, intersect_dense, linear_fsa,
-                     to_openfst_text, viterbi)
+from asr.fsa import (
+    Fsa,
+    compose,
+    ctc_graphs,
+    ctc_topo,
+    from_openfst_text,
+    intersect_dense,
+    linear_fsa,
+    to_openfst_text,
+    viterbi,
+)
 from asr.losses import ctc_fst_loss, forced_align
 from asr.losses.reference import ctc_paths_reference
 
@@ -21,8 +31,9 @@ def _batch(seed: int, b: int, t_max: int, v: int, u_max: int, dtype=torch.float6
     if repeats:  # force repeated neighbours, which need a blank between them in standard CTC
         targets[:, 1::2] = targets[:, 0::2][:, : targets[:, 1::2].shape[1]]
     # the fewest frames a path needs: one per token, plus one blank between equal neighbours
-    need = torch.tensor([int(u) + int((targets[i, 1:u] == targets[i, : max(int(u) - 1, 0)]).sum())
-                         for i, u in enumerate(u_lens)])
+    need = torch.tensor(
+        [int(u) + int((targets[i, 1:u] == targets[i, : max(int(u) - 1, 0)]).sum()) for i, u in enumerate(u_lens)]
+    )
     t_lens = torch.maximum(need, torch.randint(1, t_max + 1, (b,), generator=g)).clamp(max=t_max)
     return lp, targets, t_lens, u_lens, need
 
@@ -49,8 +60,10 @@ def _compare_with_torch(lp, targets, t_lens, u_lens, reduction="none"):
     torch.testing.assert_close(x.grad, y.grad, atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("b,t_max,v,u_max,repeats", [(1, 1, 2, 1, False), (1, 5, 3, 0, False), (4, 12, 5, 4, True),
-                                                      (6, 30, 7, 10, False), (3, 9, 4, 4, True)])
+@pytest.mark.parametrize(
+    "b,t_max,v,u_max,repeats",
+    [(1, 1, 2, 1, False), (1, 5, 3, 0, False), (4, 12, 5, 4, True), (6, 30, 7, 10, False), (3, 9, 4, 4, True)],
+)
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_standard_topology_equals_torch_ctc(b, t_max, v, u_max, repeats, reduction):
     lp, targets, t_lens, u_lens, _ = _batch(b * 100 + t_max, b, t_max, v, u_max, repeats=repeats)
@@ -91,8 +104,14 @@ def test_topologies_match_enumeration_of_all_paths(modified):
         lp = torch.randn(T, 3, generator=g, dtype=torch.float64).log_softmax(-1)
         x = lp.clone().requires_grad_()
         r = lp.clone().requires_grad_()
-        ours = -ctc_fst_loss(x[None], torch.tensor([target or [1]]), torch.tensor([T]), torch.tensor([len(target)]),
-                             topology="modified" if modified else "standard", reduction="sum")
+        ours = -ctc_fst_loss(
+            x[None],
+            torch.tensor([target or [1]]),
+            torch.tensor([T]),
+            torch.tensor([len(target)]),
+            topology="modified" if modified else "standard",
+            reduction="sum",
+        )
         ref = ctc_paths_reference(r, target, modified=modified)
         torch.testing.assert_close(ours, ref, atol=1e-9, rtol=1e-9)
         if torch.isfinite(ref):
@@ -133,7 +152,7 @@ def test_viterbi_alignment_is_a_valid_best_path(modified):
         spans = ali.token_spans(0)
         assert [tok for tok, _, _ in spans] == target
         for tok, s, e in spans:
-            assert (labels[s:e + 1] == tok).all() and ali.starts[0, s]
+            assert (labels[s : e + 1] == tok).all() and ali.starts[0, s]
         if not modified:  # collapsing repeats and dropping blanks gives the target
             collapsed = [int(x) for i, x in enumerate(labels) if x != 0 and (i == 0 or labels[i - 1] != x)]
             assert collapsed == target
@@ -160,13 +179,15 @@ def _delay_reference(lp: torch.Tensor, target: list[int], penalty: float) -> tor
     import itertools
 
     from asr.losses.reference import _ctc_emission_counts
+
     T, V = lp.shape
     scores = []
     for frames in itertools.product(range(V), repeat=T):
         if _ctc_emission_counts(frames, target, False) == 0:
             continue
-        bonus = sum(penalty * ((T - 1) / 2 - t) for t, x in enumerate(frames)
-                    if x != 0 and (t == 0 or frames[t - 1] != x))
+        bonus = sum(
+            penalty * ((T - 1) / 2 - t) for t, x in enumerate(frames) if x != 0 and (t == 0 or frames[t - 1] != x)
+        )
         scores.append(lp[torch.arange(T), torch.tensor(frames)].sum() + bonus)
     return torch.logsumexp(torch.stack(scores), 0)
 
@@ -177,8 +198,14 @@ def test_delay_penalty_matches_enumeration_and_favours_early_paths():
         lp = torch.randn(T, 3, generator=g, dtype=torch.float64).log_softmax(-1)
         x = lp.clone().requires_grad_()
         r = lp.clone().requires_grad_()
-        ours = -ctc_fst_loss(x[None], torch.tensor([target]), torch.tensor([T]), torch.tensor([len(target)]),
-                             delay_penalty=0.5, reduction="sum")
+        ours = -ctc_fst_loss(
+            x[None],
+            torch.tensor([target]),
+            torch.tensor([T]),
+            torch.tensor([len(target)]),
+            delay_penalty=0.5,
+            reduction="sum",
+        )
         ref = _delay_reference(r, target, 0.5)
         torch.testing.assert_close(ours, ref, atol=1e-9, rtol=1e-9)
         ours.backward()
@@ -204,8 +231,9 @@ def test_gradcheck_intersect_dense():
     x = lp.clone().requires_grad_()
     arc_extra = (graphs.aux_labels > 0).float()
     frame_extra = torch.randn(2, 5, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a: intersect_dense(graphs, a, t_lens, arc_extra=arc_extra,
-                                                              frame_extra=frame_extra), (x,))
+    assert torch.autograd.gradcheck(
+        lambda a: intersect_dense(graphs, a, t_lens, arc_extra=arc_extra, frame_extra=frame_extra), (x,)
+    )
 
 
 def test_shared_graph_by_index_and_float32():
@@ -252,8 +280,9 @@ def test_openfst_text_from_another_tool():
     assert f.arcs.tolist() == [[0, 1, 1, 1], [0, 2, 2, 2], [1, 2, 2, 2], [2, 3, -1, -1]]
     assert f.scores.tolist() == [-0.5, -1.25, -0.0, -0.75]
     lp = torch.zeros(1, 2, 3, dtype=torch.float64)
-    torch.testing.assert_close(intersect_dense(f, lp, torch.tensor([2]))[0],
-                               torch.tensor(-0.5 - 0.75, dtype=torch.float64))
+    torch.testing.assert_close(
+        intersect_dense(f, lp, torch.tensor([2]))[0], torch.tensor(-0.5 - 0.75, dtype=torch.float64)
+    )
     with pytest.raises(ValueError, match="line 2"):
         from_openfst_text("0 1 2 3 4\n1 2 3 4 5 6\n")
 

@@ -3,6 +3,7 @@
 The repository keeps one conf/ at the top; setup.py copies it into the wheel as asr/conf and
 asr/configs.py finds it there, falling back to the checkout's conf/ for editable installs.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,8 +66,11 @@ def _run(args: list, cwd: Path, env: dict, timeout: float = 600) -> str:
 def _source_files() -> list[str]:
     """The checkout's source files as git sees them (tracked, or untracked and not ignored): no
     build/, *.egg-info, compiled .so or data that a build could pick up instead of the sources."""
-    out = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return sorted({f for f in out.split("\0") if f and (ROOT / f).is_file()})
 
 
@@ -90,17 +94,40 @@ def test_wheel_install_trains_outside_the_checkout(tiny_corpus, tmp_path):
     env["PYTHONNOUSERSITE"] = "1"
     build_sdist = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
     sdist = _run([sys.executable, "-c", build_sdist, dist], cwd=src, env=env).strip().splitlines()[-1]
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-          dist / sdist, "-w", dist], cwd=tmp_path, env=env, timeout=1800)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            dist / sdist,
+            "-w",
+            dist,
+        ],
+        cwd=tmp_path,
+        env=env,
+        timeout=1800,
+    )
     (wheel,) = dist.glob("asr-*.whl")
 
     _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path, env=env)
     py, asr_cmd = venv / "bin" / "python", venv / "bin" / "asr"
     # installed before the .pth exists, so pip does not see the editable asr of this interpreter
-    _run([sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-deps", "--no-index", wheel],
-         cwd=tmp_path, env=env)
-    (purelib,) = {Path(p) for p in _run([py, "-c", "import site; print(*site.getsitepackages(), sep='\\n')"],
-                                        cwd=tmp_path, env=env).split()}
+    _run(
+        [sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-deps", "--no-index", wheel],
+        cwd=tmp_path,
+        env=env,
+    )
+    (purelib,) = {
+        Path(p)
+        for p in _run(
+            [py, "-c", "import site; print(*site.getsitepackages(), sep='\\n')"], cwd=tmp_path, env=env
+        ).split()
+    }
     (purelib / "zz_deps_of_test_python.pth").write_text("".join(f"{p}\n" for p in site.getsitepackages()))
 
     work.mkdir()
@@ -115,20 +142,54 @@ def test_wheel_install_trains_outside_the_checkout(tiny_corpus, tmp_path):
     assert "train.yaml" in shipped and {"model/conformer_ctc.yaml", "model/conformer_tdt.yaml"} <= set(shipped)
 
     # every config group with its options, as `asr train --help` lists them
-    groups = [f"  {g.relative_to(ROOT / 'conf').as_posix()}: {', '.join(sorted(f.stem for f in g.glob('*.yaml')))}"
-              for g in sorted(d for d in (ROOT / "conf").rglob("*") if d.is_dir())]
+    groups = [
+        f"  {g.relative_to(ROOT / 'conf').as_posix()}: {', '.join(sorted(f.stem for f in g.glob('*.yaml')))}"
+        for g in sorted(d for d in (ROOT / "conf").rglob("*") if d.is_dir())
+    ]
     help_text = _run([asr_cmd, "train", "--help"], cwd=work, env=env)
     assert "\n".join(groups) in help_text and "  model: conformer_ctc," in help_text
 
     man, exp = work / "manifests", work / "exp"
-    _run([asr_cmd, "prepare", "librispeech", "--root", tiny_corpus, "--out", man, "--tokenizer", "char",
-          "--splits", "train-clean", "dev-clean"], cwd=work, env=env)
+    _run(
+        [
+            asr_cmd,
+            "prepare",
+            "librispeech",
+            "--root",
+            tiny_corpus,
+            "--out",
+            man,
+            "--tokenizer",
+            "char",
+            "--splits",
+            "train-clean",
+            "dev-clean",
+        ],
+        cwd=work,
+        env=env,
+    )
     # data.max_duration=20: the default 100 s is more than a duration bucket of this corpus holds,
     # so the sampler (drop_last) would leave no training batch
-    _run([asr_cmd, "train", f"data.manifest_dir={man}", f"exp_dir={exp}", "data.max_duration=20",
-          "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
-          "trainer.enable_progress_bar=false",
-          "model.encoder.d_model=32", "model.encoder.num_layers=1", "model.encoder.subsampling_channels=8",
-          "data.num_workers=0", "cmvn_utterances=8", "num_threads=2"], cwd=work, env=env)
+    _run(
+        [
+            asr_cmd,
+            "train",
+            f"data.manifest_dir={man}",
+            f"exp_dir={exp}",
+            "data.max_duration=20",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=1",
+            "+trainer.limit_val_batches=1",
+            "trainer.enable_progress_bar=false",
+            "model.encoder.d_model=32",
+            "model.encoder.num_layers=1",
+            "model.encoder.subsampling_channels=8",
+            "data.num_workers=0",
+            "cmvn_utterances=8",
+            "num_threads=2",
+        ],
+        cwd=work,
+        env=env,
+    )
     assert (exp / "best.ckpt").is_file()
     assert sorted(p.name for p in work.iterdir()) == ["exp", "manifests"]  # nothing else written to the cwd

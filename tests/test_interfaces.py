@@ -5,6 +5,7 @@ references), this file checks across all of them: every encoder and head kind sa
 one interface of its role, every registered search returns scored hypotheses, options are
 validated once with clear errors, and the package's import layering holds.
 """
+
 from __future__ import annotations
 
 import ast
@@ -23,10 +24,12 @@ from asr.nn.heads.transducer_loss import build_transducer_loss
 
 ASR = Path(__file__).resolve().parent.parent / "asr"
 V = 7
-SMALL = {"conformer": {"d_model": 16, "num_layers": 1, "num_heads": 2, "subsampling_channels": 4, "causal": True},
-         "lstm": {"d_model": 16, "hidden": 8, "num_layers": 1, "subsampling_channels": 4},
-         "mingru": {"d_model": 16, "num_layers": 1, "subsampling_channels": 4},
-         "minlstm": {"d_model": 16, "num_layers": 1, "subsampling_channels": 4}}
+SMALL = {
+    "conformer": {"d_model": 16, "num_layers": 1, "num_heads": 2, "subsampling_channels": 4, "causal": True},
+    "lstm": {"d_model": 16, "hidden": 8, "num_layers": 1, "subsampling_channels": 4},
+    "mingru": {"d_model": 16, "num_layers": 1, "subsampling_channels": 4},
+    "minlstm": {"d_model": 16, "num_layers": 1, "subsampling_channels": 4},
+}
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
@@ -43,13 +46,13 @@ def test_every_encoder_implements_the_streaming_interface_with_one_signature(nam
         outs, pos = [], 0
         while pos < x.shape[1]:
             n = enc.chunk_input_frames(state)
-            chunk = torch.nn.functional.pad(x[:, pos:pos + n], (0, 0, 0, max(0, pos + n - x.shape[1])))
+            chunk = torch.nn.functional.pad(x[:, pos : pos + n], (0, 0, 0, max(0, pos + n - x.shape[1])))
             y, y_lens, state = enc.forward_chunk(chunk, (lens - pos).clamp(0, n), state)
             outs.append((y, y_lens))
             pos += n
     for b in range(2):
-        got = torch.cat([y[b, :int(n[b])] for y, n in outs])
-        assert got.shape[0] == int(ref_lens[b]) and (got - ref[b, :int(ref_lens[b])]).abs().max() < 1e-4
+        got = torch.cat([y[b, : int(n[b])] for y, n in outs])
+        assert got.shape[0] == int(ref_lens[b]) and (got - ref[b, : int(ref_lens[b])]).abs().max() < 1e-4
     with pytest.raises(ValueError, match="chunk_size > 0"):
         enc.init_state(1, 0, -1)
 
@@ -119,9 +122,14 @@ def test_decode_options_are_validated_once_with_clear_errors():
     o = DecodeOptions("beam", 8, "ctc", 2)
     assert o.replace(beam=None, method="greedy") == DecodeOptions("greedy", 8, "ctc", 2)
     assert DecodeOptions.from_dict(o.to_dict()) == o and DecodeOptions.from_dict(None) == DecodeOptions()
-    for bad, msg in [({"method": "viterbi"}, "unknown decoding method 'viterbi'"), ({"beam": 0}, "beam must be"),
-                     ({"beam": -3}, "beam must be"), ({"max_symbols": 0}, "max_symbols must be"),
-                     ({"head": ""}, "head must be"), ({"beams": 4}, r"unknown decoding options \['beams'\]")]:
+    for bad, msg in [
+        ({"method": "viterbi"}, "unknown decoding method 'viterbi'"),
+        ({"beam": 0}, "beam must be"),
+        ({"beam": -3}, "beam must be"),
+        ({"max_symbols": 0}, "max_symbols must be"),
+        ({"head": ""}, "head must be"),
+        ({"beams": 4}, r"unknown decoding options \['beams'\]"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             DecodeOptions.from_dict(bad)
     with pytest.raises(AttributeError):
@@ -158,9 +166,12 @@ def test_transducer_loss_specs():
     pruned = build_transducer_loss({"kind": "pruned_rnnt", "prune_range": 4}, 8, 6, V)
     assert pruned.prune_range == 4 and pruned.durations == () and pruned.simple_am.in_features == 8
     assert build_transducer_loss("tdt", 8, 6, V).durations == (0, 1, 2, 3, 4)
-    for spec, msg in [("ctc", "must be one of"), ({"kind": "rnnt", "sigma": 0.1}, "takes no options"),
-                      ({"kind": "tdt", "durations": [0]}, "one > 0"), ({"kind": "pruned_rnnt", "prune_range": 1},
-                                                                       "prune_range")]:
+    for spec, msg in [
+        ("ctc", "must be one of"),
+        ({"kind": "rnnt", "sigma": 0.1}, "takes no options"),
+        ({"kind": "tdt", "durations": [0]}, "one > 0"),
+        ({"kind": "pruned_rnnt", "prune_range": 1}, "prune_range"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             build_transducer_loss(spec, 8, 6, V)
 
@@ -169,9 +180,16 @@ def test_transducer_loss_specs():
 # Lower layers never import higher ones. Losses are functions the heads call, so they sit below
 # nn; searches read heads, so decoding sits above nn; the model composes them; command modules
 # use the model; the CLI only parses arguments.
-LAYERS = [("asr", "asr._ext", "asr._C", "asr.problems", "asr.metrics", "asr.fsa", "asr.configs"), ("asr.data",), ("asr.losses",),
-          ("asr.nn",), ("asr.decoding",), ("asr.model",), ("asr.train", "asr.transcribe", "asr.stream", "asr.align"),
-          ("asr.cli",)]
+LAYERS = [
+    ("asr", "asr._ext", "asr._C", "asr.problems", "asr.metrics", "asr.fsa", "asr.configs"),
+    ("asr.data",),
+    ("asr.losses",),
+    ("asr.nn",),
+    ("asr.decoding",),
+    ("asr.model",),
+    ("asr.train", "asr.transcribe", "asr.stream", "asr.align"),
+    ("asr.cli",),
+]
 
 
 def _layer(module: str) -> int:
@@ -208,6 +226,11 @@ def test_layering_has_no_arrow_back_up():
 
 def test_no_dispatch_on_head_or_encoder_classes_outside_the_heads_package():
     pattern = re.compile(r"isinstance\([^)]*(Head|Encoder)\b|hasattr\((enc|head|self\.head)\b|loss_kind")
-    hits = [f"{p.relative_to(ASR.parent)}:{i}" for p in ASR.rglob("*.py") if "nn/heads" not in p.as_posix()
-            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    hits = [
+        f"{p.relative_to(ASR.parent)}:{i}"
+        for p in ASR.rglob("*.py")
+        if "nn/heads" not in p.as_posix()
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert not hits, hits

@@ -30,10 +30,13 @@ def test_cer_and_normalization():
     assert rep.unit == "char" and rep.error_rate == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("refs,hyps", [
-    ({"a": "A B C D", "b": "AB CD"}, {"a": "X", "b": "ABCD"}),  # the issue's case: jiwer says 8/12
-    ({"a": "THE CAT SAT", "b": "ON THE MAT"}, {"a": "the bat  sat today", "b": "ONTHE MAT"}),
-])
+@pytest.mark.parametrize(
+    "refs,hyps",
+    [
+        ({"a": "A B C D", "b": "AB CD"}, {"a": "X", "b": "ABCD"}),  # the issue's case: jiwer says 8/12
+        ({"a": "THE CAT SAT", "b": "ON THE MAT"}, {"a": "the bat  sat today", "b": "ONTHE MAT"}),
+    ],
+)
 def test_cer_agrees_with_jiwer(refs: dict[str, str], hyps: dict[str, str]):
     """Errors and reference length both count the spaces between words, as jiwer.cer does."""
     import jiwer
@@ -42,8 +45,11 @@ def test_cer_agrees_with_jiwer(refs: dict[str, str], hyps: dict[str, str]):
     rep = score(refs, hyps, cer=True)
     want = jiwer.process_characters([normalize(refs[i]) for i in ids], [normalize(hyps[i]) for i in ids])
     assert rep.error_rate == pytest.approx(want.cer)
-    assert (rep.total("sub"), rep.total("dele"), rep.total("ins")) == (want.substitutions, want.deletions,
-                                                                       want.insertions)
+    assert (rep.total("sub"), rep.total("dele"), rep.total("ins")) == (
+        want.substitutions,
+        want.deletions,
+        want.insertions,
+    )
     assert rep.ref_len == sum(len(normalize(refs[i])) for i in ids)
 
 

@@ -13,7 +13,9 @@ from asr.model import ASRModel
 from asr.nn.encoders import build_encoder
 from asr.nn.encoders.subsampling import conv2d_subsampling_lengths
 
-SMALL = dict(name="conformer", d_model=32, num_layers=2, num_heads=4, conv_kernel=7, dropout=0.0, subsampling_channels=8)
+SMALL = dict(
+    name="conformer", d_model=32, num_layers=2, num_heads=4, conv_kernel=7, dropout=0.0, subsampling_channels=8
+)
 
 
 def test_conformer_shapes_and_lengths():
@@ -56,8 +58,9 @@ def test_ctc_loss_reductions_match_torch():
     ref = F.ctc_loss(lp.transpose(0, 1), tg, il, tl, reduction="none")
     assert torch.allclose(ctc_loss(lp, tg, il, tl, reduction="none"), ref)
     assert torch.allclose(ctc_loss(lp, tg, il, tl, reduction="sum"), ref.sum())
-    assert torch.allclose(ctc_loss(lp, tg, il, tl, reduction="mean"),
-                          F.ctc_loss(lp.transpose(0, 1), tg, il, tl, reduction="mean"))
+    assert torch.allclose(
+        ctc_loss(lp, tg, il, tl, reduction="mean"), F.ctc_loss(lp.transpose(0, 1), tg, il, tl, reduction="mean")
+    )
 
 
 def test_greedy_collapses_repeats_and_ignores_padding():
@@ -125,7 +128,9 @@ def test_prefix_beam_search_fed_in_chunks_equals_one_call():
     for chunk in (1, 4, 5):
         state = ctc_prefix_beam_init(3)
         for start in range(0, 13, chunk):
-            state = ctc_prefix_beam_continue(lp[:, start:start + chunk], (lens - start).clamp(0, chunk), state, beam=3)
+            state = ctc_prefix_beam_continue(
+                lp[:, start : start + chunk], (lens - start).clamp(0, chunk), state, beam=3
+            )
             partial = torch.minimum(lens, torch.tensor(start + chunk))
             assert state.best() == ctc_prefix_beam_search(lp, partial, beam=3)
         assert state.best() == offline
@@ -133,8 +138,12 @@ def test_prefix_beam_search_fed_in_chunks_equals_one_call():
 
 def test_model_loss_backward_and_decode():
     torch.manual_seed(0)
-    model = ASRModel(vocab_size=8, encoder=SMALL, heads={"ctc": {"kind": "ctc", "weight": 1.0}},
-                     specaug={"freq_masks": 1, "freq_width": 5, "time_masks": 1, "time_width": 0.05})
+    model = ASRModel(
+        vocab_size=8,
+        encoder=SMALL,
+        heads={"ctc": {"kind": "ctc", "weight": 1.0}},
+        specaug={"freq_masks": 1, "freq_width": 5, "time_masks": 1, "time_width": 0.05},
+    )
     from asr.data.datamodule import collate
 
     waves = [torch.randn(16000) * 0.1, torch.randn(9000) * 0.1]
@@ -148,9 +157,17 @@ def test_model_loss_backward_and_decode():
     assert len(ids) == 2 and all(isinstance(i, list) for i in ids)
 
 
-MODEL_CONFIGS = ["conformer_ctc", "conformer_transducer", "conformer_pruned_transducer", "conformer_tdt",
-                 "conformer_hybrid_tdt_ctc", "lstm_transducer", "mingru_ctc", "conformer_ctc_streaming",
-                 "conformer_transducer_streaming"]
+MODEL_CONFIGS = [
+    "conformer_ctc",
+    "conformer_transducer",
+    "conformer_pruned_transducer",
+    "conformer_tdt",
+    "conformer_hybrid_tdt_ctc",
+    "lstm_transducer",
+    "mingru_ctc",
+    "conformer_ctc_streaming",
+    "conformer_transducer_streaming",
+]
 
 
 def test_every_model_config_is_listed():
@@ -168,9 +185,11 @@ def tiny_model(name: str, vocab_size: int, overrides: list[str] | None = None) -
     from asr.train import CONF_DIR, compose
 
     assert (CONF_DIR / "model" / f"{name}.yaml").exists()
-    enc_small = {"conformer": "model.encoder.d_model=32 model.encoder.num_layers=1",
-                 "lstm": "model.encoder.d_model=32 model.encoder.hidden=16 model.encoder.num_layers=2",
-                 "mingru": "model.encoder.d_model=32 model.encoder.num_layers=2"}
+    enc_small = {
+        "conformer": "model.encoder.d_model=32 model.encoder.num_layers=1",
+        "lstm": "model.encoder.d_model=32 model.encoder.hidden=16 model.encoder.num_layers=2",
+        "mingru": "model.encoder.d_model=32 model.encoder.num_layers=2",
+    }
     cfg = compose([f"model={name}"])
     over = enc_small[cfg.model.encoder.name].split() + ["model.encoder.subsampling_channels=8"]
     for h in cfg.model.heads:
@@ -178,8 +197,14 @@ def tiny_model(name: str, vocab_size: int, overrides: list[str] | None = None) -
             over += [f"model.heads.{h}.pred_dim=16", f"model.heads.{h}.joint_dim=16"]
     cfg = compose([f"model={name}", *over, *(overrides or [])])
     m = OmegaConf.to_container(cfg.model, resolve=True)
-    return ASRModel(vocab_size, m["encoder"], m["heads"], m["features"], m["specaug"],
-                    OmegaConf.to_container(cfg.optim, resolve=True))
+    return ASRModel(
+        vocab_size,
+        m["encoder"],
+        m["heads"],
+        m["features"],
+        m["specaug"],
+        OmegaConf.to_container(cfg.optim, resolve=True),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +239,12 @@ MIN_AUDIO_RATIO = 1.8
 # The full-lattice and pruned RNN-T losses first learn the predictor and leave the encoder on a
 # plateau (README: conformer_transducer and lstm_transducer are still on it after 6 demo epochs);
 # after 100 steps their ratio is 1.00 (full lattice) and 1.1-1.25 (pruned), so only their loss is checked.
-PREDICTOR_FIRST = {"conformer_transducer", "conformer_pruned_transducer", "lstm_transducer",
-                   "conformer_transducer_streaming"}
+PREDICTOR_FIRST = {
+    "conformer_transducer",
+    "conformer_pruned_transducer",
+    "lstm_transducer",
+    "conformer_transducer_streaming",
+}
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
@@ -248,16 +277,20 @@ def test_every_model_config_learns_a_batch_and_decodes(name, speech_batches, one
         assert torch.isfinite(loss), step
         loss.backward()
         # a zero gradient would be a parameter cut off from the loss (e.g. a joint that drops the encoder)
-        bad = [n for n, p in model.named_parameters()
-               if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.any()]
+        bad = [
+            n
+            for n, p in model.named_parameters()
+            if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.any()
+        ]
         assert not bad, f"step {step}: no, zero or non-finite gradient for {bad}"
         optimizer.step()
         schedule.step()
     after, after_swapped = eval_loss(batch), eval_loss(swapped)
     assert after * MIN_LOSS_RATIO < before, f"loss {before:.3f} -> {after:.3f}"
     if name not in PREDICTOR_FIRST:
-        assert after * MIN_AUDIO_RATIO < after_swapped, \
+        assert after * MIN_AUDIO_RATIO < after_swapped, (
             f"loss {after:.3f}, with swapped transcripts {after_swapped:.3f}"
+        )
 
     model.eval()
     for method in ("greedy", "beam"):
@@ -267,16 +300,21 @@ def test_every_model_config_learns_a_batch_and_decodes(name, speech_batches, one
 
 def test_hybrid_decodes_with_the_chosen_head():
     torch.manual_seed(0)
-    heads = {"transducer": {"kind": "transducer", "loss": "tdt", "pred_dim": 8, "joint_dim": 8},
-             "ctc": {"kind": "ctc", "weight": 0.3}}
+    heads = {
+        "transducer": {"kind": "transducer", "loss": "tdt", "pred_dim": 8, "joint_dim": 8},
+        "ctc": {"kind": "ctc", "weight": 0.3},
+    }
     model = ASRModel(9, SMALL, heads).eval()
     audio, lens = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000])
     enc, enc_lens = model(audio, lens)
-    assert [h.tokens for h in model.decode(audio, lens, head="ctc")] == ctc_greedy_search(model.heads["ctc"](enc),
-                                                                                          enc_lens)
+    assert [h.tokens for h in model.decode(audio, lens, head="ctc")] == ctc_greedy_search(
+        model.heads["ctc"](enc), enc_lens
+    )
     from asr.decoding import transducer_greedy_search
-    assert [h.tokens for h in model.decode(audio, lens)] == transducer_greedy_search(model.heads["transducer"], enc,
-                                                                                     enc_lens)
+
+    assert [h.tokens for h in model.decode(audio, lens)] == transducer_greedy_search(
+        model.heads["transducer"], enc, enc_lens
+    )
     with pytest.raises(ValueError, match="no head 'rnnt'"):
         model.decode(audio, lens, head="rnnt")
     with pytest.raises(ValueError, match="decode.head='attention'"):

@@ -4,6 +4,7 @@ Gradients (simple loss w.r.t. am/lm and its occupancies, pruned loss w.r.t. its 
 do_rnnt_pruning) are checked against pure-torch references in float64 and by gradcheck; the prune
 ranges are checked for quality: the pruned loss at s_range 4 must stay near the full loss.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,13 @@ import torch
 
 from asr.losses import rnnt_loss
 from asr.losses.mutual_information import mutual_information_recursion
-from asr.losses.pruned_rnnt import (do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss_pruned, rnnt_loss_simple,
-                                    rnnt_loss_smoothed)
+from asr.losses.pruned_rnnt import (
+    do_rnnt_pruning,
+    get_rnnt_prune_ranges,
+    rnnt_loss_pruned,
+    rnnt_loss_simple,
+    rnnt_loss_smoothed,
+)
 from asr.losses.reference import mutual_information_reference
 
 
@@ -26,12 +32,15 @@ def rand_px_py(b, s, t, modified, seed=0):
 
 
 @pytest.mark.parametrize("modified", [False, True])
-@pytest.mark.parametrize("b,s,t,bounds", [
-    (1, 0, 1, [(0, 0, 0, 1)]),
-    (1, 3, 1, [(0, 0, 3, 1)]),
-    (2, 3, 5, [(0, 0, 3, 5), (0, 0, 1, 4)]),
-    (3, 4, 6, [(0, 0, 4, 6), (1, 2, 3, 5), (0, 0, 2, 2)]),
-])
+@pytest.mark.parametrize(
+    "b,s,t,bounds",
+    [
+        (1, 0, 1, [(0, 0, 0, 1)]),
+        (1, 3, 1, [(0, 0, 3, 1)]),
+        (2, 3, 5, [(0, 0, 3, 5), (0, 0, 1, 4)]),
+        (3, 4, 6, [(0, 0, 4, 6), (1, 2, 3, 5), (0, 0, 2, 2)]),
+    ],
+)
 def test_mutual_information_matches_reference(b, s, t, bounds, modified):
     px, py = rand_px_py(b, s, t, modified)
     bd = torch.tensor(bounds)
@@ -99,8 +108,9 @@ def test_smoothed_loss_interpolates_log_probs():
     same = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.0, am_only_scale=0.0, boundary=bd, reduction="none")
     assert torch.allclose(plain, same, atol=1e-10)
     # all weight on the am-only distribution = the full loss of the am alone as joiner
-    am_only = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.0, am_only_scale=1.0, boundary=bd,
-                                 reduction="none")
+    am_only = rnnt_loss_smoothed(
+        lm, am, symbols, 0, lm_only_scale=0.0, am_only_scale=1.0, boundary=bd, reduction="none"
+    )
     ref = rnnt_loss(am[:, :, None, :].expand(-1, -1, lm.shape[1], -1), symbols, t_len, s_len, reduction="none")
     assert torch.allclose(am_only, ref, atol=1e-10)
     mixed = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.25, am_only_scale=0.0, boundary=bd)
@@ -125,8 +135,15 @@ def test_pruned_equals_full_when_window_covers_everything(rnnt_type):
     if rnnt_type == "regular":
         ref = rnnt_loss(full_logits, symbols, t_len, s_len, reduction="none")
     else:  # the same recursion without pruning (the full loss has no modified topology)
-        ref = rnnt_loss_pruned(full_logits, symbols, torch.arange(s_range).expand(3, 7, s_range), 0, bd,
-                               rnnt_type="modified", reduction="none")
+        ref = rnnt_loss_pruned(
+            full_logits,
+            symbols,
+            torch.arange(s_range).expand(3, 7, s_range),
+            0,
+            bd,
+            rnnt_type="modified",
+            reduction="none",
+        )
     assert_same_loss_and_grads(pruned, ref, (am, lm))
 
 
@@ -139,8 +156,14 @@ def test_pruning_removes_paths_and_ranges_are_well_formed():
     bd = torch.tensor([[0, 0, s, t], [0, 0, 9, 22]])
     _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, return_grad=True)
     w = torch.eye(c, dtype=torch.float64)
-    full = rnnt_loss_pruned(joiner(am[:, :, None], lm[:, None], w), symbols,
-                            torch.arange(s + 1).expand(b, t, s + 1), 0, bd, reduction="none")
+    full = rnnt_loss_pruned(
+        joiner(am[:, :, None], lm[:, None], w),
+        symbols,
+        torch.arange(s + 1).expand(b, t, s + 1),
+        0,
+        bd,
+        reduction="none",
+    )
     for s_range in (2, 4):
         ranges = get_rnnt_prune_ranges(gx, gy, bd, s_range)
         assert ranges.shape == (b, t, s_range)
@@ -187,14 +210,22 @@ def test_zero_infinity_for_impossible_modified_alignment(caplog):
 # per-utterance scale (or is swapped between utterances) cannot pass.
 # ---------------------------------------------------------------------------------------------
 
+
 def utterance_weights(b: int) -> torch.Tensor:
     """1, 2, ..., B: a loss gradient must follow each utterance's own scale."""
     return torch.arange(1.0, b + 1, dtype=torch.float64)
 
 
-def simple_logprobs_reference(lm: torch.Tensor, am: torch.Tensor, symbols: torch.Tensor, bd: torch.Tensor,
-                              modified: bool, delay_penalty: float = 0.0, lm_only_scale: float = 0.0,
-                              am_only_scale: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def simple_logprobs_reference(
+    lm: torch.Tensor,
+    am: torch.Tensor,
+    symbols: torch.Tensor,
+    bd: torch.Tensor,
+    modified: bool,
+    delay_penalty: float = 0.0,
+    lm_only_scale: float = 0.0,
+    am_only_scale: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """px, py of the additive joiner read off the explicit [B, S+1, T, C] joint log-softmax.
 
     It forms the B*(S+1)*T*C tensor that rnnt_loss_simple avoids, and so shares none of its tricks:
@@ -204,8 +235,11 @@ def simple_logprobs_reference(lm: torch.Tensor, am: torch.Tensor, symbols: torch
     b, s1, _ = lm.shape
     t = am.shape[1]
     joint = (lm[:, :, None, :] + am[:, None, :, :]).log_softmax(-1)
-    lp = ((1 - lm_only_scale - am_only_scale) * joint + lm_only_scale * lm.log_softmax(-1)[:, :, None, :]
-          + am_only_scale * am.log_softmax(-1)[:, None, :, :])
+    lp = (
+        (1 - lm_only_scale - am_only_scale) * joint
+        + lm_only_scale * lm.log_softmax(-1)[:, :, None, :]
+        + am_only_scale * am.log_softmax(-1)[:, None, :, :]
+    )
     px = torch.full((b, s1 - 1, t if modified else t + 1), float("-inf"), dtype=lm.dtype)
     for i in range(b):
         t_b = int(bd[i, 3])
@@ -215,8 +249,9 @@ def simple_logprobs_reference(lm: torch.Tensor, am: torch.Tensor, symbols: torch
     return px, lp[..., 0]
 
 
-def pruned_logprobs_reference(logits: torch.Tensor, symbols: torch.Tensor, ranges: torch.Tensor, bd: torch.Tensor,
-                              modified: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def pruned_logprobs_reference(
+    logits: torch.Tensor, symbols: torch.Tensor, ranges: torch.Tensor, bd: torch.Tensor, modified: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """px, py of the pruned lattice, one kept node at a time: -inf wherever no window reaches."""
     b, t, r, _ = logits.shape
     s = symbols.shape[1]
@@ -237,8 +272,12 @@ def pruning_reference(am: torch.Tensor, lm: torch.Tensor, ranges: torch.Tensor) 
     """do_rnnt_pruning by indexing each (b, t, k): am_p[b, t, k] = am[b, t], lm_p[b, t, k] = lm[b, ranges[b, t, k]]."""
     b, t, r = ranges.shape
     am_p = torch.stack([torch.stack([torch.stack([am[i, f]] * r) for f in range(t)]) for i in range(b)])
-    lm_p = torch.stack([torch.stack([torch.stack([lm[i, int(ranges[i, f, k])] for k in range(r)])
-                                     for f in range(t)]) for i in range(b)])
+    lm_p = torch.stack(
+        [
+            torch.stack([torch.stack([lm[i, int(ranges[i, f, k])] for k in range(r)]) for f in range(t)])
+            for i in range(b)
+        ]
+    )
     return am_p, lm_p
 
 
@@ -258,8 +297,17 @@ def assert_close(ours: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...]) 
 def test_simple_loss_grads_match_reference(rnnt_type, delay_penalty, return_grad):
     am, lm, symbols, t_len, s_len, bd = make_transducer()
     modified = rnnt_type == "modified"
-    ours = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type=rnnt_type, delay_penalty=delay_penalty,
-                            reduction="none", return_grad=return_grad)
+    ours = rnnt_loss_simple(
+        lm,
+        am,
+        symbols,
+        0,
+        bd,
+        rnnt_type=rnnt_type,
+        delay_penalty=delay_penalty,
+        reduction="none",
+        return_grad=return_grad,
+    )
     ours = ours[0] if return_grad else ours
     px, py = simple_logprobs_reference(lm, am, symbols, bd, modified, delay_penalty)
     ref = -mutual_information_reference(px, py, bd)
@@ -286,8 +334,7 @@ def test_simple_loss_occupancies_match_reference(rnnt_type):
 
 def test_smoothed_loss_grads_match_reference():
     am, lm, symbols, t_len, s_len, bd = make_transducer(seed=4)
-    ours = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.25, am_only_scale=0.1, boundary=bd,
-                              reduction="none")
+    ours = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.25, am_only_scale=0.1, boundary=bd, reduction="none")
     px, py = simple_logprobs_reference(lm, am, symbols, bd, False, lm_only_scale=0.25, am_only_scale=0.1)
     ref = -mutual_information_reference(px, py, bd)
     assert torch.allclose(ours, ref, atol=1e-10)
@@ -319,8 +366,9 @@ def test_pruned_loss_grads_match_reference(rnnt_type):
     assert torch.isfinite(ref).all() and torch.allclose(ours, ref, atol=1e-10)
     assert_close(grads(ours, (logits,)), grads(ref, (logits,)))
     # through do_rnnt_pruning and the joiner back to am and lm
-    ours = rnnt_loss_pruned(joiner(*do_rnnt_pruning(am, lm, ranges), w), symbols, ranges, 0, bd,
-                            rnnt_type=rnnt_type, reduction="none")
+    ours = rnnt_loss_pruned(
+        joiner(*do_rnnt_pruning(am, lm, ranges), w), symbols, ranges, 0, bd, rnnt_type=rnnt_type, reduction="none"
+    )
     ref_logits = joiner(*pruning_reference(am, lm, ranges), w)
     ref = -mutual_information_reference(*pruned_logprobs_reference(ref_logits, symbols, ranges, bd, modified), bd)
     assert torch.allclose(ours, ref, atol=1e-10)
@@ -413,8 +461,14 @@ def near_additive_joiner(am_x: torch.Tensor, lm_x: torch.Tensor, w: torch.Tensor
     return am_x + lm_x + torch.tanh(am_x + lm_x) @ w
 
 
-def prune_gap(am: torch.Tensor, lm: torch.Tensor, symbols: torch.Tensor, bd: torch.Tensor, rnnt_type: str,
-              occupancies: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def prune_gap(
+    am: torch.Tensor,
+    lm: torch.Tensor,
+    symbols: torch.Tensor,
+    bd: torch.Tensor,
+    rnnt_type: str,
+    occupancies: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Pruned loss at S_RANGE minus the full loss of the same joiner, per utterance.
 
     occupancies: replaces the simple loss's (px_grad, py_grad), to show what bad ranges cost.
@@ -426,13 +480,21 @@ def prune_gap(am: torch.Tensor, lm: torch.Tensor, symbols: torch.Tensor, bd: tor
     if rnnt_type == "regular":
         full = rnnt_loss(full_logits, symbols, bd[:, 3], bd[:, 2], reduction="none")
     else:  # no full loss has the modified topology: the pruned one with every position kept
-        full = rnnt_loss_pruned(full_logits, symbols, torch.arange(s + 1).expand(b, t, s + 1), 0, bd,
-                                rnnt_type="modified", reduction="none")
+        full = rnnt_loss_pruned(
+            full_logits, symbols, torch.arange(s + 1).expand(b, t, s + 1), 0, bd, rnnt_type="modified", reduction="none"
+        )
     if occupancies is None:
         _, occupancies = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type=rnnt_type, return_grad=True)
     ranges = get_rnnt_prune_ranges(*occupancies, bd, S_RANGE)
-    pruned = rnnt_loss_pruned(near_additive_joiner(*do_rnnt_pruning(am, lm, ranges), w), symbols, ranges, 0, bd,
-                              rnnt_type=rnnt_type, reduction="none")
+    pruned = rnnt_loss_pruned(
+        near_additive_joiner(*do_rnnt_pruning(am, lm, ranges), w),
+        symbols,
+        ranges,
+        0,
+        bd,
+        rnnt_type=rnnt_type,
+        reduction="none",
+    )
     return pruned - full
 
 
@@ -445,8 +507,10 @@ def test_prune_ranges_keep_the_mass_of_a_trained_lattice(rnnt_type):
     # and 13.8 nats, modified: inf and 11.8), so this fails if PRUNE_MARGIN is loosened past ~3.9
     _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type=rnnt_type, return_grad=True)
     g = torch.Generator().manual_seed(1)
-    for bad in ((torch.rand(gx.shape, generator=g, dtype=gx.dtype), torch.rand(gy.shape, generator=g, dtype=gy.dtype)),
-                (gx.roll(1, 1), gy.roll(1, 1))):
+    for bad in (
+        (torch.rand(gx.shape, generator=g, dtype=gx.dtype), torch.rand(gy.shape, generator=g, dtype=gy.dtype)),
+        (gx.roll(1, 1), gy.roll(1, 1)),
+    ):
         assert prune_gap(am, lm, symbols, bd, rnnt_type, bad).max() > 3 * PRUNE_MARGIN
 
 

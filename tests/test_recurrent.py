@@ -1,5 +1,6 @@
 """LSTM, minGRU and minLSTM encoders: the parallel scan equals step-by-step recurrence,
 padding never changes an utterance's output, and gradients reach every parameter."""
+
 import pytest
 import torch
 
@@ -58,9 +59,15 @@ def test_min_rnn_encoder_scan_equals_streaming_steps(name):
     assert torch.allclose(enc(x, lens)[0], scan, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,kw", [("lstm", {"bidirectional": False, "hidden": 16}),
-                                     ("lstm", {"bidirectional": True, "hidden": 16}),
-                                     ("mingru", {}), ("minlstm", {})])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("lstm", {"bidirectional": False, "hidden": 16}),
+        ("lstm", {"bidirectional": True, "hidden": 16}),
+        ("mingru", {}),
+        ("minlstm", {}),
+    ],
+)
 def test_recurrent_output_does_not_depend_on_padding(name, kw):
     torch.manual_seed(0)
     enc = build_encoder(name, **SMALL, **kw).eval()

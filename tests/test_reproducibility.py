@@ -6,6 +6,7 @@ takes the same seed; `trainer=cpu` sets `deterministic: warn`, so torch uses its
 kernels and warns about any op that has none. Across machines, float rounding differs with the CPU's kernels;
 BENCHMARKS.md reports how much the demo's WER moved between two machines.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,16 @@ import torch
 
 from asr.cli import main
 
-TINY = ["model.encoder.d_model=32", "model.encoder.num_layers=1", "data.max_duration=20",
-        "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "cmvn_utterances=20", "num_threads=2"]
+TINY = [
+    "model.encoder.d_model=32",
+    "model.encoder.num_layers=1",
+    "data.max_duration=20",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "cmvn_utterances=20",
+    "num_threads=2",
+]
 
 
 def _losses(exp: Path) -> list[float]:

@@ -3,6 +3,7 @@
 The cases run on every available device: CPU always, CUDA when a GPU and the CUDA
 build are present (skipped cleanly otherwise).
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,15 @@ def devices():
     return out
 
 
-DEVICES = pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    "cuda" not in devices(), reason="no GPU or asr._C built without CUDA"))])
+DEVICES = pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif("cuda" not in devices(), reason="no GPU or asr._C built without CUDA")
+        ),
+    ],
+)
 
 # (T lengths, U lengths, V): T=1, U=0, mixed lengths, B=1 and B>1
 CASES = [
@@ -41,8 +49,12 @@ def make(ts, us, v, device, dtype=torch.float64, seed=0):
     B, T, U = len(ts), max(ts), max(us)
     logits = torch.randn(B, T, U + 1, v, generator=g, dtype=dtype) * 2
     targets = torch.randint(1, v, (B, max(U, 1)), generator=g)
-    return (logits.to(device).requires_grad_(), targets.to(device), torch.tensor(ts, device=device),
-            torch.tensor(us, device=device))
+    return (
+        logits.to(device).requires_grad_(),
+        targets.to(device),
+        torch.tensor(ts, device=device),
+        torch.tensor(us, device=device),
+    )
 
 
 @DEVICES
@@ -79,8 +91,9 @@ def test_gradcheck(device):
     logits, targets, tl, ul = make([3, 2], [2, 1], 4, device)
     assert torch.autograd.gradcheck(lambda x: rnnt_loss(x, targets, tl, ul, reduction="sum"), (logits,))
     lp = logits.detach().log_softmax(-1).requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: rnnt_loss(x, targets, tl, ul, fused_log_softmax=False, reduction="sum"),
-                                    (lp,))
+    assert torch.autograd.gradcheck(
+        lambda x: rnnt_loss(x, targets, tl, ul, fused_log_softmax=False, reduction="sum"), (lp,)
+    )
 
 
 @DEVICES

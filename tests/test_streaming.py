@@ -1,4 +1,5 @@
 """Streaming equals offline: encoder chunks with caches, batched streams, and whole recognizers."""
+
 from __future__ import annotations
 
 import math
@@ -45,13 +46,13 @@ def _stream_encoder(enc, x, lens, chunk_frames: tuple[int, int] = (6, FULL)):
     while pos < t:
         n = enc.chunk_input_frames(state)
         x_lens = (lens - pos).clamp(0, n)
-        xc = x[:, pos:pos + n]
+        xc = x[:, pos : pos + n]
         if xc.shape[1] < n:
             xc = torch.cat([xc, xc.new_zeros(b, n - xc.shape[1], f)], dim=1)
         y, y_lens, state = enc.forward_chunk(xc, x_lens, state)
         outs.append((y, y_lens))
         pos += n
-    return [torch.cat([y[i, :int(n[i])] for y, n in outs]) for i in range(b)]
+    return [torch.cat([y[i, : int(n[i])] for y, n in outs]) for i in range(b)]
 
 
 def _inputs(seed: int = 0):
@@ -62,29 +63,34 @@ def _inputs(seed: int = 0):
 @pytest.mark.parametrize("chunk,left", [(4, 8), (4, FULL), (7, 3), (1, 2), (16, 16)])
 def test_conformer_chunks_with_caches_equal_one_masked_pass(chunk, left):
     torch.manual_seed(0)
-    enc = ConformerEncoder(in_features=20, d_model=32, num_layers=2, num_heads=4, conv_kernel=5,
-                           subsampling_channels=8, causal=True).eval()
+    enc = ConformerEncoder(
+        in_features=20, d_model=32, num_layers=2, num_heads=4, conv_kernel=5, subsampling_channels=8, causal=True
+    ).eval()
     x, lens = _inputs()
     with torch.no_grad():
         ref, ref_lens = enc(x, lens, chunk, left)
         streamed = _stream_encoder(enc, x, lens, (chunk, left))
         for b in range(3):
-            r = ref[b, :int(ref_lens[b])]
+            r = ref[b, : int(ref_lens[b])]
             assert streamed[b].shape == r.shape
             assert (streamed[b] - r).abs().max() < TOL
             # batched streaming equals streaming this stream alone
-            alone = _stream_encoder(enc, x[b:b + 1, :int(lens[b])], lens[b:b + 1], (chunk, left))[0]
+            alone = _stream_encoder(enc, x[b : b + 1, : int(lens[b])], lens[b : b + 1], (chunk, left))[0]
             assert (alone - streamed[b]).abs().max() < TOL
         # the chunk mask matters: full context gives other outputs
         full, _ = enc(x, lens)
         assert (full[0, :10] - ref[0, :10]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("enc", [
-    MinRNNEncoder(in_features=20, d_model=16, num_layers=2, subsampling_channels=4, cell="gru"),
-    MinRNNEncoder(in_features=20, d_model=16, num_layers=2, subsampling_channels=4, cell="lstm"),
-    LSTMEncoder(in_features=20, d_model=16, hidden=12, num_layers=2, subsampling_channels=4),
-], ids=["mingru", "minlstm", "lstm"])
+@pytest.mark.parametrize(
+    "enc",
+    [
+        MinRNNEncoder(in_features=20, d_model=16, num_layers=2, subsampling_channels=4, cell="gru"),
+        MinRNNEncoder(in_features=20, d_model=16, num_layers=2, subsampling_channels=4, cell="lstm"),
+        LSTMEncoder(in_features=20, d_model=16, hidden=12, num_layers=2, subsampling_channels=4),
+    ],
+    ids=["mingru", "minlstm", "lstm"],
+)
 def test_recurrent_encoders_stream_by_carrying_state(enc):
     torch.manual_seed(0)
     enc.eval()
@@ -94,7 +100,7 @@ def test_recurrent_encoders_stream_by_carrying_state(enc):
         streamed = _stream_encoder(enc, x, lens)
     for b in range(3):
         assert streamed[b].shape[0] == int(ref_lens[b])
-        assert (streamed[b] - ref[b, :int(ref_lens[b])]).abs().max() < TOL
+        assert (streamed[b] - ref[b, : int(ref_lens[b])]).abs().max() < TOL
 
 
 def test_streaming_needs_a_causal_encoder():
@@ -109,18 +115,29 @@ def test_streaming_needs_a_causal_encoder():
 
 def test_dynamic_chunk_training_samples_a_mask_per_batch(monkeypatch):
     torch.manual_seed(0)
-    enc = ConformerEncoder(in_features=20, d_model=16, num_layers=1, num_heads=2, subsampling_channels=4,
-                           causal=True, chunk_sizes=[2, -1], left_contexts=[4], dropout=0.0)
+    enc = ConformerEncoder(
+        in_features=20,
+        d_model=16,
+        num_layers=1,
+        num_heads=2,
+        subsampling_channels=4,
+        causal=True,
+        chunk_sizes=[2, -1],
+        left_contexts=[4],
+        dropout=0.0,
+    )
     x, lens = _inputs(2)
     calls = []
     from asr.nn.encoders import conformer
 
     real = conformer.chunk_attention_mask
-    monkeypatch.setattr(conformer, "chunk_attention_mask", lambda q, k, c, l: calls.append((c, l)) or real(q, k, c, l))
+    monkeypatch.setattr(
+        conformer, "chunk_attention_mask", lambda q, k, c, left: calls.append((c, left)) or real(q, k, c, left)
+    )
     # the encoder draws its chunking from the global `random`; a seeded instance makes the 20 draws
     # (and so whether both settings occur) the same on every run
     rng = random.Random(0)
-    monkeypatch.setattr(conformer, "sample_chunking", lambda c, l: sample_chunking(c, l, rng))
+    monkeypatch.setattr(conformer, "sample_chunking", lambda c, left: sample_chunking(c, left, rng))
     enc.train()
     for _ in range(20):
         enc(x, lens)
@@ -134,12 +151,25 @@ def test_dynamic_chunk_training_samples_a_mask_per_batch(monkeypatch):
 def _model(kind: str, tok_size: int):
     from asr.model import ASRModel
 
-    heads = {"ctc": {"kind": "ctc"}} if kind == "ctc" else {
-        "transducer": {"kind": "transducer", "loss": kind, "pred_dim": 16, "joint_dim": 16}}
+    heads = (
+        {"ctc": {"kind": "ctc"}}
+        if kind == "ctc"
+        else {"transducer": {"kind": "transducer", "loss": kind, "pred_dim": 16, "joint_dim": 16}}
+    )
     torch.manual_seed(0)
-    return ASRModel(tok_size, encoder={"name": "conformer", "d_model": 32, "num_layers": 2, "num_heads": 4,
-                                       "subsampling_channels": 8, "conv_kernel": 5, "causal": True},
-                    heads=heads).eval()
+    return ASRModel(
+        tok_size,
+        encoder={
+            "name": "conformer",
+            "d_model": 32,
+            "num_layers": 2,
+            "num_heads": 4,
+            "subsampling_channels": 8,
+            "conv_kernel": 5,
+            "causal": True,
+        },
+        heads=heads,
+    ).eval()
 
 
 def _batch(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,7 +177,7 @@ def _batch(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     lens = torch.tensor([len(w) for w in waves])
     audio = torch.zeros(len(waves), int(lens.max()))
     for i, w in enumerate(waves):
-        audio[i, :len(w)] = w
+        audio[i, : len(w)] = w
     return audio, lens
 
 
@@ -195,7 +225,7 @@ def _mix_transducer_head(head: TransducerHead, frames: torch.Tensor, seed: int =
     joint.pred_proj.bias.zero_()
     joint.pred_proj.weight[torch.arange(k), torch.arange(k)] = 3.0
     mean, std = frames.mean(0), frames.std(0)
-    directions = torch.randn(width - k, enc_dim, generator=g) * 1.5 / enc_dim ** 0.5 / std
+    directions = torch.randn(width - k, enc_dim, generator=g) * 1.5 / enc_dim**0.5 / std
     joint.enc_proj.weight.zero_()
     joint.enc_proj.bias.zero_()
     joint.enc_proj.weight[k:] = directions
@@ -206,13 +236,13 @@ def _mix_transducer_head(head: TransducerHead, frames: torch.Tensor, seed: int =
     angle = 2 * math.pi * cls / k
     out[labels, k] = 4.0 * torch.cos(angle)
     out[labels, k + 1] = 4.0 * torch.sin(angle)
-    out[:v, k + 2:] = 0.1 * torch.randn(v, width - k - 2, generator=g)
+    out[:v, k + 2 :] = 0.1 * torch.randn(v, width - k - 2, generator=g)
     out[labels, cls] = -8.0
     bias[head.blank] = 0.8 * 4.0
     if n_dur:
         # small duration logits: a label's best duration beats blank's best duration > 0 by little, which
         # would otherwise let a third class beat blank; a bias on duration 0 lets some frames get a second label
-        out[v:, k + 2:] = 0.3 * torch.randn(n_dur, width - k - 2, generator=g)
+        out[v:, k + 2 :] = 0.3 * torch.randn(n_dur, width - k - 2, generator=g)
         bias[v + head.durations.index(0)] = 0.3
 
 
@@ -258,11 +288,12 @@ def _greedy_alignment(head: TransducerHead, enc: torch.Tensor) -> list[Decision]
     return decisions
 
 
-def _check_alignments(head: TransducerHead, enc: torch.Tensor, enc_lens: torch.Tensor,
-                      hyps: list[list[int]]) -> list[list[Decision]]:
+def _check_alignments(
+    head: TransducerHead, enc: torch.Tensor, enc_lens: torch.Tensor, hyps: list[list[int]]
+) -> list[list[Decision]]:
     """Greedy alignments of a batch enc[B, T, D]; their labels must be the hypotheses `hyps` of the
     batched search (so the statistics taken from them describe what the search did)."""
-    alignments = [_greedy_alignment(head, enc[i, :int(enc_lens[i])]) for i in range(enc.shape[0])]
+    alignments = [_greedy_alignment(head, enc[i, : int(enc_lens[i])]) for i in range(enc.shape[0])]
     assert [[d.label for d in a if d.label != head.blank] for a in alignments] == hyps
     return alignments
 
@@ -285,8 +316,9 @@ def _alignment_stats(head: TransducerHead, alignments: list[list[Decision]], chu
         "blank_durations": sorted(d.advance for d in decisions if d.label == head.blank),
         "label_durations": sorted(d.advance for d in labels),
         # jumps that land inside a later chunk: the next chunk's search must start past its first frame
-        "jumps_into_next_chunk": sum((d.frame + d.advance) // chunk > d.frame // chunk
-                                     and (d.frame + d.advance) % chunk > 0 for d in decisions),
+        "jumps_into_next_chunk": sum(
+            (d.frame + d.advance) // chunk > d.frame // chunk and (d.frame + d.advance) % chunk > 0 for d in decisions
+        ),
     }
 
 
@@ -312,13 +344,13 @@ def test_streaming_recognizer_equals_offline_greedy(kind, speech_wave):
     Transducer heads are shaped (_mix_transducer_head) so that the hypotheses mix blanks, labels
     and TDT jumps across chunk boundaries; the test checks that they do."""
     model = _model(kind, 30)
-    waves = [speech_wave, speech_wave[: len(speech_wave) * 2 // 3], speech_wave[4000: 4000 + len(speech_wave) // 3]]
+    waves = [speech_wave, speech_wave[: len(speech_wave) * 2 // 3], speech_wave[4000 : 4000 + len(speech_wave) // 3]]
     audio, lens = _batch(waves)
     head = next(iter(model.heads.values()))
     if kind != "ctc":
         with torch.no_grad():
             enc, enc_lens = model.encoder(*model.features(audio, lens))
-        _mix_transducer_head(head, torch.cat([enc[i, :int(n)] for i, n in enumerate(enc_lens)]))
+        _mix_transducer_head(head, torch.cat([enc[i, : int(n)] for i, n in enumerate(enc_lens)]))
     produced = 0
     for chunk, left, block in [(4, 16, 2080), (8, -1, 5120), (16, 8, 16000)]:
         with torch.no_grad():
@@ -331,7 +363,7 @@ def test_streaming_recognizer_equals_offline_greedy(kind, speech_wave):
                 _assert_mixed(head, _alignment_stats(head, _check_alignments(head, enc, enc_lens, offline), chunk))
         rec = StreamingRecognizer(model, chunk_size=chunk, left_context=left)
         partial_lengths = []
-        final = stream_decode(rec, waves, block, on_partial=lambda s, h: partial_lengths.append(len(h[0])))
+        final = stream_decode(rec, waves, block, on_partial=lambda s, h, seen=partial_lengths: seen.append(len(h[0])))
         assert final == offline, (chunk, left)
         assert partial_lengths == sorted(partial_lengths)  # hypotheses only grow
         # one stream alone gives the same hypothesis as in the batch
@@ -361,11 +393,11 @@ def test_streaming_beam_search_equals_offline_beam_search(kind, speech_wave, mon
     chunks, and merging at each stream's own end."""
     model = _model(kind, 30)
     head = next(iter(model.heads.values()))
-    waves = [speech_wave, speech_wave[: len(speech_wave) // 2], speech_wave[3000: 3000 + len(speech_wave) // 4]]
+    waves = [speech_wave, speech_wave[: len(speech_wave) // 2], speech_wave[3000 : 3000 + len(speech_wave) // 4]]
     if kind != "ctc":  # blanks, labels and TDT jumps mixed, on which beam and greedy search differ
         with torch.no_grad():
             enc, enc_lens = model.encoder(*model.features(*_batch(waves)))
-        _mix_transducer_head(head, torch.cat([enc[i, :int(n)] for i, n in enumerate(enc_lens)]))
+        _mix_transducer_head(head, torch.cat([enc[i, : int(n)] for i, n in enumerate(enc_lens)]))
     chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
     forward_chunk = model.encoder.forward_chunk
 
@@ -375,6 +407,7 @@ def test_streaming_beam_search_equals_offline_beam_search(kind, speech_wave, mon
         return y, y_lens, state
 
     monkeypatch.setattr(model.encoder, "forward_chunk", recording)
+
     def streamed_and_offline(sources, chunk, left, block):
         chunks.clear()
         rec = StreamingRecognizer(model, chunk, left, method="beam", beam=3)
@@ -382,7 +415,7 @@ def test_streaming_beam_search_equals_offline_beam_search(kind, speech_wave, mon
         lens = sum(n for _, n in chunks)
         enc = torch.zeros(len(sources), int(lens.max()), chunks[0][0].shape[2])
         for i in range(len(sources)):
-            enc[i, :lens[i]] = torch.cat([y[i, :n[i]] for y, n in chunks])
+            enc[i, : lens[i]] = torch.cat([y[i, : n[i]] for y, n in chunks])
         with torch.no_grad():
             if kind == "ctc":
                 return streamed, ctc_prefix_beam_search(head(enc), lens, beam=3), ctc_greedy_search(head(enc), lens)

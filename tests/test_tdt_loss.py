@@ -1,4 +1,5 @@
 """TDT loss (csrc) against the pure-torch reference, gradcheck, omega, packed = padded."""
+
 from __future__ import annotations
 
 import logging
@@ -38,15 +39,17 @@ def test_matches_reference(ts, us, durations, sigma):
 def test_gradcheck_and_packed_equals_padded():
     logits, targets, tl, ul = make([4, 3], [2, 1], 4, (0, 1, 2))
     assert torch.autograd.gradcheck(
-        lambda x: tdt_loss(x, targets, tl, ul, durations=(0, 1, 2), sigma=0.1, reduction="sum"), (logits,))
+        lambda x: tdt_loss(x, targets, tl, ul, durations=(0, 1, 2), sigma=0.1, reduction="sum"), (logits,)
+    )
     padded = tdt_loss(logits, targets, tl, ul, durations=(0, 1, 2), reduction="none")
     (g_pad,) = torch.autograd.grad(padded.sum(), logits)
     rows = torch.cat([logits[b, : tl[b], : ul[b] + 1].reshape(-1, 7) for b in range(2)]).detach().requires_grad_()
     packed = tdt_loss(rows, targets, tl, ul, durations=(0, 1, 2), reduction="none")
     (g_packed,) = torch.autograd.grad(packed.sum(), rows)
     assert torch.allclose(packed, padded, atol=1e-12)
-    assert torch.allclose(g_packed, torch.cat([g_pad[b, : tl[b], : ul[b] + 1].reshape(-1, 7) for b in range(2)]),
-                          atol=1e-12)
+    assert torch.allclose(
+        g_packed, torch.cat([g_pad[b, : tl[b], : ul[b] + 1].reshape(-1, 7) for b in range(2)]), atol=1e-12
+    )
 
 
 def test_omega_mixes_standard_rnnt_loss():

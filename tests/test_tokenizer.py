@@ -30,6 +30,8 @@ def test_rejects_foreign_model(tmp_path):
     import sentencepiece as spm
 
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(TEXTS), model_writer=buf, vocab_size=26, hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TEXTS), model_writer=buf, vocab_size=26, hard_vocab_limit=False, minloglevel=2
+    )
     with pytest.raises(ValueError, match="<blk>=0"):
         Tokenizer(buf.getvalue())

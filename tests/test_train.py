@@ -14,6 +14,7 @@ there; another CPU moves them by float rounding):
 - hybrid TDT+CTC, 14 epochs: TDT 6.05% greedy, 4.19% beam 4 (40%: 6.6x); its CTC head
   (weight 0.3) 36.51% (threshold 75%: 2.05x).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,12 @@ STREAM_MARGIN = 0.05
 # num_threads pinned: float sums depend on the thread count, so the figures above hold on any
 # machine with this CPU kind, whatever its core count (2 is torch's default on dev-cpu and CI)
 COMMON = [
-    "data.max_duration=30", "model.encoder.d_model=96", "model.encoder.num_layers=4",
-    "optim.warmup_steps=100", "trainer.enable_progress_bar=false", "cmvn_utterances=200",
+    "data.max_duration=30",
+    "model.encoder.d_model=96",
+    "model.encoder.num_layers=4",
+    "optim.warmup_steps=100",
+    "trainer.enable_progress_bar=false",
+    "cmvn_utterances=200",
     "num_threads=2",
 ]
 
@@ -53,15 +58,31 @@ COMMON = [
 def prepared(tmp_path_factory):
     """600 training utterances from 8 voices; dev and test from held-out voices; char tokenizer."""
     tmp = tmp_path_factory.mktemp("train")
-    corpus = synthesize_corpus(tmp / "LibriSpeech", {"train-clean": 600, "dev-clean": 40, "test-clean": 60}, seed=7, jobs=2)
+    corpus = synthesize_corpus(
+        tmp / "LibriSpeech", {"train-clean": 600, "dev-clean": 40, "test-clean": 60}, seed=7, jobs=2
+    )
     man = tmp / "manifests"
     assert main(["prepare", "librispeech", "--root", str(corpus), "--out", str(man), "--tokenizer", "char"]) == 0
     return tmp, corpus, man
 
 
 def _test_wer(exp, corpus, man, out, *args) -> float:
-    assert main(["transcribe", "--ckpt", str(exp / "best.ckpt"), "--data", str(corpus / "test-clean"),
-                 "--out", str(out), "--quiet", *args]) == 0
+    assert (
+        main(
+            [
+                "transcribe",
+                "--ckpt",
+                str(exp / "best.ckpt"),
+                "--data",
+                str(corpus / "test-clean"),
+                "--out",
+                str(out),
+                "--quiet",
+                *args,
+            ]
+        )
+        == 0
+    )
     rep = score(read_kaldi_text(man / "test-clean.ref.txt"), read_kaldi_text(out))
     print(out.name, rep.summary())
     assert len(rep.utts) == 60 and not rep.missing
@@ -75,8 +96,19 @@ def test_transducers_learn_on_held_out_speakers(prepared, model, threshold):
     the module docstring). An untrained transducer scores ~90-100%."""
     tmp, corpus, man = prepared
     exp = tmp / model
-    assert main(["train", f"model={model}", f"exp_dir={exp}", f"data.manifest_dir={man}",
-                 f"trainer.max_epochs={TRANSDUCER_EPOCHS}", *COMMON]) == 0
+    assert (
+        main(
+            [
+                "train",
+                f"model={model}",
+                f"exp_dir={exp}",
+                f"data.manifest_dir={man}",
+                f"trainer.max_epochs={TRANSDUCER_EPOCHS}",
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     greedy = _test_wer(exp, corpus, man, exp / "hyp_greedy.txt")
     assert greedy < threshold
     beam = _test_wer(exp, corpus, man, exp / "hyp_beam.txt", "--method", "beam", "--beam", "4")
@@ -110,8 +142,10 @@ def test_conformer_ctc_learns_on_held_out_speakers(prepared, ctc_exp, capsys):
     # the 3 best epochs by dev WER are kept beside last.ckpt, and best.ckpt is the best of them
     top = sorted((exp / "checkpoints").glob("epoch*.ckpt"), key=lambda p: float(p.stem.split("wer")[1]))
     assert len(top) == 3
-    assert torch.equal(torch.load(exp / "best.ckpt", weights_only=False)["state_dict"]["normalizer.mean"],
-                       torch.load(top[0], weights_only=False)["state_dict"]["normalizer.mean"])
+    assert torch.equal(
+        torch.load(exp / "best.ckpt", weights_only=False)["state_dict"]["normalizer.mean"],
+        torch.load(top[0], weights_only=False)["state_dict"]["normalizer.mean"],
+    )
 
     # load_model rebuilds the trained model with its CMVN statistics and tokenizer
     model = load_model(exp / "best.ckpt")
@@ -119,16 +153,43 @@ def test_conformer_ctc_learns_on_held_out_speakers(prepared, ctc_exp, capsys):
     assert model.tokenizer is not None and len(model.tokenizer) == model.hparams.vocab_size
 
     hyp = tmp / "hyp.txt"
-    assert main(["transcribe", "--ckpt", str(exp / "best.ckpt"), "--data", str(corpus / "test-clean"),
-                 "--out", str(hyp), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "transcribe",
+                "--ckpt",
+                str(exp / "best.ckpt"),
+                "--data",
+                str(corpus / "test-clean"),
+                "--out",
+                str(hyp),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     rep = score(read_kaldi_text(man / "test-clean.ref.txt"), read_kaldi_text(hyp))
     assert len(rep.utts) == 60 and not rep.missing
     assert rep.error_rate < WER_THRESHOLD, rep.summary()
 
     # Beam search is at least as good as greedy here, give or take an utterance.
     hyp_beam = tmp / "hyp_beam.txt"
-    main(["transcribe", "--ckpt", str(exp / "best.ckpt"), "--data", str(corpus / "test-clean"),
-          "--out", str(hyp_beam), "--method", "beam", "--beam", "4", "--quiet"])
+    main(
+        [
+            "transcribe",
+            "--ckpt",
+            str(exp / "best.ckpt"),
+            "--data",
+            str(corpus / "test-clean"),
+            "--out",
+            str(hyp_beam),
+            "--method",
+            "beam",
+            "--beam",
+            "4",
+            "--quiet",
+        ]
+    )
     rep_beam = score(read_kaldi_text(man / "test-clean.ref.txt"), read_kaldi_text(hyp_beam))
     assert rep_beam.error_rate <= rep.error_rate + 0.03
 
@@ -137,7 +198,7 @@ def test_conformer_ctc_learns_on_held_out_speakers(prepared, ctc_exp, capsys):
     capsys.readouterr()
     main(["transcribe", "--ckpt", str(exp / "best.ckpt"), *map(str, files), "--quiet"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [l.split()[0] for l in lines] == [f.stem for f in files]
+    assert [line.split()[0] for line in lines] == [f.stem for f in files]
     print("CTC greedy:", rep.summary(), "\nCTC beam 4:", rep_beam.summary())  # after capsys took the rest
 
 
@@ -167,8 +228,9 @@ def test_resume_continues_the_run(prepared, ctc_exp, tmp_path):
     assert int(opt_before[0]["step"]) == before["global_step"] and int(opt_after[0]["step"]) == after["global_step"]
     assert after["lr_schedulers"][0]["last_epoch"] == after["global_step"]
     # the first run's logs are kept; the resumed run logs beside them
-    assert (run / "csv" / "version_0" / "metrics.csv").read_text() == \
-        (exp / "csv" / "version_0" / "metrics.csv").read_text()
+    assert (run / "csv" / "version_0" / "metrics.csv").read_text() == (
+        exp / "csv" / "version_0" / "metrics.csv"
+    ).read_text()
     assert (run / "csv" / "version_1" / "metrics.csv").read_text().count("\n") > 1
 
 
@@ -195,18 +257,46 @@ def test_delay_penalty_moves_emissions_earlier(prepared, ctc_exp, tmp_path):
     for name, penalty in (("control", 0.0), ("delay", DELAY_PENALTY)):
         run = tmp_path / name
         shutil.copytree(exp / "checkpoints", run / "checkpoints")
-        assert main(["train", *_ctc_overrides(run, man), f"trainer.max_epochs={epoch + 1 + FINETUNE_EPOCHS}",
-                     "resume=true", "model.heads.ctc.loss=ctc_fst", f"model.heads.ctc.delay_penalty={penalty}"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    *_ctc_overrides(run, man),
+                    f"trainer.max_epochs={epoch + 1 + FINETUNE_EPOCHS}",
+                    "resume=true",
+                    "model.heads.ctc.loss=ctc_fst",
+                    f"model.heads.ctc.delay_penalty={penalty}",
+                ]
+            )
+            == 0
+        )
         ckpt = run / "checkpoints" / "last.ckpt"
         # a copied experiment resumes into its own last.ckpt (no stale last.ckpt beside a last-v1.ckpt)
         assert torch.load(ckpt, weights_only=False)["epoch"] == epoch + FINETUNE_EPOCHS
         assert not list((run / "checkpoints").glob("last-v*.ckpt"))
-        assert main(["align", "--ckpt", str(ckpt), "--data", str(corpus / "test-clean"), "--out", str(run / "ali"),
-                     "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "align",
+                    "--ckpt",
+                    str(ckpt),
+                    "--data",
+                    str(corpus / "test-clean"),
+                    "--out",
+                    str(run / "ali"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         starts[name] = _mean_token_start(run / "ali" / "tokens.ctm")
         hyp = run / "hyp.txt"
-        assert main(["transcribe", "--ckpt", str(ckpt), "--data", str(corpus / "test-clean"), "--out", str(hyp),
-                     "--quiet"]) == 0
+        assert (
+            main(
+                ["transcribe", "--ckpt", str(ckpt), "--data", str(corpus / "test-clean"), "--out", str(hyp), "--quiet"]
+            )
+            == 0
+        )
         wers[name] = score(read_kaldi_text(man / "test-clean.ref.txt"), read_kaldi_text(hyp)).error_rate
     print("mean token start (s):", starts, "WER:", wers)
     assert starts["delay"] < starts["control"] - MIN_SHIFT_S
@@ -221,8 +311,25 @@ def test_streaming_model_streams_near_its_offline_wer(prepared, ctc_exp):
     exp = ctc_exp
     offline = _test_wer(exp, corpus, man, exp / "hyp_offline.txt")
     hyp = exp / "hyp_stream.txt"
-    assert main(["stream", "--ckpt", str(exp / "best.ckpt"), "--data", str(corpus / "test-clean"), "--out", str(hyp),
-                 "--chunk-ms", "320", "--left-context-ms", "1280", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "stream",
+                "--ckpt",
+                str(exp / "best.ckpt"),
+                "--data",
+                str(corpus / "test-clean"),
+                "--out",
+                str(hyp),
+                "--chunk-ms",
+                "320",
+                "--left-context-ms",
+                "1280",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     rep = score(read_kaldi_text(man / "test-clean.ref.txt"), read_kaldi_text(hyp))
     print("streaming 320 ms:", rep.summary(), "offline:", offline)
     assert len(rep.utts) == 60 and not rep.missing

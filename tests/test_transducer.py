@@ -1,13 +1,18 @@
 """Transducer head (predictors, joint, losses through the head) and its decoders."""
+
 import math
 
 import pytest
 import torch
 
 from asr.decoding import transducer_beam_search, transducer_greedy_search
-from asr.decoding.transducer import (transducer_beam_continue, transducer_beam_init, transducer_greedy_continue,
-                                     transducer_greedy_init)
-from asr.losses import rnnt_loss, tdt_loss
+from asr.decoding.transducer import (
+    transducer_beam_continue,
+    transducer_beam_init,
+    transducer_greedy_continue,
+    transducer_greedy_init,
+)
+from asr.losses import rnnt_loss
 from asr.nn.heads import build_head
 from asr.nn.heads.transducer import LSTMPredictor, StatelessPredictor
 
@@ -41,12 +46,16 @@ def reference_greedy(head, enc, n, max_symbols):
     out, state = head.predictor(torch.tensor([[head.blank]]))
     hyp, t, on_frame = [], 0, 0
     while t < n:
-        logits = head.joint(enc[None, t:t + 1], out)[0, 0, 0]
+        logits = head.joint(enc[None, t : t + 1], out)[0, 0, 0]
         if head.durations:
             durs = list(head.durations)
             lp_tok, lp_dur = logits[:v].log_softmax(-1), logits[v:].log_softmax(-1)
-            cands = [((lp_tok[k] + lp_dur[j]).item(), k, durs[j]) for k in range(v) for j in range(len(durs))
-                     if not (k == head.blank and durs[j] == 0)]
+            cands = [
+                ((lp_tok[k] + lp_dur[j]).item(), k, durs[j])
+                for k in range(v)
+                for j in range(len(durs))
+                if not (k == head.blank and durs[j] == 0)
+            ]
             _, k, adv = max(cands)
         else:
             k = int(logits[:v].argmax())
@@ -71,7 +80,7 @@ def test_greedy_matches_plain_reference_and_ignores_padding(loss, predictor, max
     batched = transducer_greedy_search(head, enc, lens, max_symbols=max_symbols)
     assert sum(len(h) for h in batched) > 3  # the test exercises emission
     for i, n in enumerate(lens.tolist()):
-        alone = transducer_greedy_search(head, enc[i:i + 1, :n], lens[i:i + 1], max_symbols=max_symbols)
+        alone = transducer_greedy_search(head, enc[i : i + 1, :n], lens[i : i + 1], max_symbols=max_symbols)
         assert alone[0] == batched[i] == reference_greedy(head, enc[i, :n], n, max_symbols)
 
 
@@ -90,8 +99,9 @@ def test_greedy_respects_max_symbols():
 def test_beam_one_equals_greedy_under_the_same_rules(loss, max_symbols):
     head = make_head(loss, seed=3)
     enc, lens = enc_batch(seed=4)
-    assert (transducer_beam_search(head, enc, lens, beam=1, max_symbols=max_symbols)
-            == transducer_greedy_search(head, enc, lens, max_symbols=max_symbols))
+    assert transducer_beam_search(head, enc, lens, beam=1, max_symbols=max_symbols) == transducer_greedy_search(
+        head, enc, lens, max_symbols=max_symbols
+    )
 
 
 @pytest.mark.parametrize("loss", ["rnnt", "tdt"])
@@ -100,7 +110,7 @@ def test_beam_search_is_batch_independent(loss):
     enc, lens = enc_batch(seed=6)
     batched = transducer_beam_search(head, enc, lens, beam=4)
     for i, n in enumerate(lens.tolist()):
-        assert transducer_beam_search(head, enc[i:i + 1, :n], lens[i:i + 1], beam=4)[0] == batched[i]
+        assert transducer_beam_search(head, enc[i : i + 1, :n], lens[i : i + 1], beam=4)[0] == batched[i]
 
 
 def _in_chunks(search_init, search_continue, enc, lens, chunk, **kw):
@@ -110,7 +120,7 @@ def _in_chunks(search_init, search_continue, enc, lens, chunk, **kw):
     for start in range(0, enc.shape[1], chunk):
         n = (lens - start).clamp(0, chunk)
         final = (lens > start) & (lens <= start + chunk)
-        state = search_continue(enc[:, start:start + chunk], n, state, final=final, **kw)
+        state = search_continue(enc[:, start : start + chunk], n, state, final=final, **kw)
     return state
 
 
@@ -125,15 +135,25 @@ def test_searches_fed_in_chunks_equal_one_call(loss, max_symbols, chunk):
         head.joint.out.weight.mul_(0.5)  # less peaky: the beam's hypotheses compete and merge
     enc, lens = enc_batch(seed=14)
     b = enc.shape[0]
-    greedy = _in_chunks(lambda: transducer_greedy_init(head, b),
-                        lambda e, n, s, final, **kw: transducer_greedy_continue(head, e, n, s, **kw),
-                        enc, lens, chunk, max_symbols=max_symbols)
+    greedy = _in_chunks(
+        lambda: transducer_greedy_init(head, b),
+        lambda e, n, s, final, **kw: transducer_greedy_continue(head, e, n, s, **kw),
+        enc,
+        lens,
+        chunk,
+        max_symbols=max_symbols,
+    )
     assert greedy.tokens == transducer_greedy_search(head, enc, lens, max_symbols=max_symbols)
     offline = transducer_beam_search(head, enc, lens, beam=4, max_symbols=max_symbols)
     assert offline != transducer_greedy_search(head, enc, lens, max_symbols=max_symbols)  # the beam matters here
-    state = _in_chunks(lambda: transducer_beam_init(head, b, beam=4),
-                       lambda e, n, s, final, **kw: transducer_beam_continue(head, e, n, s, final=final, **kw),
-                       enc, lens, chunk, max_symbols=max_symbols)
+    state = _in_chunks(
+        lambda: transducer_beam_init(head, b, beam=4),
+        lambda e, n, s, final, **kw: transducer_beam_continue(head, e, n, s, final=final, **kw),
+        enc,
+        lens,
+        chunk,
+        max_symbols=max_symbols,
+    )
     assert state.best() == offline
 
 
@@ -149,7 +169,7 @@ def sequence_probabilities(head, enc, n, max_symbols):
             totals[seq] = totals.get(seq, 0.0) + p
             return
         out, _ = head.predictor(torch.tensor([[head.blank, *seq]]))
-        logits = head.joint(enc[None, t:t + 1], out[:, -1:])[0, 0, 0].double()
+        logits = head.joint(enc[None, t : t + 1], out[:, -1:])[0, 0, 0].double()
         p_tok = logits[:v].softmax(-1)
         if head.durations:
             p_dur = logits[v:].softmax(-1)
@@ -164,8 +184,12 @@ def sequence_probabilities(head, enc, n, max_symbols):
                     adv = 1 if on_frame + 1 >= max_symbols else 0
                 else:
                     adv = d
-                walk(seq if k == head.blank else seq + (k,), t + adv, on_frame + 1 if adv == 0 else 0,
-                     p * float(p_tok[k]) * pd)
+                walk(
+                    seq if k == head.blank else seq + (k,),
+                    t + adv,
+                    on_frame + 1 if adv == 0 else 0,
+                    p * float(p_tok[k]) * pd,
+                )
 
     walk((), 0, 0, 1.0)
     return totals
@@ -187,8 +211,9 @@ def test_wide_beam_finds_the_most_probable_sequence(loss, max_symbols):
     # took 10-17 s a case; 2 frames still let TDT jump and emit twice on a frame)
     lens = torch.tensor([3, 2, 1]) if max_symbols == 1 else torch.tensor([2, 2, 1])
     hyps = transducer_beam_search(head, enc, lens, beam=3000, max_symbols=max_symbols)
-    state = transducer_beam_continue(head, enc, lens, transducer_beam_init(head, 3, beam=3000),
-                                     max_symbols, final=torch.ones(3, dtype=torch.bool))
+    state = transducer_beam_continue(
+        head, enc, lens, transducer_beam_init(head, 3, beam=3000), max_symbols, final=torch.ones(3, dtype=torch.bool)
+    )
     for i, n in enumerate(lens.tolist()):
         with torch.no_grad():
             totals = sequence_probabilities(head, enc[i], n, max_symbols)
@@ -230,7 +255,7 @@ def test_predictor_step_by_step_equals_full_sequence(cls, kw):
     full, _ = p(tokens, p.init_state(3))
     state, outs = p.init_state(3), []
     for u in range(6):
-        o, state = p(tokens[:, u:u + 1], state)
+        o, state = p(tokens[:, u : u + 1], state)
         outs.append(o)
     assert torch.allclose(torch.cat(outs, 1), full, atol=1e-6)
 
@@ -238,13 +263,19 @@ def test_predictor_step_by_step_equals_full_sequence(cls, kw):
 def test_pruned_head_loss_with_full_range_equals_full_rnnt():
     """With prune_range >= U+1 the pruned loss is the full RNN-T loss of the same joint."""
     torch.manual_seed(0)
-    head = build_head("transducer", 16, V, loss={"kind": "pruned_rnnt", "prune_range": 10, "simple_loss_scale": 0.0},
-                      pred_dim=12, joint_dim=20).eval()
+    head = build_head(
+        "transducer",
+        16,
+        V,
+        loss={"kind": "pruned_rnnt", "prune_range": 10, "simple_loss_scale": 0.0},
+        pred_dim=12,
+        joint_dim=20,
+    ).eval()
     enc = torch.randn(3, 12, 16)
     enc_lens = torch.tensor([12, 10, 7])
     targets = torch.randint(1, V, (3, 5))
     target_lens = torch.tensor([5, 3, 2])
-    out = head.loss(enc, enc_lens, targets, target_lens, step=10 ** 6)
+    out = head.loss(enc, enc_lens, targets, target_lens, step=10**6)
     full = rnnt_loss(head.joint(enc, head.predict(targets)), targets, enc_lens, target_lens, reduction="sum")
     assert torch.allclose(out["loss"], full / target_lens.sum(), atol=1e-4)
     assert torch.allclose(out["pruned"], out["loss"])
@@ -255,7 +286,7 @@ def test_pruned_warmup_schedule():
     loss_scales = head.criterion.loss_scales
     assert loss_scales(0) == (1.0, 0.1)
     assert loss_scales(50) == pytest.approx((0.75, 0.55))
-    assert loss_scales(100) == loss_scales(10 ** 6) == (0.5, 1.0)
+    assert loss_scales(100) == loss_scales(10**6) == (0.5, 1.0)
 
 
 @pytest.mark.parametrize("loss", ["rnnt", "pruned_rnnt", "tdt"])

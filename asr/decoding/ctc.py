@@ -1,4 +1,5 @@
 """CTC decoding: batched greedy, and prefix beam search (resumable across chunks for streaming)."""
+
 from __future__ import annotations
 
 import math
@@ -20,12 +21,16 @@ class GreedyCTCState:
 
 
 def ctc_greedy_init(batch_size: int, device: torch.device | str = "cpu") -> GreedyCTCState:
-    return GreedyCTCState(torch.full((batch_size,), -1, dtype=torch.long, device=device),
-                          torch.zeros(batch_size, device=device), [[] for _ in range(batch_size)])
+    return GreedyCTCState(
+        torch.full((batch_size,), -1, dtype=torch.long, device=device),
+        torch.zeros(batch_size, device=device),
+        [[] for _ in range(batch_size)],
+    )
 
 
-def ctc_greedy_continue(log_probs: torch.Tensor, lengths: torch.Tensor, state: GreedyCTCState,
-                        blank: int = 0) -> GreedyCTCState:
+def ctc_greedy_continue(
+    log_probs: torch.Tensor, lengths: torch.Tensor, state: GreedyCTCState, blank: int = 0
+) -> GreedyCTCState:
     """Best path over the next frames log_probs[B, T, V] (lengths[B] valid): argmax per frame,
     merge repeats (also across the chunk boundary), drop blanks."""
     if log_probs.shape[1] == 0:
@@ -103,8 +108,9 @@ class PrefixBeamState:
 
     def best(self) -> list[list[int]]:
         """The most probable prefix per utterance (the partial result while streaming)."""
-        return [tree.labels(max(b.items(), key=lambda kv: _logaddexp(*kv[1]))[0])
-                for b, tree in zip(self.beams, self.trees)]
+        return [
+            tree.labels(max(b.items(), key=lambda kv: _logaddexp(*kv[1]))[0]) for b, tree in zip(self.beams, self.trees)
+        ]
 
     def hypotheses(self) -> list[Hypothesis]:
         """Per utterance the best prefix with its log-probability, and the n-best list."""
@@ -117,11 +123,14 @@ class PrefixBeamState:
 
 def ctc_prefix_beam_init(batch_size: int) -> PrefixBeamState:
     """Before any frame: the empty prefix, ending in blank with probability 1."""
-    return PrefixBeamState([{0: (0.0, -math.inf)} for _ in range(batch_size)], [PrefixTree() for _ in range(batch_size)])
+    return PrefixBeamState(
+        [{0: (0.0, -math.inf)} for _ in range(batch_size)], [PrefixTree() for _ in range(batch_size)]
+    )
 
 
-def ctc_prefix_beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam: int = 4,
-                           blank: int = 0, token_prune: int | None = None) -> list[list[int]]:
+def ctc_prefix_beam_search(
+    log_probs: torch.Tensor, lengths: torch.Tensor, beam: int = 4, blank: int = 0, token_prune: int | None = None
+) -> list[list[int]]:
     """CTC prefix beam search (Hannun et al. 2014) without a language model.
 
     Each prefix keeps two scores: ending in blank and ending in its last token, so
@@ -137,8 +146,14 @@ def ctc_prefix_beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam:
     return ctc_prefix_beam_continue(log_probs, lengths, state, beam, blank, token_prune).best()
 
 
-def ctc_prefix_beam_continue(log_probs: torch.Tensor, lengths: torch.Tensor, state: PrefixBeamState,
-                             beam: int = 4, blank: int = 0, token_prune: int | None = None) -> PrefixBeamState:
+def ctc_prefix_beam_continue(
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    state: PrefixBeamState,
+    beam: int = 4,
+    blank: int = 0,
+    token_prune: int | None = None,
+) -> PrefixBeamState:
     """Run the prefix beam search over the next frames log_probs[B, T, V] (lengths[B] valid).
 
     The search is frame-synchronous and its state is the beam, so frames fed in chunks give
@@ -181,8 +196,9 @@ class CTCGreedySearch:
     def init(self, batch_size: int, device: torch.device | str) -> GreedyCTCState:
         return ctc_greedy_init(batch_size, device)
 
-    def advance(self, state: GreedyCTCState, enc: torch.Tensor, enc_lens: torch.Tensor,
-                final: torch.Tensor) -> GreedyCTCState:
+    def advance(
+        self, state: GreedyCTCState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor
+    ) -> GreedyCTCState:
         return ctc_greedy_continue(self.head(enc), enc_lens, state, self.head.blank)
 
     def hypotheses(self, state: GreedyCTCState) -> list[Hypothesis]:
@@ -198,8 +214,9 @@ class CTCPrefixBeamSearch:
     def init(self, batch_size: int, device: torch.device | str) -> PrefixBeamState:
         return ctc_prefix_beam_init(batch_size)
 
-    def advance(self, state: PrefixBeamState, enc: torch.Tensor, enc_lens: torch.Tensor,
-                final: torch.Tensor) -> PrefixBeamState:
+    def advance(
+        self, state: PrefixBeamState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor
+    ) -> PrefixBeamState:
         return ctc_prefix_beam_continue(self.head(enc), enc_lens, state, self.beam, self.head.blank)
 
     def hypotheses(self, state: PrefixBeamState) -> list[Hypothesis]:

@@ -4,6 +4,7 @@ The defaults here are the only ones: conf/decode/*.yaml build on this dataclass 
 as Hydra's `decode/schema`), `asr train` saves the result in the checkpoint, and the CLI
 flags of `asr transcribe` / `asr stream` override it with `DecodeOptions.replace`.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace

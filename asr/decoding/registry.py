@@ -6,6 +6,7 @@ asks which class a head is.
 A new head kind registers its searches here, e.g.
     SEARCHES[("attention", "beam")] = lambda head, o: AttentionBeamSearch(head, o.beam)
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -5,6 +5,7 @@ the state before any frame, `advance` consumes the next frames (one call offline
 chunk when streaming), and `hypotheses` reads the results so far. Feeding frames in chunks
 gives exactly the hypotheses of one call over all of them (tests check it per search).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

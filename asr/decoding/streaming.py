@@ -14,6 +14,7 @@ Streams start together and may end at different times (a batch of files); a stre
 last block may be short. Greedy partial hypotheses only grow; a beam search's partial
 hypothesis is its current best, which later frames may revise.
 """
+
 from __future__ import annotations
 
 import time
@@ -40,8 +41,9 @@ class StreamStats:
         return self.compute_seconds / self.audio_seconds if self.audio_seconds else 0.0
 
 
-def _append(pending: torch.Tensor, pending_lens: torch.Tensor, new: torch.Tensor,
-            new_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _append(
+    pending: torch.Tensor, pending_lens: torch.Tensor, new: torch.Tensor, new_lens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per stream, the valid rows of `new` [B, N, ...] after the valid rows of `pending` [B, P, ...]
     (right-padded with zeros). Returns (rows, lengths[B])."""
     n = pending_lens + new_lens
@@ -49,7 +51,7 @@ def _append(pending: torch.Tensor, pending_lens: torch.Tensor, new: torch.Tensor
     for b in range(pending.shape[0]):
         k, m = int(pending_lens[b]), int(new_lens[b])
         out[b, :k] = pending[b, :k]
-        out[b, k:k + m] = new[b, :m]
+        out[b, k : k + m] = new[b, :m]
     return out, n
 
 
@@ -65,13 +67,16 @@ class StreamingRecognizer:
             method="beam", beam=4, head="ctc", max_symbols=1 (None keeps the option).
     """
 
-    def __init__(self, model, chunk_size: int = 8, left_context: int = 64, options: DecodeOptions | None = None,
-                 **overrides):
+    def __init__(
+        self, model, chunk_size: int = 8, left_context: int = 64, options: DecodeOptions | None = None, **overrides
+    ):
         enc = model.encoder
         if not enc.streams:
-            raise ValueError(f"this {type(enc).__name__} reads future frames (a Conformer trained without a causal "
-                             "conv, encoder.causal: false, or a bidirectional LSTM), so chunked inference would not "
-                             "match it; train a streaming config, e.g. model=conformer_ctc_streaming")
+            raise ValueError(
+                f"this {type(enc).__name__} reads future frames (a Conformer trained without a causal "
+                "conv, encoder.causal: false, or a bidirectional LSTM), so chunked inference would not "
+                "match it; train a streaming config, e.g. model=conformer_ctc_streaming"
+            )
         self.model = model.eval()
         self.options = model.decode_options_with(options, **overrides)
         self.head_name = model.decode_head(self.options)
@@ -88,7 +93,9 @@ class StreamingRecognizer:
         the chunk, plus the subsampling's look-ahead (3 feature frames) and the fbank window
         beyond its hop."""
         o = self.model.fbank.opts
-        return self.chunk_size * self.frame_seconds + (3 * o.frame_shift_ms + o.frame_length_ms - o.frame_shift_ms) / 1000
+        return (
+            self.chunk_size * self.frame_seconds + (3 * o.frame_shift_ms + o.frame_length_ms - o.frame_shift_ms) / 1000
+        )
 
     @torch.no_grad()
     def start(self, batch_size: int) -> None:
@@ -106,7 +113,9 @@ class StreamingRecognizer:
         self.stats = StreamStats()
 
     @torch.no_grad()
-    def accept(self, audio: torch.Tensor, audio_lens: torch.Tensor, final: torch.Tensor | None = None) -> list[list[int]]:
+    def accept(
+        self, audio: torch.Tensor, audio_lens: torch.Tensor, final: torch.Tensor | None = None
+    ) -> list[list[int]]:
         """Feed the next audio block of each stream and decode what it completes.
 
         Args:
@@ -154,7 +163,7 @@ class StreamingRecognizer:
         keep = (self.sample_lens - used).clamp(min=0)
         new_samples = torch.zeros(self.batch_size, int(keep.max()) if len(keep) else 0, device=self.device)
         for b in range(self.batch_size):
-            new_samples[b, :int(keep[b])] = self.samples[b, int(used[b]):int(self.sample_lens[b])]
+            new_samples[b, : int(keep[b])] = self.samples[b, int(used[b]) : int(self.sample_lens[b])]
         self.samples, self.sample_lens = new_samples, keep
         self.feats, self.feat_lens = _append(self.feats, self.feat_lens, feats, flens)
 
@@ -189,8 +198,10 @@ class StreamingRecognizer:
             self.ended |= flush
             self.stats.chunk_times.append(time.perf_counter() - t0)
 
-def stream_decode(recognizer: StreamingRecognizer, sources: list, block_samples: int | None = None,
-                  on_partial=None) -> list[list[int]]:
+
+def stream_decode(
+    recognizer: StreamingRecognizer, sources: list, block_samples: int | None = None, on_partial=None
+) -> list[list[int]]:
     """Stream a batch of sources through the recognizer, one block of each per step.
 
     Args:
@@ -211,7 +222,7 @@ def stream_decode(recognizer: StreamingRecognizer, sources: list, block_samples:
         block = torch.zeros(b, int(lens.max()))
         for i, x in enumerate(cur):
             if x is not None:
-                block[i, :len(x)] = x
+                block[i, : len(x)] = x
         final = torch.tensor([x is not None and n is None for x, n in zip(cur, nxt)])
         hyps = recognizer.accept(block, lens, final)
         if on_partial is not None:

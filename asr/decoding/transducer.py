@@ -27,6 +27,7 @@ Both searches resume (streaming): `transducer_greedy_init` / `_continue` and
 `transducer_beam_init` / `_continue` (+ `BeamState.best()`) take the encoder frames
 chunk by chunk and end with exactly the result of one call over all of them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,8 +47,13 @@ def _frames(enc_p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return enc_p[torch.arange(enc_p.shape[0], device=enc_p.device), idx]
 
 
-def _split(head, logits: torch.Tensor, durations: torch.Tensor | None, not_blank_dur: torch.Tensor | None = None,
-           tok_blank: torch.Tensor | None = None):
+def _split(
+    head,
+    logits: torch.Tensor,
+    durations: torch.Tensor | None,
+    not_blank_dur: torch.Tensor | None = None,
+    tok_blank: torch.Tensor | None = None,
+):
     """Joint logits [..., V(+D)] -> (best label [...], frames it advances [...], its log-prob [...])
     for greedy search.
 
@@ -71,8 +77,7 @@ def _split(head, logits: torch.Tensor, durations: torch.Tensor | None, not_blank
     is_blank = blank_total >= best_lab + best_dur
     # the score needs the normalizers the decision could skip
     lp = torch.where(is_blank, blank_total, best_lab + best_dur) - tok.logsumexp(-1) - dur.logsumexp(-1)
-    return (torch.where(is_blank, head.blank, lab),
-            torch.where(is_blank, durations[blank_idx], durations[dur_idx]), lp)
+    return (torch.where(is_blank, head.blank, lab), torch.where(is_blank, durations[blank_idx], durations[dur_idx]), lp)
 
 
 @dataclass
@@ -94,13 +99,20 @@ def transducer_greedy_init(head, batch_size: int, device: torch.device | str = "
     state = pred.init_state(batch_size, device)
     out, state = pred(torch.full((batch_size, 1), head.blank, dtype=torch.long, device=device), state)
     zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
-    return GreedyState(state, head.joint.project_pred(out[:, 0]), zeros, zeros.clone(), [[] for _ in range(batch_size)],
-                       torch.zeros(batch_size, device=device))
+    return GreedyState(
+        state,
+        head.joint.project_pred(out[:, 0]),
+        zeros,
+        zeros.clone(),
+        [[] for _ in range(batch_size)],
+        torch.zeros(batch_size, device=device),
+    )
 
 
 @torch.no_grad()
-def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
-                             max_symbols: int | None = None) -> list[list[int]]:
+def transducer_greedy_search(
+    head, enc: torch.Tensor, enc_lens: torch.Tensor, max_symbols: int | None = None
+) -> list[list[int]]:
     """Label-looping greedy search for an RNN-T or TDT head (TDT: the joint predicts head.durations).
 
     Args:
@@ -113,8 +125,9 @@ def transducer_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor,
 
 
 @torch.no_grad()
-def transducer_greedy_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, state: GreedyState,
-                               max_symbols: int | None = None) -> GreedyState:
+def transducer_greedy_continue(
+    head, enc: torch.Tensor, enc_lens: torch.Tensor, state: GreedyState, max_symbols: int | None = None
+) -> GreedyState:
     """Run the greedy search over the next encoder frames enc[B, T, D] (enc_lens[B] valid).
 
     The search stops when every utterance has read past its frames; a TDT jump past the
@@ -122,10 +135,13 @@ def transducer_greedy_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, 
     gives exactly the labels of one call over all of them.
     """
     max_symbols = int(max_symbols or head.max_symbols)
-    b, device = enc.shape[0], enc.device
+    device = enc.device
     durations = torch.tensor(head.durations, device=device) if head.durations else None
-    masks = ((durations == 0, torch.arange(head.vocab_size, device=device) == head.blank)
-             if durations is not None else (None, None))
+    masks = (
+        (durations == 0, torch.arange(head.vocab_size, device=device) == head.blank)
+        if durations is not None
+        else (None, None)
+    )
     enc_p = head.joint.project_enc(enc)
     pred = head.predictor
     pred_state, pred_p = state.pred_state, state.pred_p  # [B, J]
@@ -194,8 +210,9 @@ class BeamState:
         """Per utterance the best hypothesis with its log-probability, and the n-best (live slots)."""
         out = []
         for i, row in enumerate(self.score.tolist()):
-            ranked = sorted(((list(self.hyps[i][k]), s) for k, s in enumerate(row) if s > float("-inf")),
-                            key=lambda x: -x[1])
+            ranked = sorted(
+                ((list(self.hyps[i][k]), s) for k, s in enumerate(row) if s > float("-inf")), key=lambda x: -x[1]
+            )
             out.append(Hypothesis(ranked[0][0], ranked[0][1], ranked))
         return out
 
@@ -212,13 +229,21 @@ def transducer_beam_init(head, batch_size: int, beam: int = 4, device: torch.dev
     pred = head.predictor
     state = pred.init_state(b * k, device)
     out, state = pred(torch.full((b * k, 1), head.blank, dtype=torch.long, device=device), state)
-    return BeamState(score, zeros, zeros.clone(), zeros.clone(), state, head.joint.project_pred(out[:, 0]),
-                     [[[] for _ in range(k)] for _ in range(b)])
+    return BeamState(
+        score,
+        zeros,
+        zeros.clone(),
+        zeros.clone(),
+        state,
+        head.joint.project_pred(out[:, 0]),
+        [[[] for _ in range(k)] for _ in range(b)],
+    )
 
 
 @torch.no_grad()
-def transducer_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam: int = 4,
-                           max_symbols: int | None = None) -> list[list[int]]:
+def transducer_beam_search(
+    head, enc: torch.Tensor, enc_lens: torch.Tensor, beam: int = 4, max_symbols: int | None = None
+) -> list[list[int]]:
     """Batched beam search for an RNN-T or TDT head: one label per decision.
 
     Args:
@@ -233,8 +258,14 @@ def transducer_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam
 
 
 @torch.no_grad()
-def transducer_beam_continue(head, enc: torch.Tensor, enc_lens: torch.Tensor, state: BeamState,
-                             max_symbols: int | None = None, final: torch.Tensor | None = None) -> BeamState:
+def transducer_beam_continue(
+    head,
+    enc: torch.Tensor,
+    enc_lens: torch.Tensor,
+    state: BeamState,
+    max_symbols: int | None = None,
+    final: torch.Tensor | None = None,
+) -> BeamState:
     """Run the beam search over the next encoder frames enc[B, T, D] (enc_lens[B] valid).
 
     The search stops when every hypothesis has read past its utterance's frames; TDT jumps
@@ -364,7 +395,9 @@ class TransducerGreedySearch:
     def init(self, batch_size: int, device: torch.device | str) -> GreedyState:
         return transducer_greedy_init(self.head, batch_size, device)
 
-    def advance(self, state: GreedyState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor) -> GreedyState:
+    def advance(
+        self, state: GreedyState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor
+    ) -> GreedyState:
         return transducer_greedy_continue(self.head, enc, enc_lens, state, self.max_symbols)
 
     def hypotheses(self, state: GreedyState) -> list[Hypothesis]:

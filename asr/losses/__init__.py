@@ -3,16 +3,33 @@
 Each compiled loss has a slow pure-torch reference in asr/losses/reference.py, used
 only by the tests.
 """
+
 from .ctc import ctc_loss
 from .ctc_fst import Alignment, ctc_fst_loss, forced_align
 from .mutual_information import mutual_information_recursion
-from .pruned_rnnt import (do_rnnt_pruning, get_rnnt_logprobs, get_rnnt_prune_ranges, rnnt_loss_pruned,
-                          rnnt_loss_simple, rnnt_loss_smoothed)
+from .pruned_rnnt import (
+    do_rnnt_pruning,
+    get_rnnt_logprobs,
+    get_rnnt_prune_ranges,
+    rnnt_loss_pruned,
+    rnnt_loss_simple,
+    rnnt_loss_smoothed,
+)
 from .rnnt import rnnt_loss
 from .tdt import tdt_loss
 
 __all__ = [
-    "ctc_loss", "ctc_fst_loss", "forced_align", "Alignment", "rnnt_loss", "mutual_information_recursion",
-    "get_rnnt_logprobs", "rnnt_loss_simple",
-    "rnnt_loss_smoothed", "get_rnnt_prune_ranges", "do_rnnt_pruning", "rnnt_loss_pruned", "tdt_loss",
+    "ctc_loss",
+    "ctc_fst_loss",
+    "forced_align",
+    "Alignment",
+    "rnnt_loss",
+    "mutual_information_recursion",
+    "get_rnnt_logprobs",
+    "rnnt_loss_simple",
+    "rnnt_loss_smoothed",
+    "get_rnnt_prune_ranges",
+    "do_rnnt_pruning",
+    "rnnt_loss_pruned",
+    "tdt_loss",
 ]

@@ -1,13 +1,20 @@
 """CTC loss. Until the FSA-based kernels land (csrc/fsa), this is torch's CTC."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
-             target_lengths: torch.Tensor, blank: int = 0, reduction: str = "mean",
-             zero_infinity: bool = True) -> torch.Tensor:
+def ctc_loss(
+    log_probs: torch.Tensor,
+    targets: torch.Tensor,
+    input_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = True,
+) -> torch.Tensor:
     """CTC negative log-likelihood.
 
     Args:
@@ -17,8 +24,15 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torc
         reduction: "none" ([B]), "sum", or "mean" (torch's: each loss divided by its
             target length, then averaged over the batch).
     """
-    per_utt = F.ctc_loss(log_probs.transpose(0, 1), targets, input_lengths, target_lengths, blank=blank,
-                         reduction="none", zero_infinity=zero_infinity)
+    per_utt = F.ctc_loss(
+        log_probs.transpose(0, 1),
+        targets,
+        input_lengths,
+        target_lengths,
+        blank=blank,
+        reduction="none",
+        zero_infinity=zero_infinity,
+    )
     if reduction == "none":
         return per_utt
     if reduction == "sum":

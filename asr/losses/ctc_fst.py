@@ -10,6 +10,7 @@ blank and not a repeat frame) at frame t of an utterance of T frames also scores
 delay_penalty * ((T - 1) / 2 - t). Early emissions gain, late ones lose, and the
 offsets sum to zero over the frames, so the loss stays on the scale of the NLL.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..fsa import Fsa, ctc_graphs, intersect_dense, viterbi as fsa_viterbi
+from ..fsa import Fsa, ctc_graphs, intersect_dense
+from ..fsa import viterbi as fsa_viterbi
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,14 @@ def _warn_no_alignment(n_bad: int, batch: int, zeroed: bool) -> None:
     total = _no_alignment["utterances"]
     if total >= _no_alignment["next_log"]:
         _no_alignment["next_log"] = 2 * total
-        log.warning("ctc_fst_loss: %d of %d utterances have no alignment (fewer frames than the transcript "
-                    "needs)%s; %d so far in this process", n_bad, batch,
-                    "; their loss and gradient are zeroed" if zeroed else "", total)
+        log.warning(
+            "ctc_fst_loss: %d of %d utterances have no alignment (fewer frames than the transcript "
+            "needs)%s; %d so far in this process",
+            n_bad,
+            batch,
+            "; their loss and gradient are zeroed" if zeroed else "",
+            total,
+        )
 
 
 class _ViterbiScore(torch.autograd.Function):
@@ -67,9 +74,17 @@ class _ViterbiScore(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-def ctc_fst_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
-                 target_lengths: torch.Tensor, topology: str = "standard", delay_penalty: float = 0.0,
-                 viterbi: bool = False, reduction: str = "mean", zero_infinity: bool = False) -> torch.Tensor:
+def ctc_fst_loss(
+    log_probs: torch.Tensor,
+    targets: torch.Tensor,
+    input_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    topology: str = "standard",
+    delay_penalty: float = 0.0,
+    viterbi: bool = False,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> torch.Tensor:
     """CTC loss over FSA training graphs (blank = 0).
 
     Args:
@@ -135,8 +150,13 @@ class Alignment:
 
 
 @torch.no_grad()
-def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
-                 target_lengths: torch.Tensor | None = None, topology: str = "standard") -> Alignment:
+def forced_align(
+    log_probs: torch.Tensor,
+    targets: torch.Tensor,
+    input_lengths: torch.Tensor,
+    target_lengths: torch.Tensor | None = None,
+    topology: str = "standard",
+) -> Alignment:
     """The most probable CTC alignment of each transcript (Viterbi over its training graph).
 
     Args:
@@ -149,7 +169,7 @@ def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: 
         target_lengths = torch.tensor([len(y) for y in targets], dtype=torch.long)
         padded = torch.zeros(len(targets), max([len(y) for y in targets] + [0]), dtype=torch.long)
         for i, y in enumerate(targets):
-            padded[i, :len(y)] = torch.as_tensor(y, dtype=torch.long)
+            padded[i, : len(y)] = torch.as_tensor(y, dtype=torch.long)
         targets = padded
     if target_lengths is None:
         target_lengths = torch.full((targets.shape[0],), targets.shape[1], dtype=torch.long)
@@ -161,6 +181,9 @@ def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: 
     starts = ok & (arcs[..., 3] > 0)
     n_bad = int((~torch.isfinite(score)).sum())
     if n_bad:
-        log.warning("forced_align: %d of %d utterances cannot be aligned (fewer frames than the transcript needs)",
-                    n_bad, len(score))
+        log.warning(
+            "forced_align: %d of %d utterances cannot be aligned (fewer frames than the transcript needs)",
+            n_bad,
+            len(score),
+        )
     return Alignment(labels, starts, score)

@@ -7,6 +7,7 @@ csrc/transducer/rnnt.h). Here: that row layout, the dense per-row work (log-soft
 normalizers, softmax) as vectorized tensor ops on bounded chunks of rows, the input
 checks, and the reduction of per-utterance losses.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 CHUNK_ELEMENTS = 1 << 22  # rows are processed in ~16 MB chunks: bounded temporaries, cache-friendly
 
 
-def row_layout(logits: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor,
-               max_u: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def row_layout(
+    logits: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor, max_u: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """The rows of padded or packed logits and how the kernels address them.
 
     Args:
@@ -38,8 +40,9 @@ def row_layout(logits: torch.Tensor, logit_lengths: torch.Tensor, target_lengths
         if B != b:
             raise ValueError(f"logits batch {B} != {b} lengths")
         if int(logit_lengths.max()) > T or max_u + 1 > U1:
-            raise ValueError(f"logits [B, T={T}, U+1={U1}, V] too small for max T {int(logit_lengths.max())} "
-                             f"and max U {max_u}")
+            raise ValueError(
+                f"logits [B, T={T}, U+1={U1}, V] too small for max T {int(logit_lengths.max())} and max U {max_u}"
+            )
         rows = logits.reshape(B * T * U1, V)
         offsets = torch.arange(B, device=dev, dtype=torch.int64) * (T * U1)
         strides = torch.full((B,), U1, device=dev, dtype=torch.int64)
@@ -47,8 +50,9 @@ def row_layout(logits: torch.Tensor, logit_lengths: torch.Tensor, target_lengths
     if logits.dim() == 2:
         sizes = logit_lengths * (target_lengths + 1)
         if int(sizes.sum()) != logits.shape[0]:
-            raise ValueError(f"packed logits have {logits.shape[0]} rows; lengths need sum(T_b*(U_b+1)) = "
-                             f"{int(sizes.sum())}")
+            raise ValueError(
+                f"packed logits have {logits.shape[0]} rows; lengths need sum(T_b*(U_b+1)) = {int(sizes.sum())}"
+            )
         offsets = torch.cumsum(sizes, 0) - sizes
         return logits, offsets, target_lengths + 1, int(logit_lengths.max())
     raise ValueError("logits must be [B, T, U+1, V] (padded) or [sum_b T_b*(U_b+1), V] (packed)")
@@ -97,8 +101,12 @@ def row_softmax_and_logsumexp(rows: torch.Tensor, out: torch.Tensor) -> torch.Te
     return lse
 
 
-def row_values(per_utt: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor,
-               shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+def row_values(
+    per_utt: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    shape: torch.Size | tuple[int, ...],
+) -> torch.Tensor:
     """Broadcast a per-utterance value [B] to every logits row [N] (padded or packed layout).
 
     `shape` is the logits' shape: [B, T, U+1, C] (padded) or [N, C] (packed).
@@ -108,8 +116,14 @@ def row_values(per_utt: torch.Tensor, logit_lengths: torch.Tensor, target_length
     return per_utt.repeat_interleave(logit_lengths * (target_lengths + 1))
 
 
-def check_inputs(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
-                 target_lengths: torch.Tensor, blank: int, vocab: int) -> None:
+def check_inputs(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank: int,
+    vocab: int,
+) -> None:
     """Raise ValueError on targets [B, U] outside [0, vocab) or holding blank within target_lengths,
     lengths that are not [B], a blank outside the vocabulary, or target_lengths wider than targets."""
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
@@ -120,7 +134,9 @@ def check_inputs(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: tor
     if not 0 <= blank < vocab:
         raise ValueError(f"blank {blank} outside the vocabulary of {vocab}")
     if target_lengths.numel() and int(target_lengths.max()) > targets.shape[1]:
-        raise ValueError(f"target_lengths up to {int(target_lengths.max())} but targets are only {targets.shape[1]} wide")
+        raise ValueError(
+            f"target_lengths up to {int(target_lengths.max())} but targets are only {targets.shape[1]} wide"
+        )
     valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < target_lengths[:, None]
     if bool((targets.eq(blank) & valid).any()):
         raise ValueError(f"targets contain the blank id {blank}")
@@ -135,8 +151,9 @@ def finish_loss(loss: torch.Tensor, reduction: str, zero_infinity: bool, name: s
     if zero_infinity:
         bad = torch.isinf(loss)
         if bool(bad.any()):
-            log.warning("%s: %d utterance(s) have no alignment; their loss and gradient are set to 0", name,
-                        int(bad.sum()))
+            log.warning(
+                "%s: %d utterance(s) have no alignment; their loss and gradient are set to 0", name, int(bad.sum())
+            )
             loss = torch.where(bad, torch.zeros_like(loss), loss)
     return reduce_loss(loss, reduction)
 

@@ -1,4 +1,5 @@
 """Mutual-information recursion (csrc/transducer/mutual_information_cpu.cpp) with autograd."""
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,9 @@ class _MutualInformation(torch.autograd.Function):
         ctx.modified = modified
         ctx.occupancy = occupancy
         if occupancy:
-            px_occ, py_occ = ops().mutual_information_backward(px, py, boundary, p, ans, torch.ones_like(ans),
-                                                               modified=modified)
+            px_occ, py_occ = ops().mutual_information_backward(
+                px, py, boundary, p, ans, torch.ones_like(ans), modified=modified
+            )
             ctx.save_for_backward(px_occ, py_occ)
             ctx.mark_non_differentiable(px_occ, py_occ)
             return ans, px_occ, py_occ
@@ -34,8 +36,9 @@ class _MutualInformation(torch.autograd.Function):
             g = ans_grad[:, None, None]
             return px_occ * g, py_occ * g, None, None, None
         px, py, boundary, p, ans = ctx.saved_tensors
-        px_grad, py_grad = ops().mutual_information_backward(px, py, boundary, p, ans, ans_grad.contiguous(),
-                                                             modified=ctx.modified)
+        px_grad, py_grad = ops().mutual_information_backward(
+            px, py, boundary, p, ans, ans_grad.contiguous(), modified=ctx.modified
+        )
         return px_grad, py_grad, None, None, None
 
 
@@ -47,8 +50,9 @@ def default_boundary(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     return bd
 
 
-def mutual_information_recursion(px: torch.Tensor, py: torch.Tensor, boundary: torch.Tensor | None = None,
-                                 return_grad: bool = False):
+def mutual_information_recursion(
+    px: torch.Tensor, py: torch.Tensor, boundary: torch.Tensor | None = None, return_grad: bool = False
+):
     """log-sum over monotonic lattice paths; see csrc/transducer/mutual_information.h.
 
     Args:
@@ -62,8 +66,9 @@ def mutual_information_recursion(px: torch.Tensor, py: torch.Tensor, boundary: t
     """
     modified = px.shape[2] == py.shape[2]
     if not modified and px.shape[2] != py.shape[2] + 1:
-        raise ValueError(f"px {tuple(px.shape)} must be [B, S, T+1] (regular) or [B, S, T] (modified) for py "
-                         f"{tuple(py.shape)}")
+        raise ValueError(
+            f"px {tuple(px.shape)} must be [B, S, T+1] (regular) or [B, S, T] (modified) for py {tuple(py.shape)}"
+        )
     if px.shape[1] + 1 != py.shape[1] or px.shape[0] != py.shape[0]:
         raise ValueError(f"py {tuple(py.shape)} must be [B, S+1, T] for px {tuple(px.shape)}")
     bd = default_boundary(px, py) if boundary is None else boundary.to(torch.int64).contiguous()

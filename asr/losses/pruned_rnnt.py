@@ -10,6 +10,7 @@
 Symbols are indexed as in the paper: s in [0, S] counts symbols emitted so far.
 All use the compiled mutual-information recursion.
 """
+
 from __future__ import annotations
 
 import torch
@@ -67,8 +68,15 @@ def _gather_symbols(am: torch.Tensor, sym: torch.Tensor) -> torch.Tensor:
     return torch.gather(am, 2, sym[:, None, :].expand(b, t, sym.shape[1])).transpose(1, 2)
 
 
-def get_rnnt_logprobs(lm: torch.Tensor, am: torch.Tensor, symbols: torch.Tensor, termination_symbol: int,
-                      boundary: torch.Tensor | None = None, rnnt_type: str = "regular", delay_penalty: float = 0.0):
+def get_rnnt_logprobs(
+    lm: torch.Tensor,
+    am: torch.Tensor,
+    symbols: torch.Tensor,
+    termination_symbol: int,
+    boundary: torch.Tensor | None = None,
+    rnnt_type: str = "regular",
+    delay_penalty: float = 0.0,
+):
     """px, py of the simple joiner logits[b, s, t, c] = lm[b, s, c] + am[b, t, c].
 
     Args:
@@ -94,9 +102,18 @@ def get_rnnt_logprobs(lm: torch.Tensor, am: torch.Tensor, symbols: torch.Tensor,
     return _finish_px(px, modified), py
 
 
-def rnnt_loss_simple(lm: torch.Tensor, am: torch.Tensor, symbols: torch.Tensor, termination_symbol: int,
-                     boundary: torch.Tensor | None = None, rnnt_type: str = "regular", delay_penalty: float = 0.0,
-                     reduction: str = "mean", return_grad: bool = False, zero_infinity: bool = False):
+def rnnt_loss_simple(
+    lm: torch.Tensor,
+    am: torch.Tensor,
+    symbols: torch.Tensor,
+    termination_symbol: int,
+    boundary: torch.Tensor | None = None,
+    rnnt_type: str = "regular",
+    delay_penalty: float = 0.0,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    zero_infinity: bool = False,
+):
     """RNN-T loss of the joiner lm + am (no non-linearity): the first pass of pruned RNN-T.
 
     Args:
@@ -113,10 +130,20 @@ def rnnt_loss_simple(lm: torch.Tensor, am: torch.Tensor, symbols: torch.Tensor, 
     return finish_loss(-out, reduction, zero_infinity, "rnnt_loss_simple")
 
 
-def rnnt_loss_smoothed(lm: torch.Tensor, am: torch.Tensor, symbols: torch.Tensor, termination_symbol: int,
-                       lm_only_scale: float = 0.1, am_only_scale: float = 0.0, boundary: torch.Tensor | None = None,
-                       rnnt_type: str = "regular", delay_penalty: float = 0.0, reduction: str = "mean",
-                       return_grad: bool = False, zero_infinity: bool = False):
+def rnnt_loss_smoothed(
+    lm: torch.Tensor,
+    am: torch.Tensor,
+    symbols: torch.Tensor,
+    termination_symbol: int,
+    lm_only_scale: float = 0.1,
+    am_only_scale: float = 0.0,
+    boundary: torch.Tensor | None = None,
+    rnnt_type: str = "regular",
+    delay_penalty: float = 0.0,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    zero_infinity: bool = False,
+):
     """Simple loss whose log-probs interpolate the joint (lm + am) with lm-only and am-only
     distributions: (1 - lm_only_scale - am_only_scale) * joint + lm_only_scale * lm + am_only_scale * am.
     """
@@ -143,8 +170,9 @@ def rnnt_loss_smoothed(lm: torch.Tensor, am: torch.Tensor, symbols: torch.Tensor
     return finish_loss(-out, reduction, zero_infinity, "rnnt_loss_smoothed")
 
 
-def get_rnnt_prune_ranges(px_grad: torch.Tensor, py_grad: torch.Tensor, boundary: torch.Tensor,
-                          s_range: int) -> torch.Tensor:
+def get_rnnt_prune_ranges(
+    px_grad: torch.Tensor, py_grad: torch.Tensor, boundary: torch.Tensor, s_range: int
+) -> torch.Tensor:
     """Per frame, the `s_range` consecutive symbol positions holding the most occupancy.
 
     The windows start at 0, never move backwards, overlap from one frame to the next (so
@@ -196,9 +224,17 @@ def do_rnnt_pruning(am: torch.Tensor, lm: torch.Tensor, ranges: torch.Tensor) ->
     return am_pruned, lm_pruned
 
 
-def rnnt_loss_pruned(logits: torch.Tensor, symbols: torch.Tensor, ranges: torch.Tensor, termination_symbol: int,
-                     boundary: torch.Tensor | None = None, rnnt_type: str = "regular", delay_penalty: float = 0.0,
-                     reduction: str = "mean", zero_infinity: bool = False) -> torch.Tensor:
+def rnnt_loss_pruned(
+    logits: torch.Tensor,
+    symbols: torch.Tensor,
+    ranges: torch.Tensor,
+    termination_symbol: int,
+    boundary: torch.Tensor | None = None,
+    rnnt_type: str = "regular",
+    delay_penalty: float = 0.0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> torch.Tensor:
     """RNN-T loss on the pruned lattice.
 
     Args:

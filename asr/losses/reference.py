@@ -3,6 +3,7 @@
 Plain Python loops over the lattice with torch.logaddexp on scalars, so autograd
 gives the reference gradient.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -11,8 +12,14 @@ import math
 import torch
 
 
-def rnnt_loss_reference(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
-                        target_lengths: torch.Tensor, blank: int = 0, fused_log_softmax: bool = True) -> torch.Tensor:
+def rnnt_loss_reference(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank: int = 0,
+    fused_log_softmax: bool = True,
+) -> torch.Tensor:
     """Per-utterance RNN-T loss [B] from padded logits [B, T, U+1, V]."""
     out = []
     neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype)
@@ -60,14 +67,22 @@ def mutual_information_reference(px: torch.Tensor, py: torch.Tensor, boundary: t
                 if s > s0 and modified and t > t0:
                     terms.append(p[s - 1, t - 1] + px[b, s - 1, t - 1])
                 terms = [x for x in terms if torch.isfinite(x)]  # all -inf: unreachable, no gradient (not NaN)
-                p[s, t] = torch.logsumexp(torch.stack(terms), 0) if terms else torch.tensor(float("-inf"), dtype=px.dtype)
+                p[s, t] = (
+                    torch.logsumexp(torch.stack(terms), 0) if terms else torch.tensor(float("-inf"), dtype=px.dtype)
+                )
         out.append(p[s1, t1])
     return torch.stack(out)
 
 
-def tdt_loss_reference(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
-                       target_lengths: torch.Tensor, durations: list[int], blank: int = 0,
-                       sigma: float = 0.0) -> torch.Tensor:
+def tdt_loss_reference(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    durations: list[int],
+    blank: int = 0,
+    sigma: float = 0.0,
+) -> torch.Tensor:
     """Per-utterance TDT loss [B] by pushing probability along every arc of the lattice."""
     d = len(durations)
     out = []
@@ -113,14 +128,15 @@ def _ctc_emission_counts(frames: tuple[int, ...], target: list[int], modified: b
         nxt: dict[int, int] = {}
         for pos, w in ways.items():
             for k in range(1, (r if modified else 1) + 1):
-                if target[pos:pos + k] == [tok] * k:
+                if target[pos : pos + k] == [tok] * k:
                     nxt[pos + k] = nxt.get(pos + k, 0) + w * math.comb(r - 1, k - 1)
         ways = nxt
     return ways.get(len(target), 0)
 
 
-def ctc_paths_reference(log_probs: torch.Tensor, target: list[int], modified: bool = False,
-                        viterbi: bool = False) -> torch.Tensor:
+def ctc_paths_reference(
+    log_probs: torch.Tensor, target: list[int], modified: bool = False, viterbi: bool = False
+) -> torch.Tensor:
     """log P(target) of one utterance (log_probs [T, V]) by enumerating all V^T frame labelings.
 
     Each labeling scores the sum of its frame log-probs, times the number of topology paths

@@ -8,13 +8,21 @@ without a gradient, none at all). The per-element work runs as vectorized tensor
 over chunks of rows (asr.losses.lattice); the compiled kernel does the (t, u) lattice:
 alpha, beta, occupancies, arc posteriors.
 """
+
 from __future__ import annotations
 
 import torch
 
 from .._ext import ops
-from .lattice import (check_inputs, finish_loss, row_chunks, row_layout, row_logsumexp, row_softmax_and_logsumexp,
-                      row_values)
+from .lattice import (
+    check_inputs,
+    finish_loss,
+    row_chunks,
+    row_layout,
+    row_logsumexp,
+    row_softmax_and_logsumexp,
+    row_values,
+)
 
 
 class _RNNTLoss(torch.autograd.Function):
@@ -33,8 +41,9 @@ class _RNNTLoss(torch.autograd.Function):
             denom = row_logsumexp(rows)
         else:
             denom = torch.zeros(rows.shape[0], dtype=rows.dtype, device=rows.device)
-        loss, alpha, beta = ops().rnnt_forward(rows, denom, targets, logit_lengths, target_lengths, offsets, strides,
-                                               max_t=max_t, max_u=max_u, blank=blank)
+        loss, alpha, beta = ops().rnnt_forward(
+            rows, denom, targets, logit_lengths, target_lengths, offsets, strides, max_t=max_t, max_u=max_u, blank=blank
+        )
         ctx.save_for_backward(rows, denom, targets, logit_lengths, target_lengths, offsets, strides, alpha, beta, loss)
         ctx.args = (blank, fused, clamp, logits.shape)
         return loss
@@ -55,16 +64,30 @@ class _RNNTLoss(torch.autograd.Function):
                 grad = torch.empty_like(rows)
                 for i, j in row_chunks(rows.shape[0], rows.shape[1]):
                     torch.ops.aten._softmax.out(rows[i:j], -1, False, out=grad[i:j])
-            log_occ = ops().rnnt_log_occupancy(alpha, beta, loss, scale, logit_lengths, target_lengths, offsets,
-                                               strides, num_rows=rows.shape[0])
+            log_occ = ops().rnnt_log_occupancy(
+                alpha, beta, loss, scale, logit_lengths, target_lengths, offsets, strides, num_rows=rows.shape[0]
+            )
             occ = log_occ.exp_()  # 0 on padding rows and impossible utterances
             for i, j in row_chunks(rows.shape[0], rows.shape[1]):
                 grad[i:j].mul_(occ[i:j, None])
         else:
             grad = torch.zeros_like(rows)
         # infinite losses get zero gradient whether or not zero_infinity
-        ops().rnnt_subtract_arc_posteriors(grad, rows, denom, targets, logit_lengths, target_lengths, offsets, strides,
-                                           alpha, beta, loss, scale, blank=blank)
+        ops().rnnt_subtract_arc_posteriors(
+            grad,
+            rows,
+            denom,
+            targets,
+            logit_lengths,
+            target_lengths,
+            offsets,
+            strides,
+            alpha,
+            beta,
+            loss,
+            scale,
+            blank=blank,
+        )
         if not fold:
             if clamp > 0:
                 grad.clamp_(-clamp, clamp)
@@ -72,9 +95,17 @@ class _RNNTLoss(torch.autograd.Function):
         return grad.reshape(shape), None, None, None, None, None, None
 
 
-def rnnt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor,
-              blank: int = 0, reduction: str = "mean", fused_log_softmax: bool = True, clamp: float = -1.0,
-              zero_infinity: bool = False) -> torch.Tensor:
+def rnnt_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank: int = 0,
+    reduction: str = "mean",
+    fused_log_softmax: bool = True,
+    clamp: float = -1.0,
+    zero_infinity: bool = False,
+) -> torch.Tensor:
     """RNN-T negative log-likelihood.
 
     Args:

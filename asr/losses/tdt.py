@@ -6,6 +6,7 @@ duration logits, normalized separately. Token log-probs are under-normalized by 
 duration 0. The dense work (normalizers, softmax terms) runs as chunked tensor ops as in
 asr.losses.rnnt; csrc/transducer/tdt_cpu.cpp does the lattice.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,42 +25,109 @@ class _TDTLoss(torch.autograd.Function):
         v = num_tokens
         den_tok = row_logsumexp(rows[:, :v])
         den_dur = row_logsumexp(rows[:, v:])
-        loss, alpha, beta = ops().tdt_forward(rows, den_tok, den_dur, targets, logit_lengths, target_lengths, offsets,
-                                              strides, durations, num_tokens=v, max_t=max_t, max_u=max_u, blank=blank,
-                                              sigma=sigma)
-        ctx.save_for_backward(rows, den_tok, den_dur, targets, logit_lengths, target_lengths, offsets, strides,
-                              durations, alpha, beta, loss)
+        loss, alpha, beta = ops().tdt_forward(
+            rows,
+            den_tok,
+            den_dur,
+            targets,
+            logit_lengths,
+            target_lengths,
+            offsets,
+            strides,
+            durations,
+            num_tokens=v,
+            max_t=max_t,
+            max_u=max_u,
+            blank=blank,
+            sigma=sigma,
+        )
+        ctx.save_for_backward(
+            rows,
+            den_tok,
+            den_dur,
+            targets,
+            logit_lengths,
+            target_lengths,
+            offsets,
+            strides,
+            durations,
+            alpha,
+            beta,
+            loss,
+        )
         ctx.args = (v, blank, sigma, logits.shape)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        (rows, den_tok, den_dur, targets, logit_lengths, target_lengths, offsets, strides, durations, alpha, beta,
-         loss) = ctx.saved_tensors
+        (
+            rows,
+            den_tok,
+            den_dur,
+            targets,
+            logit_lengths,
+            target_lengths,
+            offsets,
+            strides,
+            durations,
+            alpha,
+            beta,
+            loss,
+        ) = ctx.saved_tensors
         v, blank, sigma, shape = ctx.args
         grad_loss = grad_loss.to(rows.dtype).contiguous()
         fold = bool((grad_loss > 0).all())
         scale = grad_loss if fold else torch.ones_like(grad_loss)
         # every arc leaving a node uses one token and one duration log-prob: both parts get
         # occupancy * softmax, minus the posteriors of the arcs that use each entry
-        occ = ops().rnnt_log_occupancy(alpha, beta, loss, scale, logit_lengths, target_lengths, offsets, strides,
-                                       num_rows=rows.shape[0]).exp_()
+        occ = (
+            ops()
+            .rnnt_log_occupancy(
+                alpha, beta, loss, scale, logit_lengths, target_lengths, offsets, strides, num_rows=rows.shape[0]
+            )
+            .exp_()
+        )
         grad = torch.empty_like(rows)
         for i, j in row_chunks(rows.shape[0], rows.shape[1]):
             o = occ[i:j, None]
             grad[i:j, :v] = torch.softmax(rows[i:j, :v], dim=-1).mul_(o)
             grad[i:j, v:] = torch.softmax(rows[i:j, v:], dim=-1).mul_(o)
-        ops().tdt_subtract_arc_posteriors(grad, rows, den_tok, den_dur, targets, logit_lengths, target_lengths,
-                                          offsets, strides, durations, alpha, beta, loss, scale, num_tokens=v,
-                                          blank=blank, sigma=sigma)
+        ops().tdt_subtract_arc_posteriors(
+            grad,
+            rows,
+            den_tok,
+            den_dur,
+            targets,
+            logit_lengths,
+            target_lengths,
+            offsets,
+            strides,
+            durations,
+            alpha,
+            beta,
+            loss,
+            scale,
+            num_tokens=v,
+            blank=blank,
+            sigma=sigma,
+        )
         if not fold:
             grad.mul_(row_values(grad_loss, logit_lengths, target_lengths, shape)[:, None])
         return grad.reshape(shape), None, None, None, None, None, None, None
 
 
-def tdt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor,
-             durations: tuple[int, ...] | list[int] = (0, 1, 2, 3, 4), blank: int = 0, sigma: float = 0.0,
-             omega: float = 0.0, reduction: str = "mean", zero_infinity: bool = False) -> torch.Tensor:
+def tdt_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    durations: tuple[int, ...] | list[int] = (0, 1, 2, 3, 4),
+    blank: int = 0,
+    sigma: float = 0.0,
+    omega: float = 0.0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> torch.Tensor:
     """TDT negative log-likelihood.
 
     Args:
@@ -94,6 +162,7 @@ def tdt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.T
     dur_t = torch.tensor(durs, dtype=torch.int64, device=logits.device)
     loss = _TDTLoss.apply(logits, targets, logit_lengths, target_lengths, dur_t, v, blank, float(sigma))
     if omega > 0:
-        loss = (1 - omega) * loss + omega * rnnt_loss(logits[..., :v], targets, logit_lengths, target_lengths,
-                                                      blank=blank, reduction="none")
+        loss = (1 - omega) * loss + omega * rnnt_loss(
+            logits[..., :v], targets, logit_lengths, target_lengths, blank=blank, reduction="none"
+        )
     return finish_loss(loss, reduction, zero_infinity, "tdt_loss")

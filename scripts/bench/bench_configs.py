@@ -17,6 +17,7 @@ and a link data/synthetic_bpe/LibriSpeech -> ../synthetic/LibriSpeech):
     python scripts/bench/bench_configs.py 'data.tokenizer=${data.manifest_dir}/tokenizer_bpe.model' \\
         --epochs 6 --data data/synthetic_bpe --out exp/bench_bpe --models conformer_tdt conformer_pruned_transducer
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,15 @@ from pathlib import Path
 
 from asr.metrics import read_kaldi_text, score
 
-MODELS = ["conformer_ctc", "conformer_transducer", "conformer_pruned_transducer", "conformer_tdt",
-          "conformer_hybrid_tdt_ctc", "lstm_transducer", "mingru_ctc"]
+MODELS = [
+    "conformer_ctc",
+    "conformer_transducer",
+    "conformer_pruned_transducer",
+    "conformer_tdt",
+    "conformer_hybrid_tdt_ctc",
+    "lstm_transducer",
+    "mingru_ctc",
+]
 
 
 def run(cmd: list[str]) -> float:
@@ -58,15 +66,40 @@ def main() -> None:
             print(f"{name}: {exp}/best.ckpt exists, skipping training (delete it to retrain)")
             train_s = None
         else:
-            train_s = run([asr, "train", f"model={name}", f"exp_dir={exp}", f"trainer.max_epochs={a.epochs}",
-                           "trainer.enable_progress_bar=false", f"data.manifest_dir={a.data}/manifests", *a.overrides])
+            train_s = run(
+                [
+                    asr,
+                    "train",
+                    f"model={name}",
+                    f"exp_dir={exp}",
+                    f"trainer.max_epochs={a.epochs}",
+                    "trainer.enable_progress_bar=false",
+                    f"data.manifest_dir={a.data}/manifests",
+                    *a.overrides,
+                ]
+            )
         row = {"model": name, "epochs": a.epochs, "train_s": train_s}
         heads = ["default"] + (["ctc"] if "hybrid" in name else [])
         for head in heads:
             for method in ("greedy", "beam"):
                 hyp = exp / f"hyp_{head}_{method}.txt"
-                cmd = [asr, "transcribe", "--ckpt", str(exp / "best.ckpt"), "--data", test_dir, "--out", str(hyp),
-                       "--method", method, "--beam", "4", "--quiet", "--threads", "2"]
+                cmd = [
+                    asr,
+                    "transcribe",
+                    "--ckpt",
+                    str(exp / "best.ckpt"),
+                    "--data",
+                    test_dir,
+                    "--out",
+                    str(hyp),
+                    "--method",
+                    method,
+                    "--beam",
+                    "4",
+                    "--quiet",
+                    "--threads",
+                    "2",
+                ]
                 if head != "default":
                     cmd += ["--head", head]
                 dec_s = run(cmd)

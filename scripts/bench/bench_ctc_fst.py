@@ -13,6 +13,7 @@ runs after one warm-up, in one process:
   ctc_fst_delay    standard topology with delay_penalty=0.1
   ctc_fst_viterbi  Viterbi (best path) loss
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import add_size_args, random_lengths  # scripts/bench/common.py
 
 from asr.fsa import ctc_graphs, ctc_topo
 from asr.losses import ctc_fst_loss
-from common import add_size_args, random_lengths  # scripts/bench/common.py
 
 
 def main() -> None:
@@ -43,14 +44,14 @@ def main() -> None:
         def run():
             x = logits.clone().requires_grad_()
             fn(x.log_softmax(-1)).backward()
+
         return run
 
     variants = {
         "torch_ctc": fwd_bwd(lambda lp: F.ctc_loss(lp.transpose(0, 1), targets, tl, ul, reduction="sum")),
         "graphs": lambda: ctc_graphs(targets, ul, V),
         "ctc_fst": fwd_bwd(lambda lp: ctc_fst_loss(lp, targets, tl, ul, reduction="sum")),
-        "ctc_fst_modified": fwd_bwd(lambda lp: ctc_fst_loss(lp, targets, tl, ul, topology="modified",
-                                                            reduction="sum")),
+        "ctc_fst_modified": fwd_bwd(lambda lp: ctc_fst_loss(lp, targets, tl, ul, topology="modified", reduction="sum")),
         "ctc_fst_delay": fwd_bwd(lambda lp: ctc_fst_loss(lp, targets, tl, ul, delay_penalty=0.1, reduction="sum")),
         "ctc_fst_viterbi": fwd_bwd(lambda lp: ctc_fst_loss(lp, targets, tl, ul, viterbi=True, reduction="sum")),
     }

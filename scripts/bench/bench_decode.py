@@ -11,6 +11,7 @@ alone. Every timing is the fastest of --repeats runs (noise on a shared machine 
 ever adds time). "steps" counts the search's loop iterations (joint calls; for CTC, one
 per batch), a machine-independent measure of how much sequential work a search does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,18 +74,21 @@ def main() -> None:
         model = load_model(ckpt).eval()
         with torch.inference_mode():
             encs = [model(audio, lens) for audio, lens in batches]
-            enc_t = best_time(lambda: [model(audio, lens) for audio, lens in batches], a.repeats)
+            enc_t = best_time(lambda m=model: [m(audio, lens) for audio, lens in batches], a.repeats)
             for name, head in model.heads.items():
                 kind = ("tdt" if head.durations else "rnnt") if head.kind == "transducer" else head.kind
                 searches = {}
                 for label, opts in (("greedy", DecodeOptions()), (f"beam {a.beam}", DecodeOptions("beam", a.beam))):
                     search = build_search(head, opts)
-                    searches[label] = lambda s=search: [run_search(s, e, n) for e, n in encs]
+                    searches[label] = lambda s=search, encs=encs: [run_search(s, e, n) for e, n in encs]
                 for method, fn in searches.items():
                     s_t = best_time(fn, a.repeats)
                     steps = count_calls(head.joint, "combine", fn) if head.kind == "transducer" else len(encs)
-                    print(f"| {ckpt} | {name} ({kind}) | {method} | {steps} | {audio_s / s_t:.0f} "
-                          f"| {audio_s / (enc_t + s_t):.0f} |", flush=True)
+                    print(
+                        f"| {ckpt} | {name} ({kind}) | {method} | {steps} | {audio_s / s_t:.0f} "
+                        f"| {audio_s / (enc_t + s_t):.0f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

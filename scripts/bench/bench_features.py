@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Fbank throughput: seconds of audio featurized per second of compute.
 
-    python scripts/bench/bench_features.py [--batch 16] [--seconds 15] [--threads N] [--device cpu|cuda]
+python scripts/bench/bench_features.py [--batch 16] [--seconds 15] [--threads N] [--device cpu|cuda]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,10 @@ def main() -> None:
         times.append(time.perf_counter() - t)
     best = sorted(times)[len(times) // 2]
     audio = a.batch * a.seconds
-    print(f"fbank 80-dim, batch {a.batch} x {a.seconds:.0f} s, {a.device}, {torch.get_num_threads()} threads: "
-          f"median {best * 1000:.1f} ms -> {audio / best:.0f} s of audio per second")
+    print(
+        f"fbank 80-dim, batch {a.batch} x {a.seconds:.0f} s, {a.device}, {torch.get_num_threads()} threads: "
+        f"median {best * 1000:.1f} ms -> {audio / best:.0f} s of audio per second"
+    )
 
 
 if __name__ == "__main__":

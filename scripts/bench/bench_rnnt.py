@@ -13,6 +13,7 @@ counting the joiner output and its gradient:
   full_e2e      joiner on the whole lattice [B, T, U+1, V] + rnnt_loss, backward
   pruned_e2e    rnnt_loss_simple + prune ranges + joiner on [B, T, s_range, V] + rnnt_loss_pruned, backward
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,14 @@ from common import add_size_args, random_lengths  # scripts/bench/common.py
 def child(args) -> None:
     import torch
 
-    from asr.losses import (do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_simple,
-                            tdt_loss)
+    from asr.losses import (
+        do_rnnt_pruning,
+        get_rnnt_prune_ranges,
+        rnnt_loss,
+        rnnt_loss_pruned,
+        rnnt_loss_simple,
+        tdt_loss,
+    )
 
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -78,8 +85,16 @@ def child(args) -> None:
         times.append(time.perf_counter() - t0)
         del out
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"variant": args.variant, "median_s": sorted(times)[len(times) // 2],
-                      "peak_extra_gib": (peak - base) / 2**20, "logits_gib": B * T * (U + 1) * V * 4 / 2**30}))
+    print(
+        json.dumps(
+            {
+                "variant": args.variant,
+                "median_s": sorted(times)[len(times) // 2],
+                "peak_extra_gib": (peak - base) / 2**20,
+                "logits_gib": B * T * (U + 1) * V * 4 / 2**30,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -93,16 +108,26 @@ def main() -> None:
         return child(a)
     rows = []
     for variant in ("log_softmax", "full", "tdt", "full_e2e", "pruned_e2e"):
-        cmd = [sys.executable, __file__, "--variant", variant, f"--s-range={a.s_range}",
-               *[f"--{k}={getattr(a, k)}" for k in ("B", "T", "U", "V", "threads", "repeats")]]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--variant",
+            variant,
+            f"--s-range={a.s_range}",
+            *[f"--{k}={getattr(a, k)}" for k in ("B", "T", "U", "V", "threads", "repeats")],
+        ]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()))
     floor = rows[0]["median_s"]
-    print(f"B={a.B} T={a.T} U={a.U} V={a.V} s_range={a.s_range} float32, logits {rows[0]['logits_gib']:.2f} GiB, "
-          f"{a.threads} threads")
+    print(
+        f"B={a.B} T={a.T} U={a.U} V={a.V} s_range={a.s_range} float32, logits {rows[0]['logits_gib']:.2f} GiB, "
+        f"{a.threads} threads"
+    )
     print("| variant | median time | x log_softmax | peak memory above inputs |")
     print("| --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['variant']} | {r['median_s']:.3f} s | {r['median_s'] / floor:.2f} | {r['peak_extra_gib']:.2f} GiB |")
+        print(
+            f"| {r['variant']} | {r['median_s']:.3f} s | {r['median_s'] / floor:.2f} | {r['peak_extra_gib']:.2f} GiB |"
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ beam search or transducer beam search continued across chunks) and offline. --si
 replaces the model by an untrained one with d_model D and L layers (same front-end,
 tokenizer and head kind) to time a bigger model; its WER is meaningless and not shown.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ def main() -> None:
         model.tokenizer = tok
     n_params = sum(p.numel() for p in model.parameters())
     items, refs, _ = split_items(a.data)
-    items = items[:a.limit]
+    items = items[: a.limit]
     refs = {uid: refs[uid] for uid, _ in items}
     frame_ms = model.fbank.opts.frame_shift_ms * model.encoder.subsampling_factor
     print(f"{n_params / 1e6:.1f}M parameters, {len(items)} utterances, {a.threads} thread(s), one stream at a time")
@@ -59,8 +60,9 @@ def main() -> None:
     searches = [("greedy", 1)] + ([("beam", a.beam)] if a.beam else [])
     for (method, beam), chunk_ms in [(s, c) for s in searches for c in a.chunks_ms]:
         name = "greedy" if method == "greedy" else f"beam {beam}"
-        rec = StreamingRecognizer(model, int(chunk_ms // frame_ms), int(a.left_context_ms // frame_ms),
-                                  method=method, beam=beam)
+        rec = StreamingRecognizer(
+            model, int(chunk_ms // frame_ms), int(a.left_context_ms // frame_ms), method=method, beam=beam
+        )
         block = int(SAMPLE_RATE * chunk_ms / 1000)
         hyps, times, audio_s, compute_s = {}, [], 0.0, 0.0
         for uid, path in items:
@@ -71,8 +73,11 @@ def main() -> None:
             compute_s += rec.stats.compute_seconds
         ms = sorted(1000 * t for t in times)
         wer = "" if a.size else f"{100 * score(refs, hyps).error_rate:.2f}%"
-        print(f"| {name} | {chunk_ms:g} ms | {1000 * rec.algorithmic_latency:.0f} ms | {compute_s / audio_s:.4f} | "
-              f"{sum(ms) / len(ms):.1f} / {ms[int(0.95 * (len(ms) - 1))]:.1f} ms | {wer} |", flush=True)
+        print(
+            f"| {name} | {chunk_ms:g} ms | {1000 * rec.algorithmic_latency:.0f} ms | {compute_s / audio_s:.4f} | "
+            f"{sum(ms) / len(ms):.1f} / {ms[int(0.95 * (len(ms) - 1))]:.1f} ms | {wer} |",
+            flush=True,
+        )
     for method, beam in searches if not a.size else []:
         hyps, _ = transcribe_items(model, items, DecodeOptions(method, beam), progress=False)
         name = "greedy" if method == "greedy" else f"beam {beam}"

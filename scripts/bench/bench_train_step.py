@@ -6,6 +6,7 @@
 The batch is `--batch-seconds` of audio split into 3-second utterances with 30 tokens each,
 like a demo batch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,9 +53,11 @@ def main() -> None:
             times.append(time.perf_counter() - t)
     med = sorted(times)[len(times) // 2]
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"{a.model} ({n_params:.2f}M params), batch {b} x {a.utt_seconds:.0f} s = {b * a.utt_seconds:.0f} s audio, "
-          f"{torch.get_num_threads()} threads: median step {med * 1000:.0f} ms "
-          f"({b * a.utt_seconds / med:.0f} s of audio per second)")
+    print(
+        f"{a.model} ({n_params:.2f}M params), batch {b} x {a.utt_seconds:.0f} s = {b * a.utt_seconds:.0f} s audio, "
+        f"{torch.get_num_threads()} threads: median step {med * 1000:.0f} ms "
+        f"({b * a.utt_seconds / med:.0f} s of audio per second)"
+    )
 
 
 if __name__ == "__main__":

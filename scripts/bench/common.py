@@ -1,4 +1,5 @@
 """Shared pieces of the loss benchmarks: the size flags and the random lengths they use."""
+
 from __future__ import annotations
 
 import argparse

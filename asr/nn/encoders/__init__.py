@@ -1,5 +1,6 @@
 """Encoders behind one interface (asr/nn/encoders/base.py): forward(x[B, T, F], x_lens[B]) ->
 (y[B, T', D], y_lens[B]); streaming encoders add init_state / chunk_input_frames / forward_chunk."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -19,6 +19,7 @@ call needs depends on the state (the first call has no frames carried over from 
 previous one), hence `chunk_input_frames(state)`. States are dataclasses of tensors:
 batchable, savable, exportable.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
@@ -47,8 +48,9 @@ class Encoder(Protocol):
 class StreamingEncoder(Encoder, Protocol):
     """An encoder with cache-based chunked inference."""
 
-    def init_state(self, batch_size: int, chunk_size: int, left_context: int,
-                   device: torch.device | str = "cpu") -> Any:
+    def init_state(
+        self, batch_size: int, chunk_size: int, left_context: int, device: torch.device | str = "cpu"
+    ) -> Any:
         """Empty caches for `batch_size` streams decoded in chunks of `chunk_size` encoder frames."""
         ...
 
@@ -56,7 +58,9 @@ class StreamingEncoder(Encoder, Protocol):
         """Feature frames the next forward_chunk call takes to yield one whole chunk."""
         ...
 
-    def forward_chunk(self, x: torch.Tensor, x_lens: torch.Tensor, state: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    def forward_chunk(
+        self, x: torch.Tensor, x_lens: torch.Tensor, state: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """The next feature frames x[B, n, F] (x_lens[B] valid; a stream's last call may be
         shorter) -> (y[B, T', D], y_lens[B], next state)."""
         ...

@@ -7,6 +7,7 @@ mask over all frames at once; streaming inference builds it over the current chu
 queries and the cached keys, by their absolute positions, with the same function, so
 the two agree by construction (tests check the outputs too).
 """
+
 from __future__ import annotations
 
 import random
@@ -16,8 +17,9 @@ import torch
 FULL = -1  # chunk size / left context meaning "no limit"
 
 
-def chunk_attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, chunk_size: int,
-                         left_context: int = FULL) -> torch.Tensor:
+def chunk_attention_mask(
+    q_pos: torch.Tensor, k_pos: torch.Tensor, chunk_size: int, left_context: int = FULL
+) -> torch.Tensor:
     """visible[Tq, Tk]: may the query at position q_pos[i] attend to the key at k_pos[j]?
 
     Args:
@@ -37,8 +39,9 @@ def chunk_attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, chunk_size: i
     return visible
 
 
-def sample_chunking(chunk_sizes: tuple[int, ...], left_contexts: tuple[int, ...],
-                    rng: random.Random | None = None) -> tuple[int, int]:
+def sample_chunking(
+    chunk_sizes: tuple[int, ...], left_contexts: tuple[int, ...], rng: random.Random | None = None
+) -> tuple[int, int]:
     """Dynamic chunk training: one (chunk_size, left_context) for this batch.
 
     chunk_sizes should include -1 (full context) so one model also serves offline use.

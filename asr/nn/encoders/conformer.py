@@ -18,6 +18,7 @@ the same computation chunk by chunk with explicit caches (subsampling carry-over
 per-layer rotated keys and values of the left context, the conv's last kernel-1 frames);
 the outputs equal `forward(x, x_lens, chunk_size, left_context)` (tests check it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -90,8 +91,14 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class FeedForward(nn.Module):
     def __init__(self, d: int, mult: int, dropout: float):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d * mult), nn.SiLU(), nn.Dropout(dropout),
-                                 nn.Linear(d * mult, d), nn.Dropout(dropout))
+        self.net = nn.Sequential(
+            nn.LayerNorm(d),
+            nn.Linear(d, d * mult),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(d * mult, d),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -111,8 +118,13 @@ class RotarySelfAttention(nn.Module):
         self.dropout = dropout
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                cache: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
         """x[B,T,D], attn_mask[B,1,T,T+C] over (cached + new) keys, rope = (cos, sin) [T, Dh] of
         the frames' positions (default: positions 0..T-1; the encoder computes it once for all layers).
 
@@ -126,7 +138,9 @@ class RotarySelfAttention(nn.Module):
         v = qkv[2]
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
         y = self.drop(self.out(y.transpose(1, 2).reshape(b, t, d)))
         return y if cache is None else (y, (k, v))
 
@@ -157,7 +171,7 @@ class ConvModule(nn.Module):
         k = self.dw.kernel_size[0]
         if cache is not None:
             y = torch.cat([cache, y], dim=2)
-            new_cache = y[:, :, y.shape[2] - (k - 1):]
+            new_cache = y[:, :, y.shape[2] - (k - 1) :]
             # a chunk has few frames: the windows times the taps directly beat a conv call's set-up
             # (2x on one thread at 4 frames, kernel 31); the same sums as self.dw up to rounding
             y = torch.einsum("bdtk,dk->btd", y.unfold(2, k, 1), self.dw.weight[:, 0]) + self.dw.bias
@@ -177,17 +191,28 @@ class ConformerBlock(nn.Module):
         self.ff2 = FeedForward(c.d_model, c.ff_mult, c.dropout)
         self.norm = nn.LayerNorm(c.d_model)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, attn_mask: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        attn_mask: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         x = torch.add(x, self.ff1(x), alpha=0.5)  # half-step FF (macaron), one op
         x = x + self.attn(x, attn_mask, rope)
         x = x + self.conv(x, valid)
         x = torch.add(x, self.ff2(x), alpha=0.5)
         return self.norm(x)
 
-    def forward_chunk(self, x: torch.Tensor, valid: torch.Tensor, attn_mask: torch.Tensor,
-                      rope: tuple[torch.Tensor, torch.Tensor], kv: tuple[torch.Tensor, torch.Tensor],
-                      conv: torch.Tensor):
+    def forward_chunk(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        attn_mask: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        kv: tuple[torch.Tensor, torch.Tensor],
+        conv: torch.Tensor,
+    ):
         """One chunk with caches: returns (y, (keys, values) of cache + chunk, next conv cache)."""
         x = torch.add(x, self.ff1(x), alpha=0.5)  # half-step FF (macaron), one op
         a, kv = self.attn(x, attn_mask, rope, kv)
@@ -214,8 +239,9 @@ class ConformerEncoder(nn.Module):
         self.output_dim = c.d_model
         self.subsampling_factor = 4
 
-    def forward(self, x: torch.Tensor, x_lens: torch.Tensor, chunk_size: int | None = None,
-                left_context: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, x_lens: torch.Tensor, chunk_size: int | None = None, left_context: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """chunk_size / left_context: encoder frames (-1 = full). Default: full context, except
         in training with `chunk_sizes` configured, where each call samples a pair."""
         if chunk_size is None:
@@ -243,8 +269,9 @@ class ConformerEncoder(nn.Module):
         """Chunked inference matches offline only with the causal conv (`causal: true`)."""
         return self.config.causal
 
-    def init_state(self, batch_size: int, chunk_size: int, left_context: int,
-                   device: torch.device | str = "cpu") -> ConformerState:
+    def init_state(
+        self, batch_size: int, chunk_size: int, left_context: int, device: torch.device | str = "cpu"
+    ) -> ConformerState:
         """Empty caches for `batch_size` streams decoded in chunks of `chunk_size` encoder frames
         with `left_context` frames of attention left context (-1: unlimited)."""
         c = self.config
@@ -254,19 +281,25 @@ class ConformerEncoder(nn.Module):
         n, h, dh = len(self.layers), c.num_heads, c.d_model // c.num_heads
         empty = torch.zeros(n, batch_size, h, 0, dh, device=device)
         return ConformerState(
-            sub_cache=torch.zeros(batch_size, 0, c.in_features, device=device), keys=empty, values=empty.clone(),
+            sub_cache=torch.zeros(batch_size, 0, c.in_features, device=device),
+            keys=empty,
+            values=empty.clone(),
             key_valid=torch.zeros(batch_size, 0, dtype=torch.bool, device=device),
             conv=torch.zeros(n, batch_size, c.d_model, c.conv_kernel - 1, device=device),
-            offset=torch.zeros((), dtype=torch.long), chunk_size=torch.tensor(chunk_size),
-            left_context=torch.tensor(left_context))
+            offset=torch.zeros((), dtype=torch.long),
+            chunk_size=torch.tensor(chunk_size),
+            left_context=torch.tensor(left_context),
+        )
 
     def chunk_input_frames(self, state: ConformerState) -> int:
         """Feature frames the next forward_chunk call takes to produce one whole chunk."""
-        return self.subsampling.chunk_input_frames(int(state.chunk_size), first=int(state.offset) == 0
-                                                   and state.sub_cache.shape[1] == 0)
+        return self.subsampling.chunk_input_frames(
+            int(state.chunk_size), first=int(state.offset) == 0 and state.sub_cache.shape[1] == 0
+        )
 
-    def forward_chunk(self, x: torch.Tensor, x_lens: torch.Tensor,
-                      state: ConformerState) -> tuple[torch.Tensor, torch.Tensor, ConformerState]:
+    def forward_chunk(
+        self, x: torch.Tensor, x_lens: torch.Tensor, state: ConformerState
+    ) -> tuple[torch.Tensor, torch.Tensor, ConformerState]:
         """The next chunk of feature frames x[B, T, F] (x_lens[B] valid) of each stream.
 
         Feed chunk_input_frames(state) frames per call so that each call makes one chunk
@@ -289,12 +322,19 @@ class ConformerEncoder(nn.Module):
         rope = self.layers[0].attn.rope(q_pos)
         keys, values, convs = [], [], []
         for i, layer in enumerate(self.layers):
-            y, (k, v), conv = layer.forward_chunk(y, valid, attn_mask, rope, (state.keys[i], state.values[i]),
-                                                  state.conv[i])
-            keys.append(k[:, :, k.shape[2] - keep:])
-            values.append(v[:, :, v.shape[2] - keep:])
+            y, (k, v), conv = layer.forward_chunk(
+                y, valid, attn_mask, rope, (state.keys[i], state.values[i]), state.conv[i]
+            )
+            keys.append(k[:, :, k.shape[2] - keep :])
+            values.append(v[:, :, v.shape[2] - keep :])
             convs.append(conv)
-        new = replace(state, sub_cache=sub_cache, keys=torch.stack(keys), values=torch.stack(values),
-                      key_valid=key_valid[:, key_valid.shape[1] - keep:], conv=torch.stack(convs),
-                      offset=torch.tensor(offset + t))
+        new = replace(
+            state,
+            sub_cache=sub_cache,
+            keys=torch.stack(keys),
+            values=torch.stack(values),
+            key_valid=key_valid[:, key_valid.shape[1] - keep :],
+            conv=torch.stack(convs),
+            offset=torch.tensor(offset + t),
+        )
         return y.masked_fill(~valid[..., None], 0.0), lens, new

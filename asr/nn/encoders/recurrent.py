@@ -12,6 +12,7 @@ from the same log-space gates, so they agree to float rounding (tests check it).
 The scan runs over blocks of `scan_chunk` frames, carrying h between blocks, which
 keeps A_t small and float32 exact enough for utterances of any length.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class MinRNN(nn.Module):
         outs = []
         h = h0
         for s in range(0, x.shape[1], self.scan_chunk):
-            hs = log_space_scan(log_a[:, s:s + self.scan_chunk], log_b[:, s:s + self.scan_chunk], h)
+            hs = log_space_scan(log_a[:, s : s + self.scan_chunk], log_b[:, s : s + self.scan_chunk], h)
             outs.append(hs)
             h = hs[:, -1]
         if not outs:
@@ -104,8 +105,9 @@ class MinRNNBlock(nn.Module):
         self.rnn = MinRNN(d_model, hidden, cell, scan_chunk)
         self.out = nn.Linear(hidden, d_model)
         self.norm_ff = nn.LayerNorm(d_model)
-        self.ff = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.SiLU(), nn.Dropout(dropout),
-                                nn.Linear(ff_mult * d_model, d_model))
+        self.ff = nn.Sequential(
+            nn.Linear(d_model, ff_mult * d_model), nn.SiLU(), nn.Dropout(dropout), nn.Linear(ff_mult * d_model, d_model)
+        )
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,8 +164,9 @@ class MinRNNEncoder(nn.Module):
         self.hidden = int(round(c.expansion * c.d_model))
         self.subsampling = Conv2dSubsampling4(c.in_features, c.d_model, c.subsampling_channels)
         self.drop = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(MinRNNBlock(c.d_model, self.hidden, c.cell, c.ff_mult, c.dropout, c.scan_chunk)
-                                    for _ in range(c.num_layers))
+        self.layers = nn.ModuleList(
+            MinRNNBlock(c.d_model, self.hidden, c.cell, c.ff_mult, c.dropout, c.scan_chunk) for _ in range(c.num_layers)
+        )
         self.norm = nn.LayerNorm(c.d_model)
         self.output_dim = c.d_model
         self.subsampling_factor = 4
@@ -176,20 +179,23 @@ class MinRNNEncoder(nn.Module):
         """Causal after the subsampling: chunked inference equals forward()."""
         return True
 
-    def init_state(self, batch_size: int, chunk_size: int, left_context: int = -1,
-                   device: torch.device | str = "cpu") -> RecurrentState:
+    def init_state(
+        self, batch_size: int, chunk_size: int, left_context: int = -1, device: torch.device | str = "cpu"
+    ) -> RecurrentState:
         """Streaming state: no carried feature frames, zero hidden states. The recurrence sees all
         the past, so left_context is ignored."""
         check_streaming_args(chunk_size, left_context)
         h = self.zero_hidden(batch_size, device)
-        return RecurrentState(torch.zeros(batch_size, 0, self.config.in_features, device=device), h, h.clone(),
-                              torch.tensor(chunk_size))
+        return RecurrentState(
+            torch.zeros(batch_size, 0, self.config.in_features, device=device), h, h.clone(), torch.tensor(chunk_size)
+        )
 
     def chunk_input_frames(self, state: RecurrentState) -> int:
         return recurrent_chunk_input_frames(self.subsampling, state)
 
-    def forward_chunk(self, x: torch.Tensor, x_lens: torch.Tensor,
-                      state: RecurrentState) -> tuple[torch.Tensor, torch.Tensor, RecurrentState]:
+    def forward_chunk(
+        self, x: torch.Tensor, x_lens: torch.Tensor, state: RecurrentState
+    ) -> tuple[torch.Tensor, torch.Tensor, RecurrentState]:
         """The next feature frames of each stream -> (y[B, T', D], y_lens[B], next state).
 
         Runs the frames one at a time (the streaming path); the outputs equal forward()'s.
@@ -198,8 +204,9 @@ class MinRNNEncoder(nn.Module):
         y, h = self.recurrent(y, lens, state.h, step_by_step=True)
         return y, lens, RecurrentState(sub_cache, h, state.c, state.chunk_size)
 
-    def recurrent(self, y: torch.Tensor, lens: torch.Tensor, state: torch.Tensor | None = None,
-                  step_by_step: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def recurrent(
+        self, y: torch.Tensor, lens: torch.Tensor, state: torch.Tensor | None = None, step_by_step: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The blocks over subsampled frames y[B, T', d_model] -> (out[B, T', d_model], state).
 
         step_by_step=False uses the parallel scan; True runs one frame at a time as
@@ -251,8 +258,14 @@ class LSTMEncoder(nn.Module):
         super().__init__()
         self.config = c = LSTMConfig(**kwargs)
         self.subsampling = Conv2dSubsampling4(c.in_features, c.d_model, c.subsampling_channels)
-        self.lstm = nn.LSTM(c.d_model, c.hidden, c.num_layers, batch_first=True, bidirectional=c.bidirectional,
-                            dropout=c.dropout if c.num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            c.d_model,
+            c.hidden,
+            c.num_layers,
+            batch_first=True,
+            bidirectional=c.bidirectional,
+            dropout=c.dropout if c.num_layers > 1 else 0.0,
+        )
         self.proj = nn.Linear(c.hidden * (2 if c.bidirectional else 1), c.d_model)
         self.norm = nn.LayerNorm(c.d_model)
         self.drop = nn.Dropout(c.dropout)
@@ -264,8 +277,9 @@ class LSTMEncoder(nn.Module):
         """A unidirectional LSTM streams; a bidirectional one reads the future."""
         return not self.config.bidirectional
 
-    def init_state(self, batch_size: int, chunk_size: int, left_context: int = -1,
-                   device: torch.device | str = "cpu") -> RecurrentState:
+    def init_state(
+        self, batch_size: int, chunk_size: int, left_context: int = -1, device: torch.device | str = "cpu"
+    ) -> RecurrentState:
         """Streaming state (unidirectional only): no carried feature frames, zero (h, c);
         left_context is ignored (the recurrence sees all the past)."""
         c = self.config
@@ -273,14 +287,16 @@ class LSTMEncoder(nn.Module):
             raise ValueError("a bidirectional LSTM encoder reads the future: it cannot stream")
         check_streaming_args(chunk_size, left_context)
         h = torch.zeros(c.num_layers, batch_size, c.hidden, device=device)
-        return RecurrentState(torch.zeros(batch_size, 0, c.in_features, device=device), h, h.clone(),
-                              torch.tensor(chunk_size))
+        return RecurrentState(
+            torch.zeros(batch_size, 0, c.in_features, device=device), h, h.clone(), torch.tensor(chunk_size)
+        )
 
     def chunk_input_frames(self, state: RecurrentState) -> int:
         return recurrent_chunk_input_frames(self.subsampling, state)
 
-    def forward_chunk(self, x: torch.Tensor, x_lens: torch.Tensor,
-                      state: RecurrentState) -> tuple[torch.Tensor, torch.Tensor, RecurrentState]:
+    def forward_chunk(
+        self, x: torch.Tensor, x_lens: torch.Tensor, state: RecurrentState
+    ) -> tuple[torch.Tensor, torch.Tensor, RecurrentState]:
         """The next feature frames of each stream -> (y[B, T', D], y_lens[B], next state).
 
         (h, c) carry over; a stream's padded frames leave its state unchanged.
@@ -291,7 +307,7 @@ class LSTMEncoder(nn.Module):
         h, c = state.h, state.c
         outs = []
         for i in range(t):  # frame by frame so that finished streams keep their state
-            o, (h_new, c_new) = self.lstm(y[:, i:i + 1], (h, c))
+            o, (h_new, c_new) = self.lstm(y[:, i : i + 1], (h, c))
             keep = valid[None, :, i, None]
             h, c = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
             outs.append(o)

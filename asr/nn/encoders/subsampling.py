@@ -1,4 +1,5 @@
 """Convolutional front-ends that reduce the frame rate."""
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,10 @@ class Conv2dSubsampling4(nn.Module):
     def __init__(self, in_features: int, d_model: int, channels: int = 64):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(1, channels, 3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2),
+            nn.ReLU(),
         )
         f_out = ((in_features - 1) // 2 - 1) // 2
         self.out = nn.Linear(channels * f_out, d_model)
@@ -41,11 +44,13 @@ class Conv2dSubsampling4(nn.Module):
     @staticmethod
     def chunk_input_frames(out_frames: int, first: bool) -> int:
         """Feature frames one call needs to yield `out_frames` frames (the first call has no carry-over)."""
-        return Conv2dSubsampling4.STRIDE * out_frames + (Conv2dSubsampling4.RECEPTIVE - Conv2dSubsampling4.STRIDE
-                                                          if first else 0)
+        return Conv2dSubsampling4.STRIDE * out_frames + (
+            Conv2dSubsampling4.RECEPTIVE - Conv2dSubsampling4.STRIDE if first else 0
+        )
 
-    def forward_chunk(self, x: torch.Tensor, lens: torch.Tensor,
-                      cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_chunk(
+        self, x: torch.Tensor, lens: torch.Tensor, cache: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x[B, T, F] new feature frames (lens[B] valid), cache[B, S, F] carried frames (S = 0 at first).
 
         Returns (y[B, T', d_model], lens'[B], new cache). Streams may end with a shorter
@@ -58,5 +63,5 @@ class Conv2dSubsampling4(nn.Module):
             y, _ = self.forward(full, lens)
         else:
             y = full.new_zeros(full.shape[0], 0, self.out.out_features)
-        new_cache = full[:, self.STRIDE * n_out:]
+        new_cache = full[:, self.STRIDE * n_out :]
         return y, conv2d_subsampling_lengths(lens + cache.shape[1]), new_cache

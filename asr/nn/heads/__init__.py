@@ -1,6 +1,7 @@
 """Heads over encoder output behind one interface (asr/nn/heads/base.py): `loss(enc, enc_lens,
 tokens, token_lens, step)` -> {"loss", parts}; each head `kind` has its searches registered in
 asr.decoding.registry."""
+
 from __future__ import annotations
 
 from .base import Head

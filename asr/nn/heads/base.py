@@ -6,6 +6,7 @@ their resumable init/advance form that streaming uses). Nothing outside asr/nn/h
 which class a head is: the model, transcription, alignment, streaming and export go through
 `kind`, `loss` and the search registry. Hybrids are several heads with weights (asr.model).
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -29,8 +30,9 @@ class Head(nn.Module, ABC):
     blank: int
 
     @abstractmethod
-    def loss(self, enc: torch.Tensor, enc_lens: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor,
-             step: int = 0) -> dict[str, torch.Tensor]:
+    def loss(
+        self, enc: torch.Tensor, enc_lens: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor, step: int = 0
+    ) -> dict[str, torch.Tensor]:
         """{"loss": scalar per target token of the batch, **parts to log (detached)}.
 
         Args:

@@ -4,6 +4,7 @@ The loss is torch's CTC (`loss: ctc`, the default) or CTC over FSA graphs (`loss
 asr.losses.ctc_fst_loss), which adds the modified topology, a delay penalty and Viterbi
 (max-approximation) training.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,16 @@ class CTCHead(Head):
 
     kind = "ctc"
 
-    def __init__(self, enc_dim: int, vocab_size: int, dropout: float = 0.0, loss: str = "ctc",
-                 topology: str = "standard", delay_penalty: float = 0.0, viterbi: bool = False):
+    def __init__(
+        self,
+        enc_dim: int,
+        vocab_size: int,
+        dropout: float = 0.0,
+        loss: str = "ctc",
+        topology: str = "standard",
+        delay_penalty: float = 0.0,
+        viterbi: bool = False,
+    ):
         super().__init__()
         if loss not in ("ctc", "ctc_fst"):
             raise ValueError(f"CTC head loss must be ctc|ctc_fst, not {loss!r}")
@@ -41,13 +50,22 @@ class CTCHead(Head):
     def forward(self, enc: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.proj(self.drop(enc)).float(), dim=-1)
 
-    def loss(self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor,
-             step: int = 0) -> dict[str, torch.Tensor]:
+    def loss(
+        self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor, step: int = 0
+    ) -> dict[str, torch.Tensor]:
         """{"loss": CTC loss per target token of the batch}: long and short batches weigh the same per token."""
         if self.loss_kind == "ctc":
             total = ctc_loss(self(enc), targets, enc_lens, target_lens, blank=0, reduction="sum")
         else:
-            total = ctc_fst_loss(self(enc), targets, enc_lens, target_lens, topology=self.topology,
-                                 delay_penalty=self.delay_penalty, viterbi=self.viterbi, reduction="sum",
-                                 zero_infinity=True)
+            total = ctc_fst_loss(
+                self(enc),
+                targets,
+                enc_lens,
+                target_lens,
+                topology=self.topology,
+                delay_penalty=self.delay_penalty,
+                viterbi=self.viterbi,
+                reduction="sum",
+                zero_infinity=True,
+            )
         return {"loss": total / target_lens.sum().clamp(min=1)}

@@ -9,6 +9,7 @@ Decoding never calls `Joint.forward`: it projects encoder frames once
 (`Joint.project_enc`) and the predictor output once per emitted label
 (`Joint.project_pred`), then only `Joint.combine` runs per search step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,7 +49,7 @@ class StatelessPredictor(nn.Module):
         x = self.embed(ctx)
         if self.conv is not None:
             x = self.conv(x.transpose(1, 2)).transpose(1, 2)  # [B, U, dim]: unpadded, hence causal
-        return self.drop(torch.relu(x)), ctx[:, ctx.shape[1] - (self.context_size - 1):]
+        return self.drop(torch.relu(x)), ctx[:, ctx.shape[1] - (self.context_size - 1) :]
 
     def select_state(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Reorder a batched state by hypothesis index[N] (beam search)."""
@@ -63,8 +64,9 @@ class LSTMPredictor(nn.Module):
     """Embedding + LSTM + linear projection. State: (h, c), each [layers, B, hidden].
     forward(tokens[B, U], state) -> (out[B, U, dim], new_state)."""
 
-    def __init__(self, vocab_size: int, dim: int, hidden: int = 320, num_layers: int = 1, blank: int = 0,
-                 dropout: float = 0.0):
+    def __init__(
+        self, vocab_size: int, dim: int, hidden: int = 320, num_layers: int = 1, blank: int = 0, dropout: float = 0.0
+    ):
         super().__init__()
         self.blank = blank
         self.dim = dim
@@ -134,9 +136,18 @@ class TransducerHead(Head):
 
     kind = "transducer"
 
-    def __init__(self, enc_dim: int, vocab_size: int, loss: str | dict = "rnnt", predictor: dict | None = None,
-                 pred_dim: int = 256, joint_dim: int = 256, max_symbols: int = 10, blank: int = 0,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        enc_dim: int,
+        vocab_size: int,
+        loss: str | dict = "rnnt",
+        predictor: dict | None = None,
+        pred_dim: int = 256,
+        joint_dim: int = 256,
+        max_symbols: int = 10,
+        blank: int = 0,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if max_symbols < 1:
             raise ValueError(f"max_symbols must be >= 1, not {max_symbols}")
@@ -165,8 +176,9 @@ class TransducerHead(Head):
         out, _ = self.predictor(torch.cat([sos, targets.to(torch.int64)], dim=1))
         return out
 
-    def loss(self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor,
-             step: int = 0) -> dict[str, torch.Tensor]:
+    def loss(
+        self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor, step: int = 0
+    ) -> dict[str, torch.Tensor]:
         """{"loss": scalar per target token of the batch, plus the criterion's parts for logging}."""
         enc = self.drop(enc)
         tokens = target_lens.sum().clamp(min=1)

@@ -11,6 +11,7 @@ A strategy returns loss sums over the batch (the head divides by the number of t
 tokens). `durations` is the only thing decoding reads from it: the frame advances the
 joint predicts besides the tokens (TDT), () for RNN-T-style joints.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -19,8 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ...losses import (do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_smoothed,
-                       tdt_loss)
+from ...losses import do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_smoothed, tdt_loss
 
 if TYPE_CHECKING:
     from .transducer import Joint
@@ -34,8 +34,17 @@ class TransducerLoss(nn.Module, ABC):
     durations: tuple[int, ...] = ()  # frame advances the joint predicts besides tokens (TDT)
 
     @abstractmethod
-    def forward(self, joint: Joint, enc: torch.Tensor, pred: torch.Tensor, targets: torch.Tensor,
-                enc_lens: torch.Tensor, target_lens: torch.Tensor, blank: int, step: int) -> dict[str, torch.Tensor]: ...
+    def forward(
+        self,
+        joint: Joint,
+        enc: torch.Tensor,
+        pred: torch.Tensor,
+        targets: torch.Tensor,
+        enc_lens: torch.Tensor,
+        target_lens: torch.Tensor,
+        blank: int,
+        step: int,
+    ) -> dict[str, torch.Tensor]: ...
 
 
 class RNNTLoss(TransducerLoss):
@@ -60,8 +69,9 @@ class TDTLoss(TransducerLoss):
 
     kind = "tdt"
 
-    def __init__(self, durations: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4), sigma: float = 0.0,
-                 omega: float = 0.0):
+    def __init__(
+        self, durations: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4), sigma: float = 0.0, omega: float = 0.0
+    ):
         super().__init__()
         self.durations = tuple(int(d) for d in durations)
         if not self.durations or min(self.durations) < 0 or len(set(self.durations)) != len(self.durations):
@@ -74,8 +84,19 @@ class TDTLoss(TransducerLoss):
 
     def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
         logits = joint(enc, pred).float()
-        return {"loss": tdt_loss(logits, targets, enc_lens, target_lens, durations=self.durations, blank=blank,
-                                 sigma=self.sigma, omega=self.omega, reduction="sum")}
+        return {
+            "loss": tdt_loss(
+                logits,
+                targets,
+                enc_lens,
+                target_lens,
+                durations=self.durations,
+                blank=blank,
+                sigma=self.sigma,
+                omega=self.omega,
+                reduction="sum",
+            )
+        }
 
 
 class PrunedRNNTLoss(TransducerLoss):
@@ -96,9 +117,18 @@ class PrunedRNNTLoss(TransducerLoss):
 
     kind = "pruned_rnnt"
 
-    def __init__(self, enc_dim: int, pred_dim: int, vocab_size: int, prune_range: int = 5,
-                 simple_loss_scale: float = 0.5, lm_only_scale: float = 0.25, am_only_scale: float = 0.0,
-                 warmup_steps: int = 0, delay_penalty: float = 0.0):
+    def __init__(
+        self,
+        enc_dim: int,
+        pred_dim: int,
+        vocab_size: int,
+        prune_range: int = 5,
+        simple_loss_scale: float = 0.5,
+        lm_only_scale: float = 0.25,
+        am_only_scale: float = 0.0,
+        warmup_steps: int = 0,
+        delay_penalty: float = 0.0,
+    ):
         super().__init__()
         if prune_range < 2:
             raise ValueError(f"prune_range must be >= 2 symbols per frame, not {prune_range}")
@@ -125,13 +155,23 @@ class PrunedRNNTLoss(TransducerLoss):
         boundary[:, 2], boundary[:, 3] = target_lens, enc_lens
         am, lm = self.simple_am(enc).float(), self.simple_lm(pred).float()
         simple, (px_grad, py_grad) = rnnt_loss_smoothed(
-            lm, am, targets, blank, lm_only_scale=self.lm_only_scale, am_only_scale=self.am_only_scale,
-            boundary=boundary, delay_penalty=self.delay_penalty, reduction="sum", return_grad=True)
+            lm,
+            am,
+            targets,
+            blank,
+            lm_only_scale=self.lm_only_scale,
+            am_only_scale=self.am_only_scale,
+            boundary=boundary,
+            delay_penalty=self.delay_penalty,
+            reduction="sum",
+            return_grad=True,
+        )
         ranges = get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range)
         am_p, lm_p = do_rnnt_pruning(joint.project_enc(enc), joint.project_pred(pred), ranges)
         logits = joint.combine(am_p, lm_p).float()  # [B, T, prune_range, V]
-        pruned = rnnt_loss_pruned(logits, targets, ranges, blank, boundary=boundary,
-                                  delay_penalty=self.delay_penalty, reduction="sum")
+        pruned = rnnt_loss_pruned(
+            logits, targets, ranges, blank, boundary=boundary, delay_penalty=self.delay_penalty, reduction="sum"
+        )
         s_scale, p_scale = self.loss_scales(step)
         return {"loss": s_scale * simple + p_scale * pruned, "simple": simple.detach(), "pruned": pruned.detach()}
 
