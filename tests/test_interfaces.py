@@ -234,3 +234,15 @@ def test_no_dispatch_on_head_or_encoder_classes_outside_the_heads_package():
         if pattern.search(line)
     ]
     assert not hits, hits
+
+
+def test_streaming_runner_refuses_encoders_that_do_not_stream():
+    """The runner asks the encoder (`streams`), not its config: a non-causal Conformer and a
+    bidirectional LSTM are refused with the reason and the config to train instead."""
+    from asr.decoding.streaming import StreamingRecognizer
+    from asr.model import ASRModel
+
+    for name, extra in (("conformer", {"causal": False}), ("lstm", {"bidirectional": True})):
+        model = ASRModel(V, {"name": name, **SMALL[name], **extra}, {"ctc": {"kind": "ctc"}})
+        with pytest.raises(ValueError, match="reads future frames.*conformer_ctc_streaming"):
+            StreamingRecognizer(model, 4, 8)
