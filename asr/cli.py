@@ -141,7 +141,13 @@ def _decode_options(args: argparse.Namespace, model):
         )
     try:
         return model.decode_options_with(
-            method=args.method, beam=args.beam, head=args.head, max_symbols=args.max_symbols
+            method=args.method,
+            beam=args.beam,
+            head=args.head,
+            max_symbols=args.max_symbols,
+            ctc_weight=args.ctc_weight,
+            transducer_weight=args.transducer_weight,
+            reverse_weight=args.reverse_weight,
         )
     except ValueError as e:
         raise SystemExit(f"asr {args.command}: {e}") from e
@@ -284,6 +290,19 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+METHODS = ["greedy", "beam", "attention", "attention_rescoring"]  # asr.decoding.options.METHODS
+
+
+def _add_weight_flags(p: argparse.ArgumentParser) -> None:
+    """The rescoring weights of DecodeOptions (default: the checkpoint's decode options)."""
+    for flag, what in (
+        ("--ctc-weight", "attention_rescoring after CTC: w in (1 - w) * attention + w * CTC score"),
+        ("--transducer-weight", "attention_rescoring after a transducer: the same w"),
+        ("--reverse-weight", "attention scores: weight of the right-to-left decoder, if trained"),
+    ):
+        p.add_argument(flag, type=float, help=f"{what} (default: the checkpoint's decode options)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="asr",
@@ -354,8 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="write hypotheses here instead of stdout")
     pr.add_argument(
         "--method",
-        choices=["greedy", "beam"],
-        help="greedy, or beam: prefix beam search (CTC head) / transducer beam search (RNN-T, TDT head). "
+        choices=METHODS,
+        help="greedy; beam: prefix beam search (CTC head) / transducer beam search (RNN-T, TDT head) / "
+        "attention beam search (attention head); attention: the attention head's beam search whatever "
+        "--head is; attention_rescoring: the head's beam n-best rescored by the attention head. "
         "Default: the checkpoint's decode.method",
     )
     pr.add_argument("--beam", type=int, help="beam size for --method beam (default: decode.beam, 4)")
@@ -370,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="transducer searches: most labels emitted on one frame; 1 makes beam search "
         "icefall's modified beam search (default: the head's, 10)",
     )
+    _add_weight_flags(pr)
     pr.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (default 120)")
     pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr.add_argument("--threads", type=int, help="torch CPU threads")
@@ -403,10 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     pst.add_argument("--head", help="decoding head of a hybrid (default: the checkpoint's decode head)")
     pst.add_argument(
         "--method",
-        choices=["greedy", "beam"],
+        choices=METHODS,
         help="greedy, or beam: prefix beam search (CTC head) / transducer beam search, continued "
-        "across chunks; partial hypotheses are then the current best. Default: the checkpoint's "
-        "decode.method",
+        "across chunks; partial hypotheses are then the current best; attention_rescoring: the beam "
+        "search streams and its n-best is rescored by the attention head when a stream ends. "
+        "Default: the checkpoint's decode.method",
     )
     pst.add_argument("--beam", type=int, help="beam size for --method beam (default: decode.beam)")
     pst.add_argument(
@@ -414,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="transducer: most labels per frame (default: decode.max_symbols, else the head's)",
     )
+    _add_weight_flags(pst)
     pst.add_argument("--batch-size", type=int, default=16, help="streams decoded together (default 16)")
     pst.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pst.add_argument("--threads", type=int, help="torch CPU threads")

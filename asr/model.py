@@ -19,7 +19,7 @@ from .data.augment import SpecAugment
 from .data.datamodule import Batch
 from .data.features import Fbank, FbankOptions, GlobalCMVN
 from .data.tokenizer import Tokenizer
-from .decoding import DecodeOptions, Hypothesis, build_search, run_search
+from .decoding import DecodeOptions, Hypothesis, build_model_search, run_search
 from .nn.encoders import build_encoder
 from .nn.heads import build_head
 
@@ -128,7 +128,7 @@ class ASRModel(L.LightningModule):
         e.g. method="beam", beam=8, head="ctc" (None values keep the option).
         """
         opts = self.decode_options_with(options, **overrides)
-        search = build_search(self.heads[self.decode_head(opts)], opts)
+        search = build_model_search(self.heads, self.decode_head(opts), opts)
         return run_search(search, *self(audio, audio_lens))
 
     def transcribe(

@@ -167,6 +167,7 @@ MODEL_CONFIGS = [
     "mingru_ctc",
     "conformer_ctc_streaming",
     "conformer_transducer_streaming",
+    "conformer_ctc_attention",
 ]
 
 
@@ -195,6 +196,8 @@ def tiny_model(name: str, vocab_size: int, overrides: list[str] | None = None) -
     for h in cfg.model.heads:
         if cfg.model.heads[h].kind == "transducer":
             over += [f"model.heads.{h}.pred_dim=16", f"model.heads.{h}.joint_dim=16"]
+        if cfg.model.heads[h].kind == "attention":
+            over += [f"model.heads.{h}.d_model=32", f"model.heads.{h}.num_layers=1", f"model.heads.{h}.num_heads=2"]
     cfg = compose([f"model={name}", *over, *(overrides or [])])
     m = OmegaConf.to_container(cfg.model, resolve=True)
     return ASRModel(
@@ -293,7 +296,8 @@ def test_every_model_config_learns_a_batch_and_decodes(name, speech_batches, one
         )
 
     model.eval()
-    for method in ("greedy", "beam"):
+    attention = ("attention", "attention_rescoring") if any(h.kind == "attention" for h in model.heads.values()) else ()
+    for method in ("greedy", "beam", *attention):
         ids = [h.tokens for h in model.decode(batch.audio, batch.audio_lens, method=method, beam=3)]
         assert len(ids) == 2 and all(0 < t < len(tok) for hyp in ids for t in hyp)
 

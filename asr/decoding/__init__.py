@@ -6,7 +6,7 @@ ctc_greedy_search, ctc_prefix_beam_search, transducer_greedy_search, transducer_
 
 from .ctc import ctc_greedy_search, ctc_prefix_beam_search
 from .options import DecodeOptions
-from .registry import SEARCHES, build_search
+from .registry import SEARCHES, build_model_search, build_search
 from .search import Hypothesis, Search, run_search
 from .transducer import transducer_beam_search, transducer_greedy_search
 
@@ -15,6 +15,7 @@ __all__ = [
     "Hypothesis",
     "SEARCHES",
     "Search",
+    "build_model_search",
     "build_search",
     "run_search",
     "ctc_greedy_search",

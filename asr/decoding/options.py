@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-METHODS = ("greedy", "beam")
+# greedy | beam: the decoding head's own searches; attention: the attention head's beam search;
+# attention_rescoring: the decoding head's beam n-best rescored by the attention head
+METHODS = ("greedy", "beam", "attention", "attention_rescoring")
 
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    method: str = "greedy"  # greedy | beam (CTC prefix beam search, or transducer beam search)
+    method: str = "greedy"  # greedy | beam | attention | attention_rescoring (METHODS above)
     beam: int = 4  # hypotheses kept per utterance by method=beam
     head: str | None = None  # the head that decodes (e.g. transducer | ctc in hybrids); None: the first
     max_symbols: int | None = None  # transducer searches: most labels on one frame; None: the head's
+    ctc_weight: float = 0.5  # attention_rescoring after CTC: w in (1 - w) * attention + w * CTC
+    transducer_weight: float = 0.5  # attention_rescoring after a transducer: the same w
+    reverse_weight: float = 0.0  # attention scores: weight of the right-to-left decoder (if trained)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -26,6 +31,10 @@ class DecodeOptions:
             raise ValueError(f"beam must be an integer >= 1, not {self.beam!r}")
         if self.max_symbols is not None and (not isinstance(self.max_symbols, int) or self.max_symbols < 1):
             raise ValueError(f"max_symbols must be an integer >= 1 (or unset for the head's), not {self.max_symbols!r}")
+        for name in ("ctc_weight", "transducer_weight", "reverse_weight"):
+            w = getattr(self, name)
+            if not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1], not {w!r}")
         if self.head is not None and not (isinstance(self.head, str) and self.head):
             raise ValueError(f"head must be a head's name, not {self.head!r}")
 

@@ -9,9 +9,11 @@ A new head kind registers its searches here, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from ..nn.heads import Head
+from .attention import AttentionRescoringSearch, AttentionSearch
 from .ctc import CTCGreedySearch, CTCPrefixBeamSearch
 from .options import DecodeOptions
 from .search import Search
@@ -24,7 +26,11 @@ SEARCHES: dict[tuple[str, str], SearchFactory] = {
     ("ctc", "beam"): lambda head, o: CTCPrefixBeamSearch(head, o.beam),
     ("transducer", "greedy"): lambda head, o: TransducerGreedySearch(head, o.max_symbols),
     ("transducer", "beam"): lambda head, o: TransducerBeamSearch(head, o.beam, o.max_symbols),
+    ("attention", "greedy"): lambda head, o: AttentionSearch(head),
+    ("attention", "beam"): lambda head, o: AttentionSearch(head, o.beam),
 }
+# the weight of the first pass in attention rescoring, by the first pass head's kind
+FIRST_PASS_WEIGHT = {"ctc": "ctc_weight", "transducer": "transducer_weight"}
 
 
 def methods(kind: str) -> list[str]:
@@ -38,3 +44,22 @@ def build_search(head: Head, options: DecodeOptions) -> Search:
     if factory is None:
         raise ValueError(f"a {head.kind} head has no {options.method!r} search; it has {methods(head.kind)}")
     return factory(head, options)
+
+
+def build_model_search(heads: Mapping[str, Head], head: str, options: DecodeOptions) -> Search:
+    """The search for a model's heads: `options.method` of head `head`, or a method that combines
+    heads: `attention` (the attention head's beam search) and `attention_rescoring` (head's beam
+    n-best rescored by the attention head)."""
+    if options.method not in ("attention", "attention_rescoring"):
+        return build_search(heads[head], options)
+    attention = [name for name, h in heads.items() if h.kind == "attention"]
+    if not attention:
+        raise ValueError(f"method {options.method!r} needs an attention head; the heads are {list(heads)}")
+    if options.method == "attention":
+        return build_search(heads[attention[0]], replace(options, method="beam"))
+    first = heads[head]
+    if first.kind not in FIRST_PASS_WEIGHT:
+        raise ValueError(f"attention_rescoring rescores a CTC or transducer head's n-best; {head!r} is {first.kind}")
+    weight = getattr(options, FIRST_PASS_WEIGHT[first.kind])
+    first_pass = build_search(first, replace(options, method="beam"))
+    return AttentionRescoringSearch(first_pass, heads[attention[0]], weight, options.reverse_weight)

@@ -4,11 +4,16 @@ asr.decoding.registry."""
 
 from __future__ import annotations
 
+from .attention import AttentionHead
 from .base import Head
 from .ctc import CTCHead
 from .transducer import TransducerHead
 
-HEADS: dict[str, type[Head]] = {CTCHead.kind: CTCHead, TransducerHead.kind: TransducerHead}
+HEADS: dict[str, type[Head]] = {
+    CTCHead.kind: CTCHead,
+    TransducerHead.kind: TransducerHead,
+    AttentionHead.kind: AttentionHead,
+}
 
 __all__ = ["HEADS", "Head", "build_head"]
 

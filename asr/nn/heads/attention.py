@@ -1,0 +1,199 @@
+"""Attention-decoder head: a Transformer decoder over the encoder output (the "AED" third of
+CTC/transducer/attention models, as in WeNet's U2++ and ESPnet).
+
+The decoder reads the label history (causal self-attention) and the encoder frames
+(cross-attention, padding masked) and predicts the next token or end of sentence. `<sos/eos>`
+is handled here: it is one extra id, `vocab_size`, beyond the tokenizer's ids, so the rest of
+the toolkit never sees it. With `reverse_weight > 0` a second decoder reads the targets right
+to left (U2++), and both directions score hypotheses in rescoring.
+
+Shapes: enc[B, T, D_enc], tokens[B, U] (padded), lengths[B]; decoder logits [B, U+1, V+1].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..encoders.conformer import padding_mask
+from .base import Head
+
+
+def sinusoidal_positions(n: int, dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[n, dim] sine/cosine position encodings (Vaswani et al. 2017)."""
+    pos = torch.arange(n, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    out = torch.zeros(n, dim, device=device)
+    out[:, 0::2] = torch.sin(pos * freq)
+    out[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return out
+
+
+class TransformerDecoder(nn.Module):
+    """Token embedding + sinusoidal positions + pre-norm Transformer decoder layers + output layer.
+
+    forward(ys[B, L] with sos first, ys_lens[B], memory[B, T, d], memory_valid[B, T]) ->
+    logits[B, L, num_outputs] where position i predicts ys's token i+1 (or eos).
+    """
+
+    def __init__(self, num_outputs: int, d_model: int, num_layers: int, num_heads: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.d_model = d_model
+        self.embed = nn.Embedding(num_outputs, d_model)
+        layer = nn.TransformerDecoderLayer(
+            d_model, num_heads, ff_mult * d_model, dropout, batch_first=True, norm_first=True
+        )
+        self.layers = nn.TransformerDecoder(layer, num_layers, norm=nn.LayerNorm(d_model))
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(d_model, num_outputs)
+
+    def forward(
+        self, ys: torch.Tensor, ys_lens: torch.Tensor, memory: torch.Tensor, memory_valid: torch.Tensor
+    ) -> torch.Tensor:
+        n = ys.shape[1]
+        x = self.embed(ys) * math.sqrt(self.d_model) + sinusoidal_positions(n, self.d_model, ys.device)
+        causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=ys.device), diagonal=1)
+        y = self.layers(
+            self.drop(x),
+            memory,
+            tgt_mask=causal,
+            # padded label positions are only ever read by later padded positions (causal mask), so
+            # they need no key mask; real ones see only real labels
+            memory_key_padding_mask=~memory_valid,
+            tgt_is_causal=True,
+        )
+        return self.out(y)
+
+
+def reverse_padded(tokens: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """Each row's first lens[b] tokens reversed, the padding left in place: [B, U] -> [B, U]."""
+    u = tokens.shape[1]
+    idx = torch.arange(u, device=tokens.device)[None, :].expand(tokens.shape[0], -1)
+    rev = (lens[:, None] - 1 - idx).clamp(min=0)
+    return torch.where(idx < lens[:, None], tokens.gather(1, rev), tokens)
+
+
+class AttentionHead(Head):
+    """Attention decoder over encoder frames, trained with label-smoothed cross-entropy.
+
+    Args:
+        enc_dim, vocab_size: encoder width and tokenizer size; `<sos/eos>` is id vocab_size.
+        d_model, num_layers, num_heads, ff_mult, dropout: the decoder's size.
+        label_smoothing: mass spread over the other outputs in the cross-entropy.
+        reverse_weight: > 0 adds a right-to-left decoder (r_num_layers layers) trained on
+            reversed targets; the loss is (1 - w) * left-to-right + w * right-to-left.
+        r_num_layers: layers of the right-to-left decoder.
+    """
+
+    kind = "attention"
+
+    def __init__(
+        self,
+        enc_dim: int,
+        vocab_size: int,
+        d_model: int = 144,
+        num_layers: int = 3,
+        num_heads: int = 4,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+        label_smoothing: float = 0.1,
+        reverse_weight: float = 0.0,
+        r_num_layers: int = 1,
+    ):
+        super().__init__()
+        if not 0.0 <= reverse_weight < 1.0:
+            raise ValueError(f"reverse_weight must be in [0, 1), not {reverse_weight}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), not {label_smoothing}")
+        self.vocab_size = vocab_size
+        self.blank = 0
+        self.sos = self.eos = vocab_size
+        self.label_smoothing = float(label_smoothing)
+        self.reverse_weight = float(reverse_weight)
+        self.enc_proj = nn.Linear(enc_dim, d_model) if enc_dim != d_model else nn.Identity()
+        self.decoder = TransformerDecoder(vocab_size + 1, d_model, num_layers, num_heads, ff_mult, dropout)
+        self.r_decoder = (
+            TransformerDecoder(vocab_size + 1, d_model, r_num_layers, num_heads, ff_mult, dropout)
+            if reverse_weight > 0
+            else None
+        )
+
+    def memory(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoders' cross-attention input: (projected enc [B, T, d], valid[B, T])."""
+        return self.enc_proj(enc), padding_mask(enc_lens.to(enc.device), enc.shape[1])
+
+    def _io(self, tokens: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder input [sos, y1..yU] and target [y1..yU, eos] (-1 past the end), both [B, U+1]."""
+        b, u = tokens.shape
+        sos = torch.full((b, 1), self.sos, dtype=torch.long, device=tokens.device)
+        ys_in = torch.cat([sos, tokens.long()], dim=1)
+        pos = torch.arange(u + 1, device=tokens.device)[None, :]
+        ys_out = torch.cat([tokens.long(), torch.full_like(sos, -1)], dim=1)
+        ys_out = torch.where(pos == lens[:, None], self.eos, torch.where(pos < lens[:, None], ys_out, -1))
+        return ys_in, ys_out
+
+    def loss(
+        self, enc: torch.Tensor, enc_lens: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor, step: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """{"loss": label-smoothed cross-entropy per output token (targets and eos), "acc": the
+        left-to-right decoder's token accuracy, and each direction's loss when both train}."""
+        tokens = tokens[:, : int(token_lens.max())] if tokens.shape[1] else tokens
+        memory, valid = self.memory(enc, enc_lens)
+        n = (token_lens + 1).sum()
+
+        def direction(decoder: TransformerDecoder, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            ys_in, ys_out = self._io(ys, token_lens)
+            logits = decoder(ys_in, token_lens + 1, memory, valid).float()
+            ce = F.cross_entropy(
+                logits.transpose(1, 2), ys_out, ignore_index=-1, label_smoothing=self.label_smoothing, reduction="sum"
+            )
+            correct = ((logits.argmax(-1) == ys_out) & (ys_out >= 0)).sum()
+            return ce / n, correct / n
+
+        l2r, acc = direction(self.decoder, tokens)
+        if self.r_decoder is None:
+            return {"loss": l2r, "acc": acc.detach()}
+        r2l, _ = direction(self.r_decoder, reverse_padded(tokens, token_lens))
+        w = self.reverse_weight
+        return {"loss": (1 - w) * l2r + w * r2l, "acc": acc.detach(), "l2r": l2r.detach(), "r2l": r2l.detach()}
+
+    def next_log_probs(self, ys: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities [N, V+1] of the token after each prefix ys[N, L] (sos first, no padding)."""
+        lens = torch.full((ys.shape[0],), ys.shape[1], dtype=torch.long, device=ys.device)
+        return self.decoder(ys, lens, memory, valid)[:, -1].float().log_softmax(-1)
+
+    @torch.no_grad()
+    def score(
+        self, enc: torch.Tensor, enc_lens: torch.Tensor, hyps: list[list[list[int]]], reverse_weight: float = 0.0
+    ) -> list[list[float]]:
+        """Log-probability of each hypothesis followed by eos, per utterance: hyps[b] is a list of
+        token lists for enc[b]. With a right-to-left decoder and reverse_weight > 0, the score is
+        (1 - w) * left-to-right + w * right-to-left."""
+        flat = [(b, h) for b, hs in enumerate(hyps) for h in hs]
+        if not flat:
+            return [[] for _ in hyps]
+        idx = torch.tensor([b for b, _ in flat], device=enc.device)
+        memory, valid = self.memory(enc[idx], enc_lens[idx])
+        lens = torch.tensor([len(h) for _, h in flat], device=enc.device)
+        tokens = torch.zeros(len(flat), max(1, int(lens.max())), dtype=torch.long, device=enc.device)
+        for i, (_, h) in enumerate(flat):
+            tokens[i, : len(h)] = torch.tensor(h, dtype=torch.long)
+
+        def total(decoder: TransformerDecoder, ys: torch.Tensor) -> torch.Tensor:
+            ys_in, ys_out = self._io(ys, lens)
+            lp = decoder(ys_in, lens + 1, memory, valid).float().log_softmax(-1)
+            picked = lp.gather(2, ys_out.clamp(min=0)[..., None])[..., 0]
+            return picked.masked_fill(ys_out < 0, 0.0).sum(1)
+
+        scores = total(self.decoder, tokens)
+        if self.r_decoder is not None and reverse_weight > 0:
+            scores = (1 - reverse_weight) * scores + reverse_weight * total(
+                self.r_decoder, reverse_padded(tokens, lens)
+            )
+        out: list[list[float]] = [[] for _ in hyps]
+        for (b, _), s in zip(flat, scores.tolist()):
+            out[b].append(s)
+        return out

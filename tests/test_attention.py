@@ -1,0 +1,158 @@
+"""The attention head (issue 13, first part): its loss, its searches and attention rescoring.
+
+Searches run on an untrained head with large output weights, so distributions are peaky and
+hypotheses differ between greedy, beam and rescoring (checked, so the equalities below are not
+vacuous).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from asr.decoding import DecodeOptions, build_model_search, build_search, run_search
+from asr.decoding.attention import attention_beam_search, attention_greedy_search
+from asr.nn.heads import build_head
+from asr.nn.heads.attention import reverse_padded
+
+V = 6  # tokenizer size; <sos/eos> is id 6
+D = 16
+
+
+def make_attention(seed: int = 0, reverse_weight: float = 0.3, eos_bias: float = 0.0):
+    torch.manual_seed(seed)
+    head = build_head("attention", D, V, d_model=16, num_layers=2, num_heads=2, reverse_weight=reverse_weight)
+    torch.nn.init.normal_(head.decoder.out.weight, std=1.0)  # peaky, so beams differ from greedy
+    with torch.no_grad():
+        head.decoder.out.bias[head.eos] += eos_bias  # some hypotheses end before the maximum length
+    return head.eval()
+
+
+def enc_batch(seed: int = 1, lens: tuple[int, ...] = (11, 6, 9)):
+    g = torch.Generator().manual_seed(seed)
+    enc = torch.randn(len(lens), max(lens), D, generator=g)
+    lens_t = torch.tensor(lens)
+    return enc.masked_fill(torch.arange(max(lens))[None, :, None] >= lens_t[:, None, None], 1e3), lens_t
+
+
+def test_reverse_padded_reverses_only_the_valid_part():
+    x = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0], [6, 0, 0, 0]])
+    assert reverse_padded(x, torch.tensor([3, 2, 0])).tolist() == [[3, 2, 1, 0], [5, 4, 0, 0], [6, 0, 0, 0]]
+
+
+def test_loss_is_the_label_smoothed_cross_entropy_of_both_directions():
+    """The head's loss against a plain per-utterance computation: targets + eos, sos input,
+    right-to-left on the reversed targets, weighted (1 - w, w); padding never counts."""
+    head = make_attention()  # eval: no dropout, so the reference below computes the same thing
+    enc, enc_lens = enc_batch()
+    tokens = torch.tensor([[1, 2, 3], [4, 5, 0], [2, 0, 0]])
+    lens = torch.tensor([3, 2, 1])
+    with torch.no_grad():
+        out = head.loss(enc, enc_lens, tokens, lens)
+    total = {"l2r": 0.0, "r2l": 0.0}
+    for b in range(3):
+        y = tokens[b, : lens[b]].tolist()
+        with torch.no_grad():
+            mem, valid = head.memory(enc[b : b + 1, : enc_lens[b]], enc_lens[b : b + 1])
+        for name, dec, seq in (("l2r", head.decoder, y), ("r2l", head.r_decoder, y[::-1])):
+            ys_in = torch.tensor([[head.sos, *seq]])
+            logits = dec(ys_in, torch.tensor([len(seq) + 1]), mem, valid)[0]
+            target = torch.tensor([*seq, head.eos])
+            total[name] += float(
+                torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1, reduction="sum")
+            )
+    n = float((lens + 1).sum())
+    assert float(out["l2r"]) == pytest.approx(total["l2r"] / n, rel=1e-5)
+    assert float(out["r2l"]) == pytest.approx(total["r2l"] / n, rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(0.7 * total["l2r"] / n + 0.3 * total["r2l"] / n, rel=1e-5)
+    assert 0 <= float(out["acc"]) <= 1
+
+
+def test_greedy_score_is_the_decoder_score_and_beam_one_is_greedy():
+    """Greedy's accumulated score equals head.score of its output (two code paths); beam=1 makes
+    greedy's choices; a wider beam returns its n-best best first and differs from greedy here."""
+    head = make_attention(seed=2, reverse_weight=0.0, eos_bias=0.5)
+    enc, lens = enc_batch()
+    greedy = attention_greedy_search(head, enc, lens)
+    assert all(len(g.tokens) < n for g, n in zip(greedy, lens.tolist()))  # all end with <eos>
+    beam1 = attention_beam_search(head, enc, lens, beam=1)
+    beam4 = attention_beam_search(head, enc, lens, beam=4)
+    rescored = head.score(enc, lens, [[h.tokens] for h in greedy])
+    for g, b1, b4, r in zip(greedy, beam1, beam4, rescored):
+        assert g.score == pytest.approx(r[0], abs=1e-4)
+        assert b1.score == pytest.approx(g.score / (len(g.tokens) + 1), abs=1e-4)
+        assert b1.tokens == g.tokens
+        assert b4.nbest[0] == (b4.tokens, b4.score) and [s for _, s in b4.nbest] == sorted(
+            (s for _, s in b4.nbest), reverse=True
+        )
+    assert any(b4.tokens != g.tokens for b4, g in zip(beam4, greedy))  # the beam matters here
+
+
+@pytest.mark.parametrize("beam", [None, 3])
+def test_batched_equals_alone(beam):
+    head = make_attention()
+    enc, lens = enc_batch()
+    search = (
+        (lambda e, n: attention_greedy_search(head, e, n))
+        if beam is None
+        else (lambda e, n: attention_beam_search(head, e, n, beam))
+    )
+    batched = search(enc, lens)
+    for b, n in enumerate(lens.tolist()):
+        alone = search(enc[b : b + 1, :n], lens[b : b + 1])[0]
+        assert alone.tokens == batched[b].tokens and alone.score == pytest.approx(batched[b].score, abs=1e-4)
+        assert [t for t, _ in alone.nbest] == [t for t, _ in batched[b].nbest]
+
+
+def _hybrid():
+    torch.manual_seed(0)
+    ctc = build_head("ctc", D, V)
+    torch.nn.init.normal_(ctc.proj.weight, std=0.6)
+    return {"ctc": ctc.eval(), "attention": make_attention()}
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 0.7, 1.0])
+def test_rescoring_picks_the_argmax_of_the_combined_score(weight):
+    """Against a plain loop over the CTC prefix beam's n-best; weight 1 keeps the first pass's best."""
+    heads = _hybrid()
+    enc, lens = enc_batch()
+    opts = DecodeOptions("attention_rescoring", beam=4, ctc_weight=weight, reverse_weight=0.3)
+    got = run_search(build_model_search(heads, "ctc", opts), enc, lens)
+    first = run_search(build_search(heads["ctc"], DecodeOptions("beam", 4)), enc, lens)
+    att = heads["attention"].score(enc, lens, [[t for t, _ in h.nbest] for h in first], reverse_weight=0.3)
+    for g, f, a in zip(got, first, att):
+        combined = [(1 - weight) * sa + weight * sf for (_, sf), sa in zip(f.nbest, a)]
+        best = max(range(len(combined)), key=lambda j: combined[j])
+        assert g.tokens == f.nbest[best][0] and g.score == pytest.approx(combined[best], abs=1e-4)
+        assert sorted(t for t, _ in g.nbest) == sorted(t for t, _ in f.nbest)
+        if weight == 1.0:
+            assert g.tokens == f.tokens
+    if weight == 0.0:  # rescoring changes the choice somewhere, or this test would be vacuous
+        assert any(g.tokens != f.tokens for g, f in zip(got, first))
+
+
+def test_rescoring_fed_in_chunks_equals_one_pass():
+    """Streaming: the first pass advances chunk by chunk, rescoring runs when each stream ends."""
+    heads = _hybrid()
+    enc, lens = enc_batch()
+    opts = DecodeOptions("attention_rescoring", beam=3, ctc_weight=0.3)
+    offline = run_search(build_model_search(heads, "ctc", opts), enc, lens)
+    search = build_model_search(heads, "ctc", opts)
+    state = search.init(3, "cpu")
+    for start in range(0, enc.shape[1], 4):
+        n = (lens - start).clamp(0, 4)
+        state = search.advance(state, enc[:, start : start + 4], n, lens <= start + 4)
+    streamed = search.hypotheses(state)
+    assert [h.tokens for h in streamed] == [h.tokens for h in offline]
+    assert all(math.isclose(a.score, b.score, abs_tol=1e-4) for a, b in zip(streamed, offline))
+
+
+def test_attention_methods_need_an_attention_head():
+    heads = {"ctc": _hybrid()["ctc"]}
+    for method in ("attention", "attention_rescoring"):
+        with pytest.raises(ValueError, match="needs an attention head"):
+            build_model_search(heads, "ctc", DecodeOptions(method))
+    with pytest.raises(ValueError, match="rescores a CTC or transducer"):
+        build_model_search(_hybrid(), "attention", DecodeOptions("attention_rescoring"))
