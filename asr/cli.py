@@ -290,7 +290,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-METHODS = ["greedy", "beam", "attention", "attention_rescoring"]  # asr.decoding.options.METHODS
+METHODS = ["greedy", "beam", "attention", "attention_rescoring", "joint"]  # asr.decoding.options.METHODS
 
 
 def _add_weight_flags(p: argparse.ArgumentParser) -> None:
@@ -376,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=METHODS,
         help="greedy; beam: prefix beam search (CTC head) / transducer beam search (RNN-T, TDT head) / "
         "attention beam search (attention head); attention: the attention head's beam search whatever "
-        "--head is; attention_rescoring: the head's beam n-best rescored by the attention head. "
+        "--head is; attention_rescoring: the head's beam n-best rescored by the attention head; joint: "
+        "one beam search on CTC prefix and attention scores (--ctc-weight). "
         "Default: the checkpoint's decode.method",
     )
     pr.add_argument("--beam", type=int, help="beam size for --method beam (default: decode.beam, 4)")

@@ -52,17 +52,17 @@ def test_loss_is_the_label_smoothed_cross_entropy_of_both_directions():
     with torch.no_grad():
         out = head.loss(enc, enc_lens, tokens, lens)
     total = {"l2r": 0.0, "r2l": 0.0}
-    for b in range(3):
-        y = tokens[b, : lens[b]].tolist()
-        with torch.no_grad():
+    with torch.no_grad():  # the reference needs no graph
+        for b in range(3):
+            y = tokens[b, : lens[b]].tolist()
             mem, valid = head.memory(enc[b : b + 1, : enc_lens[b]], enc_lens[b : b + 1])
-        for name, dec, seq in (("l2r", head.decoder, y), ("r2l", head.r_decoder, y[::-1])):
-            ys_in = torch.tensor([[head.sos, *seq]])
-            logits = dec(ys_in, torch.tensor([len(seq) + 1]), mem, valid)[0]
-            target = torch.tensor([*seq, head.eos])
-            total[name] += float(
-                torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1, reduction="sum")
-            )
+            for name, dec, seq in (("l2r", head.decoder, y), ("r2l", head.r_decoder, y[::-1])):
+                ys_in = torch.tensor([[head.sos, *seq]])
+                logits = dec(ys_in, torch.tensor([len(seq) + 1]), mem, valid)[0]
+                target = torch.tensor([*seq, head.eos])
+                total[name] += float(
+                    torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1, reduction="sum")
+                )
     n = float((lens + 1).sum())
     assert float(out["l2r"]) == pytest.approx(total["l2r"] / n, rel=1e-5)
     assert float(out["r2l"]) == pytest.approx(total["r2l"] / n, rel=1e-5)
@@ -156,3 +156,60 @@ def test_attention_methods_need_an_attention_head():
             build_model_search(heads, "ctc", DecodeOptions(method))
     with pytest.raises(ValueError, match="rescores a CTC or transducer"):
         build_model_search(_hybrid(), "attention", DecodeOptions("attention_rescoring"))
+
+
+def _log_p_ctc(lp: torch.Tensor, seq: list[int]) -> float:
+    """log p_ctc(seq | one utterance's log-probs lp[T, V]) by torch's CTC (-inf when impossible)."""
+    if not seq:
+        return float(lp[:, 0].sum().detach())
+    loss = torch.nn.functional.ctc_loss(
+        lp[:, None], torch.tensor([seq]), torch.tensor([lp.shape[0]]), torch.tensor([len(seq)]), reduction="sum"
+    )
+    return -float(loss)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_joint_search_finds_the_argmax_of_the_combined_score(weight):
+    """A tiny case (2 tokens, 4 and 3 frames) with a beam wide enough to keep every prefix: the
+    search returns the label sequence that maximizes w * log p_ctc + (1 - w) * log p_att(.., eos)
+    over all sequences of at most one token per frame, found by enumeration; with attention weight
+    0 that is also what a wide CTC prefix beam search returns."""
+    import itertools
+
+    from asr.decoding import ctc_prefix_beam_search
+    from asr.decoding.joint import joint_beam_search
+
+    torch.manual_seed(3)
+    ctc = build_head("ctc", D, 3).eval()
+    torch.nn.init.normal_(ctc.proj.weight, std=0.8)
+    att = build_head("attention", D, 3, d_model=16, num_layers=1, num_heads=2).eval()
+    torch.nn.init.normal_(att.decoder.out.weight, std=1.0)
+    enc, lens = enc_batch(4, (4, 3))
+    got = joint_beam_search(ctc, att, enc, lens, beam=40, ctc_weight=weight)
+    lp = ctc(enc).detach()
+    for b, n in enumerate(lens.tolist()):
+        seqs = [list(s) for m in range(n + 1) for s in itertools.product((1, 2), repeat=m)]
+        att_scores = att.score(enc[b : b + 1, :n], lens[b : b + 1], [seqs])[0]
+        combined = [
+            (weight * _log_p_ctc(lp[b, :n], s) if weight else 0.0) + (1 - weight) * a for s, a in zip(seqs, att_scores)
+        ]
+        best = max(range(len(seqs)), key=lambda j: combined[j])
+        assert got[b].tokens == seqs[best] and got[b].score == pytest.approx(combined[best], abs=1e-4)
+        # every finished hypothesis of the beam carries its exact combined score (repeats included)
+        assert len(got[b].nbest) >= 8
+        for toks, score in got[b].nbest:
+            assert score == pytest.approx(combined[seqs.index(toks)], abs=1e-4), toks
+        if weight == 1.0:
+            assert got[b].tokens == ctc_prefix_beam_search(lp[b : b + 1, :n], lens[b : b + 1], beam=40)[0]
+
+
+def test_joint_search_batched_equals_alone_and_needs_a_ctc_head():
+    heads = _hybrid()
+    enc, lens = enc_batch()
+    search = build_model_search(heads, "ctc", DecodeOptions("joint", beam=3, ctc_weight=0.3))
+    batched = run_search(search, enc, lens)
+    for b, n in enumerate(lens.tolist()):
+        alone = run_search(search, enc[b : b + 1, :n], lens[b : b + 1])[0]
+        assert alone.tokens == batched[b].tokens and alone.score == pytest.approx(batched[b].score, abs=1e-4)
+    with pytest.raises(ValueError, match="combines a CTC head"):
+        build_model_search(heads, "attention", DecodeOptions("joint"))

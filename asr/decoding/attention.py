@@ -112,7 +112,7 @@ class FramesState:
     final: list[bool] = field(default_factory=list)
 
 
-def _collect(state: FramesState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor) -> list[int]:
+def collect_frames(state: FramesState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor) -> list[int]:
     """Append the new frames; the utterances that end here and have no result yet."""
     ending = []
     for i, n in enumerate(enc_lens.tolist()):
@@ -122,16 +122,16 @@ def _collect(state: FramesState, enc: torch.Tensor, enc_lens: torch.Tensor, fina
     return ending
 
 
-def _frames_of(state: FramesState, utts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def frames_of(state: FramesState, utts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return _pad([torch.cat(state.frames[i]) for i in utts])
 
 
-class AttentionSearch:
-    """The Search interface for an AttentionHead: greedy (beam=None) or beam search, run on an
-    utterance's frames when they end."""
+class WholeUtteranceSearch:
+    """The Search interface for searches that need all of an utterance's frames: frames are
+    collected chunk by chunk and `decode(enc, enc_lens)` runs on the utterances that end."""
 
-    def __init__(self, head, beam: int | None = None):
-        self.head, self.beam = head, beam
+    def decode(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[Hypothesis]:
+        raise NotImplementedError
 
     def init(self, batch_size: int, device: torch.device | str) -> FramesState:
         return FramesState([[] for _ in range(batch_size)], [None] * batch_size)
@@ -139,21 +139,27 @@ class AttentionSearch:
     def advance(
         self, state: FramesState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor
     ) -> FramesState:
-        ending = _collect(state, enc, enc_lens, final)
+        ending = collect_frames(state, enc, enc_lens, final)
         if ending:
-            e, n = _frames_of(state, ending)
-            hyps = (
-                attention_greedy_search(self.head, e, n)
-                if self.beam is None
-                else attention_beam_search(self.head, e, n, self.beam)
-            )
-            for i, h in zip(ending, hyps):
+            for i, h in zip(ending, self.decode(*frames_of(state, ending))):
                 state.results[i] = h
         return state
 
     def hypotheses(self, state: FramesState) -> list[Hypothesis]:
         """Decoded utterances; an utterance whose frames have not ended has no hypothesis yet."""
         return [h if h is not None else Hypothesis([], 0.0) for h in state.results]
+
+
+class AttentionSearch(WholeUtteranceSearch):
+    """An AttentionHead's greedy (beam=None) or beam search."""
+
+    def __init__(self, head, beam: int | None = None):
+        self.head, self.beam = head, beam
+
+    def decode(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[Hypothesis]:
+        if self.beam is None:
+            return attention_greedy_search(self.head, enc, enc_lens)
+        return attention_beam_search(self.head, enc, enc_lens, self.beam)
 
 
 class AttentionRescoringSearch:
@@ -175,10 +181,10 @@ class AttentionRescoringSearch:
         self, state: FramesState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor
     ) -> FramesState:
         state.first = self.first.advance(state.first, enc, enc_lens, final)
-        ending = _collect(state, enc, enc_lens, final)
+        ending = collect_frames(state, enc, enc_lens, final)
         if ending:
             first = self.first.hypotheses(state.first)
-            e, n = _frames_of(state, ending)
+            e, n = frames_of(state, ending)
             nbests = [first[i].nbest or [(first[i].tokens, first[i].score)] for i in ending]
             att = self.head.score(e, n, [[t for t, _ in nb] for nb in nbests], self.reverse_weight)
             for i, nb, a in zip(ending, nbests, att):

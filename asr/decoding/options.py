@@ -10,17 +10,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 # greedy | beam: the decoding head's own searches; attention: the attention head's beam search;
-# attention_rescoring: the decoding head's beam n-best rescored by the attention head
-METHODS = ("greedy", "beam", "attention", "attention_rescoring")
+# attention_rescoring: the decoding head's beam n-best rescored by the attention head;
+# joint: one-pass beam search on CTC prefix and attention scores
+METHODS = ("greedy", "beam", "attention", "attention_rescoring", "joint")
 
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    method: str = "greedy"  # greedy | beam | attention | attention_rescoring (METHODS above)
+    method: str = "greedy"  # greedy | beam | attention | attention_rescoring | joint (METHODS above)
     beam: int = 4  # hypotheses kept per utterance by method=beam
     head: str | None = None  # the head that decodes (e.g. transducer | ctc in hybrids); None: the first
     max_symbols: int | None = None  # transducer searches: most labels on one frame; None: the head's
-    ctc_weight: float = 0.5  # attention_rescoring after CTC: w in (1 - w) * attention + w * CTC
+    ctc_weight: float = 0.5  # attention_rescoring after CTC and joint: w in (1 - w) * attention + w * CTC
     transducer_weight: float = 0.5  # attention_rescoring after a transducer: the same w
     reverse_weight: float = 0.0  # attention scores: weight of the right-to-left decoder (if trained)
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 from ..nn.heads import Head
 from .attention import AttentionRescoringSearch, AttentionSearch
 from .ctc import CTCGreedySearch, CTCPrefixBeamSearch
+from .joint import JointSearch
 from .options import DecodeOptions
 from .search import Search
 from .transducer import TransducerBeamSearch, TransducerGreedySearch
@@ -48,9 +49,10 @@ def build_search(head: Head, options: DecodeOptions) -> Search:
 
 def build_model_search(heads: Mapping[str, Head], head: str, options: DecodeOptions) -> Search:
     """The search for a model's heads: `options.method` of head `head`, or a method that combines
-    heads: `attention` (the attention head's beam search) and `attention_rescoring` (head's beam
-    n-best rescored by the attention head)."""
-    if options.method not in ("attention", "attention_rescoring"):
+    heads: `attention` (the attention head's beam search), `attention_rescoring` (head's beam
+    n-best rescored by the attention head) and `joint` (CTC head `head` and the attention head in
+    one beam search)."""
+    if options.method not in ("attention", "attention_rescoring", "joint"):
         return build_search(heads[head], options)
     attention = [name for name, h in heads.items() if h.kind == "attention"]
     if not attention:
@@ -58,6 +60,12 @@ def build_model_search(heads: Mapping[str, Head], head: str, options: DecodeOpti
     if options.method == "attention":
         return build_search(heads[attention[0]], replace(options, method="beam"))
     first = heads[head]
+    if options.method == "joint":
+        if first.kind != "ctc":
+            raise ValueError(
+                f"joint decoding combines a CTC head's prefix scores with attention; {head!r} is {first.kind}"
+            )
+        return JointSearch(first, heads[attention[0]], options.beam, options.ctc_weight)
     if first.kind not in FIRST_PASS_WEIGHT:
         raise ValueError(f"attention_rescoring rescores a CTC or transducer head's n-best; {head!r} is {first.kind}")
     weight = getattr(options, FIRST_PASS_WEIGHT[first.kind])
