@@ -63,7 +63,7 @@ class StreamReport:
 
     def summary(self, rec: StreamingRecognizer, timing: StreamTiming, batch_size: int) -> str:
         ms = sorted(1000 * t for t in self.chunk_times) or [0.0]
-        search = f"beam search (beam {rec.beam})" if rec.method == "beam" else "greedy search"
+        search = "greedy search" if rec.method == "greedy" else f"{rec.method} search (beam {rec.beam})"
         left = "unlimited" if timing.left_frames < 0 else f"{timing.left_context_ms:g} ms ({timing.left_frames} frames)"
         return (
             f"{search} with the {rec.head_name} head; chunk {timing.chunk_ms:g} ms ({timing.chunk_frames} frames), "
