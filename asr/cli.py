@@ -290,9 +290,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-METHODS = ["greedy", "beam", "attention", "attention_rescoring", "joint"]  # asr.decoding.options.METHODS
-
-
 def _add_weight_flags(p: argparse.ArgumentParser) -> None:
     """The rescoring weights of DecodeOptions (default: the checkpoint's decode options)."""
     for flag, what in (
@@ -304,6 +301,8 @@ def _add_weight_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .decoding.options import METHODS  # the one list of decoding methods
+
     p = argparse.ArgumentParser(
         prog="asr",
         description="End-to-end speech recognition: prepare data, train, "
@@ -373,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="write hypotheses here instead of stdout")
     pr.add_argument(
         "--method",
-        choices=METHODS,
+        choices=list(METHODS),
         help="greedy; beam: prefix beam search (CTC head) / transducer beam search (RNN-T, TDT head) / "
         "attention beam search (attention head); attention: the attention head's beam search whatever "
         "--head is; attention_rescoring: the head's beam n-best rescored by the attention head; joint: "
@@ -426,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     pst.add_argument("--head", help="decoding head of a hybrid (default: the checkpoint's decode head)")
     pst.add_argument(
         "--method",
-        choices=METHODS,
+        choices=list(METHODS),
         help="greedy, or beam: prefix beam search (CTC head) / transducer beam search, continued "
         "across chunks; partial hypotheses are then the current best; attention_rescoring: the beam "
         "search streams and its n-best is rescored by the attention head when a stream ends. "
