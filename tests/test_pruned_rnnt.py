@@ -519,3 +519,39 @@ def test_prune_ranges_on_random_logits(rnnt_type):
     am, lm, symbols, bd = prune_case(trained=False)
     gap = prune_gap(am, lm, symbols, bd, rnnt_type)
     assert (gap >= -1e-9).all() and gap.mean() <= DIFFUSE_MARGIN, gap
+
+
+# ---------------------------------------------------------------------------------------------
+# Window sizes the batch cannot use as asked (issue 14): wider than the lattice (capped at S+1).
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rnnt_type", ["regular", "modified"])
+def test_s_range_wider_than_the_lattice_is_capped_and_gradients_match_the_full_loss(rnnt_type):
+    """s_range > S+1 used to repeat position S in the windows; the pruned loss scattered each copy
+    and so counted its gradient once per copy (the loss value was right, the gradient wrong)."""
+    am, lm, symbols, t_len, s_len, bd = make_transducer()  # S = 4
+    b, t, s = am.shape[0], am.shape[1], symbols.shape[1]
+    w = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type=rnnt_type, return_grad=True)
+    ranges = get_rnnt_prune_ranges(gx, gy, bd, s + 3)
+    assert torch.equal(ranges, torch.arange(s + 1).expand(b, t, s + 1))  # every position once
+    pruned = rnnt_loss_pruned(
+        joiner(*do_rnnt_pruning(am, lm, ranges), w), symbols, ranges, 0, bd, rnnt_type=rnnt_type, reduction="none"
+    )
+    full_logits = joiner(am[:, :, None, :], lm[:, None, :, :], w)
+    if rnnt_type == "regular":
+        ref = rnnt_loss(full_logits, symbols, t_len, s_len, reduction="none")
+    else:  # no full loss has the modified topology: the same lattice scored directly in float64
+        ref = -mutual_information_reference(
+            *pruned_logprobs_reference(full_logits, symbols, torch.arange(s + 1).expand(b, t, s + 1), bd, True), bd
+        )
+    assert torch.allclose(pruned, ref, atol=1e-10)
+    assert_close(grads(pruned, (am, lm)), grads(ref, (am, lm)))
+
+
+def test_pruned_loss_rejects_ranges_that_repeat_a_position():
+    am, lm, symbols, t_len, s_len, bd = make_transducer()
+    ranges = torch.arange(6).clamp(max=4).expand(3, 7, 6)  # [0, 1, 2, 3, 4, 4]: what s_range 6 used to give
+    with pytest.raises(ValueError, match="strictly increasing"):
+        rnnt_loss_pruned(torch.zeros(3, 7, 6, 6, dtype=torch.float64), symbols, ranges, 0, bd)

@@ -177,18 +177,20 @@ def get_rnnt_prune_ranges(
 
     The windows start at 0, never move backwards, overlap from one frame to the next (so
     the pruned lattice stays connected) and cover S_b at the last frame.
+    s_range is capped at S+1 (S = py_grad.shape[1] - 1): a wider window would repeat
+    positions, and rnnt_loss_pruned would count their gradient once per copy.
     Args:
         px_grad, py_grad: arc occupancies from rnnt_loss_simple(..., return_grad=True).
         boundary: [B, 4]; s_range: window size (>= 2 for the regular topology).
     Returns:
-        ranges [B, T, s_range] int64: the symbol positions s kept at each frame.
+        ranges [B, T, s_range'] int64: the symbol positions s kept at each frame.
     """
     b, s1, t = py_grad.shape
     s_range = int(s_range)
     if s_range < 1:
         raise ValueError("s_range must be >= 1")
-    if s_range >= s1:
-        return torch.arange(s_range, device=py_grad.device).clamp(max=s1 - 1).expand(b, t, s_range).clone()
+    if s_range >= s1:  # the whole lattice: every position once
+        return torch.arange(s1, device=py_grad.device).expand(b, t, s1).clone()
     occ = py_grad.clone()
     occ[:, :-1] += px_grad[:, :, :t]  # node occupancy ~ mass leaving (s, t)
     csum = torch.cat([torch.zeros_like(occ[:, :1]), occ.cumsum(1)], dim=1)  # [B, S+2, T]
@@ -240,12 +242,18 @@ def rnnt_loss_pruned(
     Args:
         logits: [B, T, s_range, V] joiner output at (t, ranges[b, t, k]).
         symbols: [B, S]; ranges: [B, T, s_range] from get_rnnt_prune_ranges.
-    Positions outside the windows have probability 0. With s_range >= S+1 this equals
-    the full RNN-T loss.
+    Positions outside the windows have probability 0. With every position 0..S in each
+    window (ranges = arange(S+1)) this equals the full RNN-T loss. A window must not repeat
+    a position (ValueError): its gradient would be counted once per copy.
     """
     modified = _check_topology(rnnt_type)
     b, t, r, v = logits.shape
     s = symbols.shape[1]
+    if ranges.shape != (b, t, r):
+        raise ValueError(f"ranges {tuple(ranges.shape)} must be [B, T, s_range] = {(b, t, r)} like the logits")
+    if r > 1 and bool((ranges[..., 1:] <= ranges[..., :-1]).any()):
+        # a position kept twice would get its gradient once per copy (the scatter below)
+        raise ValueError("ranges must be strictly increasing along s_range: each symbol position kept once")
     bd = _boundary(boundary, b, s, t, logits.device)
     lp = logits.log_softmax(-1)
     sym = symbols.to(torch.int64)
