@@ -522,7 +522,8 @@ def test_prune_ranges_on_random_logits(rnnt_type):
 
 
 # ---------------------------------------------------------------------------------------------
-# Window sizes the batch cannot use as asked (issue 14): wider than the lattice (capped at S+1).
+# Window sizes the batch cannot use as asked (issue 14): wider than the lattice (capped at S+1),
+# or too narrow for the symbols of the regular topology (widened, so the loss stays finite).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -555,3 +556,69 @@ def test_pruned_loss_rejects_ranges_that_repeat_a_position():
     ranges = torch.arange(6).clamp(max=4).expand(3, 7, 6)  # [0, 1, 2, 3, 4, 4]: what s_range 6 used to give
     with pytest.raises(ValueError, match="strictly increasing"):
         rnnt_loss_pruned(torch.zeros(3, 7, 6, 6, dtype=torch.float64), symbols, ranges, 0, bd)
+
+
+def many_symbols_case(seed: int = 0):
+    """Utterances with more symbols than frames (regular topology only): S_b / T_b = 14/6, 5/6, 9/2.
+
+    The smallest connectable window is (S_b - 1) // T_b + 2 = 4, 2, 6: the third utterance needs 6
+    although the batch's padded sizes (S = 14, T = 6) would suggest 4.
+    """
+    g = torch.Generator().manual_seed(seed)
+    b, t, s, c = 3, 6, 14, 6
+    am = torch.randn(b, t, c, generator=g, dtype=torch.float64).requires_grad_()
+    lm = torch.randn(b, s + 1, c, generator=g, dtype=torch.float64).requires_grad_()
+    symbols = torch.randint(1, c, (b, s), generator=g)
+    bd = torch.tensor([[0, 0, 14, 6], [0, 0, 5, 6], [0, 0, 9, 2]])
+    w = torch.randn(c, c, dtype=torch.float64, generator=g)
+    return am, lm, symbols, bd, w
+
+
+@pytest.mark.parametrize("s_range", [1, 2, 5])
+def test_s_range_too_narrow_for_the_symbols_is_widened_and_the_loss_is_finite(s_range, caplog):
+    """Regular topology: windows of s_range reach (s_range - 1) * T_b symbols at most; with more the
+    pruned lattice had no path and the loss was +inf, silently. Now s_range grows to what every
+    utterance needs (logged), and the loss is the pruned loss of those windows."""
+    am, lm, symbols, bd, w = many_symbols_case()
+    _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, return_grad=True)
+    with caplog.at_level(logging.DEBUG, logger="asr.losses.pruned_rnnt"):
+        ranges = get_rnnt_prune_ranges(gx, gy, bd, s_range)
+    assert ranges.shape == (3, 6, 6)
+    assert f"s_range {s_range} widened to 6" in caplog.text
+    begin = ranges[:, :, 0]
+    assert (
+        (begin[:, 0] == 0).all() and (begin[:, 1:] - begin[:, :-1] <= 5).all() and (begin[:, 1:] >= begin[:, :-1]).all()
+    )
+    for i in range(3):
+        assert ranges[i, int(bd[i, 3]) - 1, -1] >= bd[i, 2]
+    pruned = rnnt_loss_pruned(joiner(*do_rnnt_pruning(am, lm, ranges), w), symbols, ranges, 0, bd, reduction="none")
+    assert torch.isfinite(pruned).all()
+    # the float64 reference scores the same windows node by node
+    ref_logits = joiner(*pruning_reference(am, lm, ranges), w)
+    ref = -mutual_information_reference(*pruned_logprobs_reference(ref_logits, symbols, ranges, bd, False), bd)
+    assert torch.allclose(pruned, ref, atol=1e-10)
+    assert_close(grads(pruned, (am, lm)), grads(ref, (am, lm)))
+    # fewer paths than the full lattice
+    full = rnnt_loss(joiner(am[:, :, None], lm[:, None], w), symbols, bd[:, 3], bd[:, 2], reduction="none")
+    assert (pruned >= full - 1e-9).all()
+
+
+def test_s_range_widened_to_the_whole_lattice_equals_the_full_loss():
+    """One frame for all symbols: only the full window (S+1 positions) holds a path."""
+    am, lm, symbols, bd, w = many_symbols_case(seed=1)
+    am, lm, symbols = am[:2, :1].detach().requires_grad_(), lm[:2, :8].detach().requires_grad_(), symbols[:2, :7]
+    bd = torch.tensor([[0, 0, 7, 1], [0, 0, 3, 1]])
+    _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, return_grad=True)
+    ranges = get_rnnt_prune_ranges(gx, gy, bd, 2)
+    assert torch.equal(ranges, torch.arange(8).expand(2, 1, 8))
+    pruned = rnnt_loss_pruned(joiner(*do_rnnt_pruning(am, lm, ranges), w), symbols, ranges, 0, bd, reduction="none")
+    full = rnnt_loss(joiner(am[:, :, None], lm[:, None], w), symbols, bd[:, 3], bd[:, 2], reduction="none")
+    assert torch.allclose(pruned, full, atol=1e-10)
+    assert_close(grads(pruned, (am, lm)), grads(full, (am, lm)))
+
+
+def test_modified_topology_is_not_widened():
+    """With one symbol per frame a path needs S_b <= T_b, and any s_range >= 1 then connects."""
+    am, lm, symbols, t_len, s_len, bd = make_transducer()
+    _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type="modified", return_grad=True)
+    assert get_rnnt_prune_ranges(gx, gy, bd, 2).shape == (3, 7, 2)

@@ -13,10 +13,14 @@ All use the compiled mutual-information recursion.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .lattice import finish_loss
 from .mutual_information import mutual_information_recursion
+
+log = logging.getLogger(__name__)
 
 TOPOLOGIES = ("regular", "modified")
 
@@ -170,6 +174,26 @@ def rnnt_loss_smoothed(
     return finish_loss(-out, reduction, zero_infinity, "rnnt_loss_smoothed")
 
 
+def min_prune_range(boundary: torch.Tensor, regular: bool = True) -> int:
+    """The smallest s_range whose windows can hold a path of every utterance.
+
+    Regular topology: from a window of s_range positions a frame's symbols reach at most s_range - 1
+    positions further, so T_b frames cover S_b symbols only if (s_range - 1) * T_b >= S_b, i.e.
+    s_range >= (S_b - 1) // T_b + 2 (fast_rnnt uses the batch's padded S and T; this takes each
+    utterance's own, which is never less). Modified topology: 1 (a symbol consumes a frame, and
+    S_b <= T_b is needed for any path at all). Utterances with T_b = 0 have no path; they count as 1.
+    """
+    if not regular or boundary.shape[0] == 0:
+        return 1
+    s_len = boundary[:, 2].to(torch.int64)
+    t_len = boundary[:, 3].to(torch.int64)
+    need = torch.div(s_len - 1, t_len.clamp(min=1), rounding_mode="floor") + 2
+    return int(torch.where(t_len > 0, need, torch.ones_like(need)).max())
+
+
+_widen_logged = False
+
+
 def get_rnnt_prune_ranges(
     px_grad: torch.Tensor, py_grad: torch.Tensor, boundary: torch.Tensor, s_range: int
 ) -> torch.Tensor:
@@ -177,18 +201,35 @@ def get_rnnt_prune_ranges(
 
     The windows start at 0, never move backwards, overlap from one frame to the next (so
     the pruned lattice stays connected) and cover S_b at the last frame.
-    s_range is capped at S+1 (S = py_grad.shape[1] - 1): a wider window would repeat
-    positions, and rnnt_loss_pruned would count their gradient once per copy.
+    s_range is adjusted for the batch, so the result may have another width than asked:
+    - capped at S+1 (S = py_grad.shape[1] - 1): a wider window would repeat positions,
+      and rnnt_loss_pruned would count their gradient once per copy;
+    - regular topology (px_grad [B, S, T+1]): widened to min_prune_range(boundary) when an
+      utterance has more symbols than (s_range - 1) * T_b, which no window of s_range can
+      connect (the pruned loss would be +inf). Logged (INFO the first time, then DEBUG).
     Args:
         px_grad, py_grad: arc occupancies from rnnt_loss_simple(..., return_grad=True).
-        boundary: [B, 4]; s_range: window size (>= 2 for the regular topology).
+        boundary: [B, 4]; s_range: window size (>= 1).
     Returns:
         ranges [B, T, s_range'] int64: the symbol positions s kept at each frame.
     """
+    global _widen_logged
     b, s1, t = py_grad.shape
     s_range = int(s_range)
     if s_range < 1:
         raise ValueError("s_range must be >= 1")
+    regular = px_grad.shape[2] == t + 1
+    need = min_prune_range(boundary, regular)
+    if need > s_range:
+        log.log(
+            logging.DEBUG if _widen_logged else logging.INFO,
+            "get_rnnt_prune_ranges: s_range %d widened to %d for this batch: an utterance has more symbols "
+            "than (s_range - 1) * frames, so narrower windows would leave no path (regular topology)",
+            s_range,
+            need,
+        )
+        _widen_logged = True
+        s_range = need
     if s_range >= s1:  # the whole lattice: every position once
         return torch.arange(s1, device=py_grad.device).expand(b, t, s1).clone()
     occ = py_grad.clone()
