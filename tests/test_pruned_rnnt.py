@@ -622,3 +622,54 @@ def test_modified_topology_is_not_widened():
     am, lm, symbols, t_len, s_len, bd = make_transducer()
     _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type="modified", return_grad=True)
     assert get_rnnt_prune_ranges(gx, gy, bd, 2).shape == (3, 7, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The am-only part of rnnt_loss_smoothed (issue 14): am.log_softmax per frame, not fast_rnnt's
+# am combined with a batch-averaged unigram LM (README, "Pruned RNN-T"). Checked against a direct
+# computation of each definition.
+# ---------------------------------------------------------------------------------------------
+
+
+def am_only_logprobs_direct(am: torch.Tensor, symbols: torch.Tensor, bd: torch.Tensor, unigram: torch.Tensor | None):
+    """px, py of the am-only distribution, one (b, s, t) at a time from the formula.
+
+    unigram None: ours, P(c | t) = softmax(am[b, t])[c]. Otherwise fast_rnnt's,
+    P(c | t) = exp(am[b, t, c]) * unigram[c] / sum_k exp(am[b, t, k]) * unigram[k].
+    """
+    b, t, c = am.shape
+    s = symbols.shape[1]
+    px = torch.full((b, s, t + 1), float("-inf"), dtype=am.dtype)
+    py = torch.zeros(b, s + 1, t, dtype=am.dtype)
+    for i in range(b):
+        for f in range(t):
+            w = am[i, f].exp() if unigram is None else am[i, f].exp() * unigram
+            lp = (w / w.sum()).log()
+            py[i, :, f] = lp[0]
+            for n in range(int(bd[i, 2])):
+                px[i, n, f] = lp[int(symbols[i, n])]
+    return px, py
+
+
+def test_am_only_smoothing_is_the_am_log_softmax_of_each_utterance():
+    am, lm, symbols, t_len, s_len, bd = make_transducer(seed=6)
+    ours = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.0, am_only_scale=1.0, boundary=bd, reduction="none")
+    direct = -mutual_information_reference(*am_only_logprobs_direct(am, symbols, bd, None), bd)
+    assert torch.allclose(ours, direct, atol=1e-10)
+    assert_close(grads(ours, (am,)), grads(direct, (am,)))
+    # the am-only part depends on the am alone: no gradient reaches the predictor
+    (g_lm,) = torch.autograd.grad(ours.sum(), (lm,))
+    assert g_lm.abs().max() == 0
+    # each utterance's loss is its own: changing another utterance (or the lm) leaves it unchanged
+    am2, lm2 = am.detach().clone(), lm.detach().clone() * 3
+    am2[1:] += 5 * torch.randn_like(am2[1:])
+    other = rnnt_loss_smoothed(lm2, am2, symbols, 0, 0.0, 1.0, boundary=bd, reduction="none")
+    assert torch.allclose(other[0], ours[0], atol=1e-12)
+    # fast_rnnt's definition (a unigram LM averaged over the batch and all lm positions) is another loss
+    unigram = lm.softmax(-1).mean(dim=(0, 1))
+    upstream = -mutual_information_reference(*am_only_logprobs_direct(am, symbols, bd, unigram), bd)
+    assert (ours - upstream).abs().min() > 1e-3
+    # mixed with the joint and lm-only parts: the documented interpolation of the log-probs
+    mixed = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.2, am_only_scale=0.3, boundary=bd, reduction="none")
+    px, py = simple_logprobs_reference(lm, am, symbols, bd, False, lm_only_scale=0.2, am_only_scale=0.3)
+    assert torch.allclose(mixed, -mutual_information_reference(px, py, bd), atol=1e-10)

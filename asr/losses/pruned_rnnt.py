@@ -150,6 +150,10 @@ def rnnt_loss_smoothed(
 ):
     """Simple loss whose log-probs interpolate the joint (lm + am) with lm-only and am-only
     distributions: (1 - lm_only_scale - am_only_scale) * joint + lm_only_scale * lm + am_only_scale * am.
+
+    lm-only: lm.log_softmax(-1) at each symbol position; am-only: am.log_softmax(-1) at each
+    frame. fast_rnnt's am-only part instead combines am with a unigram LM averaged over the
+    batch; ours keeps every utterance's loss independent of the rest of the batch (README).
     """
     px, py = get_rnnt_logprobs(lm, am, symbols, termination_symbol, boundary, rnnt_type, delay_penalty)
     b, s1, c = lm.shape
