@@ -618,10 +618,37 @@ def test_s_range_widened_to_the_whole_lattice_equals_the_full_loss():
 
 
 def test_modified_topology_is_not_widened():
-    """With one symbol per frame a path needs S_b <= T_b, and any s_range >= 1 then connects."""
+    """With one symbol per frame a path needs S_b <= T_b, and any s_range >= 2 then connects."""
     am, lm, symbols, t_len, s_len, bd = make_transducer()
     _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type="modified", return_grad=True)
     assert get_rnnt_prune_ranges(gx, gy, bd, 2).shape == (3, 7, 2)
+    assert get_rnnt_prune_ranges(gx, gy, bd, 1).shape == (3, 7, 1)  # every S_b < T_b
+
+
+def test_modified_topology_with_as_many_symbols_as_frames_needs_two_positions():
+    """S_b = T_b: the one path emits on every frame, at position t on frame t, but the last frame's
+    window must hold S_b; single-position windows jumped from S_b - 2 to S_b there (+inf loss)."""
+    am, lm, symbols, t_len, s_len, bd = make_transducer(b=2, t=4, s=4, c=5, seed=8)
+    bd = torch.tensor([[0, 0, 4, 4], [0, 0, 2, 4]])
+    _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type="modified", return_grad=True)
+    ranges = get_rnnt_prune_ranges(gx, gy, bd, 1)
+    assert ranges.shape == (2, 4, 2)
+    logits = am[:, :, None] + lm[:, None]
+    pruned = rnnt_loss_pruned(
+        (am[:, :, None] + lm[:, None]).gather(2, ranges[..., None].expand(2, 4, 2, 5)),
+        symbols,
+        ranges,
+        0,
+        bd,
+        rnnt_type="modified",
+        reduction="none",
+    )
+    ref = -mutual_information_reference(
+        *pruned_logprobs_reference(logits, symbols, torch.arange(5).expand(2, 4, 5), bd, True), bd
+    )
+    assert torch.isfinite(pruned).all()
+    assert torch.allclose(pruned[0], ref[0], atol=1e-10)  # one path: the window holds it
+    assert pruned[1] >= ref[1] - 1e-9
 
 
 # ---------------------------------------------------------------------------------------------

@@ -184,14 +184,18 @@ def min_prune_range(boundary: torch.Tensor, regular: bool = True) -> int:
     Regular topology: from a window of s_range positions a frame's symbols reach at most s_range - 1
     positions further, so T_b frames cover S_b symbols only if (s_range - 1) * T_b >= S_b, i.e.
     s_range >= (S_b - 1) // T_b + 2 (fast_rnnt uses the batch's padded S and T; this takes each
-    utterance's own, which is never less). Modified topology: 1 (a symbol consumes a frame, and
-    S_b <= T_b is needed for any path at all). Utterances with T_b = 0 have no path; they count as 1.
+    utterance's own, which is never less). Modified topology (a symbol consumes a frame; a path
+    needs S_b <= T_b): 1, or 2 when some S_b = T_b, whose one path emits on every frame while the
+    window of its last frame must hold S_b. Utterances with T_b = 0 have no path; they count as 1.
     """
-    if not regular or boundary.shape[0] == 0:
+    if boundary.shape[0] == 0:
         return 1
     s_len = boundary[:, 2].to(torch.int64)
     t_len = boundary[:, 3].to(torch.int64)
-    need = torch.div(s_len - 1, t_len.clamp(min=1), rounding_mode="floor") + 2
+    if regular:
+        need = torch.div(s_len - 1, t_len.clamp(min=1), rounding_mode="floor") + 2
+    else:
+        need = torch.where((s_len >= t_len) & (s_len > 0), 2, 1)
     return int(torch.where(t_len > 0, need, torch.ones_like(need)).max())
 
 
@@ -210,7 +214,8 @@ def get_rnnt_prune_ranges(
       and rnnt_loss_pruned would count their gradient once per copy;
     - regular topology (px_grad [B, S, T+1]): widened to min_prune_range(boundary) when an
       utterance has more symbols than (s_range - 1) * T_b, which no window of s_range can
-      connect (the pruned loss would be +inf). Logged (INFO the first time, then DEBUG).
+      connect (the pruned loss would be +inf); modified: 1 becomes 2 when some S_b = T_b.
+      Logged (INFO the first time, then DEBUG).
     Args:
         px_grad, py_grad: arc occupancies from rnnt_loss_simple(..., return_grad=True).
         boundary: [B, 4]; s_range: window size (>= 1).
@@ -228,7 +233,7 @@ def get_rnnt_prune_ranges(
         log.log(
             logging.DEBUG if _widen_logged else logging.INFO,
             "get_rnnt_prune_ranges: s_range %d widened to %d for this batch: an utterance has more symbols "
-            "than (s_range - 1) * frames, so narrower windows would leave no path (regular topology)",
+            "than narrower windows can connect (min_prune_range), which would leave no path",
             s_range,
             need,
         )
