@@ -110,12 +110,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
          "RNN-T lattice forward.\n\n"
          "logits [N, V] rows, denom [N] row log-softmax normalizers (zeros for log-probs), targets [B, U] int64,\n"
          "logit_lengths, target_lengths, row_offsets, t_strides [B] int64.\n"
-         "Returns [loss [B] (+inf without alignment), alpha [B, max_t, max_u+1], beta [B, max_t, max_u+1]].");
+         "Returns [loss [B] (+inf without alignment), alpha [B, max_t, max_u+1], beta [B, max_t, max_u+1]];\n"
+         "alpha and beta are float64 whatever the logits' dtype.");
   def_op(m, "rnnt_log_occupancy", &asr::rnnt_log_occupancy_cpu, ASR_CUDA_KERNEL(rnnt_log_occupancy_cuda),
          {"alpha", "beta", "loss", "scale", "logit_lengths", "target_lengths", "row_offsets", "t_strides",
           "num_rows"},
-         "log(node occupancy * scale[b]) of every logits row: [num_rows], -inf on padding rows and on\n"
-         "utterances with infinite loss. alpha, beta from rnnt_forward; loss, scale [B].");
+         "log(node occupancy * scale[b]) of every logits row: [num_rows] in the loss's dtype, -inf on padding\n"
+         "rows and on utterances with infinite loss. alpha, beta (float64) from rnnt_forward; loss, scale [B].");
   def_op(m, "rnnt_subtract_arc_posteriors", &asr::rnnt_subtract_arc_posteriors_cpu,
          ASR_CUDA_KERNEL(rnnt_subtract_arc_posteriors_cuda),
          {"grad", "logits", "denom", "targets", "logit_lengths", "target_lengths", "row_offsets", "t_strides",
@@ -128,7 +129,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
          ASR_CUDA_KERNEL(mutual_information_forward_cuda), {"px", "py", "boundary", "modified"},
          "Mutual-information recursion forward. px [B, S, T+1] (regular) or [B, S, T] (modified),\n"
          "py [B, S+1, T], boundary [B, 4] int64 (s_begin, t_begin, s_end, t_end).\n"
-         "Returns [ans [B] (-inf without a path), p [B, S+1, T+1]].");
+         "Returns [ans [B] (-inf without a path), p [B, S+1, T+1] (float64 whatever the dtype of px, py)].");
   def_op(m, "mutual_information_backward", &asr::mutual_information_backward_cpu,
          ASR_CUDA_KERNEL(mutual_information_backward_cuda),
          {"px", "py", "boundary", "p", "ans", "ans_grad", "modified"},
@@ -141,7 +142,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "t_strides", "durations", "num_tokens", "max_t", "max_u", "blank", "sigma"},
          "TDT lattice forward. logits [N, V+D] rows (V = num_tokens token logits, then D duration logits),\n"
          "den_tok, den_dur [N] normalizers of the two parts, targets [B, U], durations [D] int64.\n"
-         "Returns [loss [B] (+inf without a path), alpha [B, max_t+1, max_u+1], beta [B, max_t+1, max_u+1]].");
+         "Returns [loss [B] (+inf without a path), alpha [B, max_t+1, max_u+1], beta [B, max_t+1, max_u+1]];\n"
+         "alpha and beta are float64 whatever the logits' dtype.");
   def_op(m, "tdt_subtract_arc_posteriors", &asr::tdt_subtract_arc_posteriors_cpu,
          ASR_CUDA_KERNEL(tdt_subtract_arc_posteriors_cuda),
          {"grad", "logits", "den_tok", "den_dur", "targets", "logit_lengths", "target_lengths", "row_offsets",

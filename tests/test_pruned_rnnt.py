@@ -519,3 +519,184 @@ def test_prune_ranges_on_random_logits(rnnt_type):
     am, lm, symbols, bd = prune_case(trained=False)
     gap = prune_gap(am, lm, symbols, bd, rnnt_type)
     assert (gap >= -1e-9).all() and gap.mean() <= DIFFUSE_MARGIN, gap
+
+
+# ---------------------------------------------------------------------------------------------
+# Window sizes the batch cannot use as asked (issue 14): wider than the lattice (capped at S+1),
+# or too narrow for the symbols of the regular topology (widened, so the loss stays finite).
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rnnt_type", ["regular", "modified"])
+def test_s_range_wider_than_the_lattice_is_capped_and_gradients_match_the_full_loss(rnnt_type):
+    """s_range > S+1 used to repeat position S in the windows; the pruned loss scattered each copy
+    and so counted its gradient once per copy (the loss value was right, the gradient wrong)."""
+    am, lm, symbols, t_len, s_len, bd = make_transducer()  # S = 4
+    b, t, s = am.shape[0], am.shape[1], symbols.shape[1]
+    w = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type=rnnt_type, return_grad=True)
+    ranges = get_rnnt_prune_ranges(gx, gy, bd, s + 3)
+    assert torch.equal(ranges, torch.arange(s + 1).expand(b, t, s + 1))  # every position once
+    pruned = rnnt_loss_pruned(
+        joiner(*do_rnnt_pruning(am, lm, ranges), w), symbols, ranges, 0, bd, rnnt_type=rnnt_type, reduction="none"
+    )
+    full_logits = joiner(am[:, :, None, :], lm[:, None, :, :], w)
+    if rnnt_type == "regular":
+        ref = rnnt_loss(full_logits, symbols, t_len, s_len, reduction="none")
+    else:  # no full loss has the modified topology: the same lattice scored directly in float64
+        ref = -mutual_information_reference(
+            *pruned_logprobs_reference(full_logits, symbols, torch.arange(s + 1).expand(b, t, s + 1), bd, True), bd
+        )
+    assert torch.allclose(pruned, ref, atol=1e-10)
+    assert_close(grads(pruned, (am, lm)), grads(ref, (am, lm)))
+
+
+def test_pruned_loss_rejects_ranges_that_repeat_a_position():
+    am, lm, symbols, t_len, s_len, bd = make_transducer()
+    ranges = torch.arange(6).clamp(max=4).expand(3, 7, 6)  # [0, 1, 2, 3, 4, 4]: what s_range 6 used to give
+    with pytest.raises(ValueError, match="strictly increasing"):
+        rnnt_loss_pruned(torch.zeros(3, 7, 6, 6, dtype=torch.float64), symbols, ranges, 0, bd)
+
+
+def many_symbols_case(seed: int = 0):
+    """Utterances with more symbols than frames (regular topology only): S_b / T_b = 14/6, 5/6, 9/2.
+
+    The smallest connectable window is (S_b - 1) // T_b + 2 = 4, 2, 6: the third utterance needs 6
+    although the batch's padded sizes (S = 14, T = 6) would suggest 4.
+    """
+    g = torch.Generator().manual_seed(seed)
+    b, t, s, c = 3, 6, 14, 6
+    am = torch.randn(b, t, c, generator=g, dtype=torch.float64).requires_grad_()
+    lm = torch.randn(b, s + 1, c, generator=g, dtype=torch.float64).requires_grad_()
+    symbols = torch.randint(1, c, (b, s), generator=g)
+    bd = torch.tensor([[0, 0, 14, 6], [0, 0, 5, 6], [0, 0, 9, 2]])
+    w = torch.randn(c, c, dtype=torch.float64, generator=g)
+    return am, lm, symbols, bd, w
+
+
+@pytest.mark.parametrize("s_range", [1, 2, 5])
+def test_s_range_too_narrow_for_the_symbols_is_widened_and_the_loss_is_finite(s_range, caplog):
+    """Regular topology: windows of s_range reach (s_range - 1) * T_b symbols at most; with more the
+    pruned lattice had no path and the loss was +inf, silently. Now s_range grows to what every
+    utterance needs (logged), and the loss is the pruned loss of those windows."""
+    am, lm, symbols, bd, w = many_symbols_case()
+    _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, return_grad=True)
+    with caplog.at_level(logging.DEBUG, logger="asr.losses.pruned_rnnt"):
+        ranges = get_rnnt_prune_ranges(gx, gy, bd, s_range)
+    assert ranges.shape == (3, 6, 6)
+    assert f"s_range {s_range} widened to 6" in caplog.text
+    begin = ranges[:, :, 0]
+    assert (
+        (begin[:, 0] == 0).all() and (begin[:, 1:] - begin[:, :-1] <= 5).all() and (begin[:, 1:] >= begin[:, :-1]).all()
+    )
+    for i in range(3):
+        assert ranges[i, int(bd[i, 3]) - 1, -1] >= bd[i, 2]
+    pruned = rnnt_loss_pruned(joiner(*do_rnnt_pruning(am, lm, ranges), w), symbols, ranges, 0, bd, reduction="none")
+    assert torch.isfinite(pruned).all()
+    # the float64 reference scores the same windows node by node
+    ref_logits = joiner(*pruning_reference(am, lm, ranges), w)
+    ref = -mutual_information_reference(*pruned_logprobs_reference(ref_logits, symbols, ranges, bd, False), bd)
+    assert torch.allclose(pruned, ref, atol=1e-10)
+    assert_close(grads(pruned, (am, lm)), grads(ref, (am, lm)))
+    # fewer paths than the full lattice
+    full = rnnt_loss(joiner(am[:, :, None], lm[:, None], w), symbols, bd[:, 3], bd[:, 2], reduction="none")
+    assert (pruned >= full - 1e-9).all()
+
+
+def test_s_range_widened_to_the_whole_lattice_equals_the_full_loss():
+    """One frame for all symbols: only the full window (S+1 positions) holds a path."""
+    am, lm, symbols, bd, w = many_symbols_case(seed=1)
+    am, lm, symbols = am[:2, :1].detach().requires_grad_(), lm[:2, :8].detach().requires_grad_(), symbols[:2, :7]
+    bd = torch.tensor([[0, 0, 7, 1], [0, 0, 3, 1]])
+    _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, return_grad=True)
+    ranges = get_rnnt_prune_ranges(gx, gy, bd, 2)
+    assert torch.equal(ranges, torch.arange(8).expand(2, 1, 8))
+    pruned = rnnt_loss_pruned(joiner(*do_rnnt_pruning(am, lm, ranges), w), symbols, ranges, 0, bd, reduction="none")
+    full = rnnt_loss(joiner(am[:, :, None], lm[:, None], w), symbols, bd[:, 3], bd[:, 2], reduction="none")
+    assert torch.allclose(pruned, full, atol=1e-10)
+    assert_close(grads(pruned, (am, lm)), grads(full, (am, lm)))
+
+
+def test_modified_topology_is_not_widened():
+    """With one symbol per frame a path needs S_b <= T_b, and any s_range >= 2 then connects."""
+    am, lm, symbols, t_len, s_len, bd = make_transducer()
+    _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type="modified", return_grad=True)
+    assert get_rnnt_prune_ranges(gx, gy, bd, 2).shape == (3, 7, 2)
+    assert get_rnnt_prune_ranges(gx, gy, bd, 1).shape == (3, 7, 1)  # every S_b < T_b
+
+
+def test_modified_topology_with_as_many_symbols_as_frames_needs_two_positions():
+    """S_b = T_b: the one path emits on every frame, at position t on frame t, but the last frame's
+    window must hold S_b; single-position windows jumped from S_b - 2 to S_b there (+inf loss)."""
+    am, lm, symbols, t_len, s_len, bd = make_transducer(b=2, t=4, s=4, c=5, seed=8)
+    bd = torch.tensor([[0, 0, 4, 4], [0, 0, 2, 4]])
+    _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type="modified", return_grad=True)
+    ranges = get_rnnt_prune_ranges(gx, gy, bd, 1)
+    assert ranges.shape == (2, 4, 2)
+    logits = am[:, :, None] + lm[:, None]
+    pruned = rnnt_loss_pruned(
+        (am[:, :, None] + lm[:, None]).gather(2, ranges[..., None].expand(2, 4, 2, 5)),
+        symbols,
+        ranges,
+        0,
+        bd,
+        rnnt_type="modified",
+        reduction="none",
+    )
+    ref = -mutual_information_reference(
+        *pruned_logprobs_reference(logits, symbols, torch.arange(5).expand(2, 4, 5), bd, True), bd
+    )
+    assert torch.isfinite(pruned).all()
+    assert torch.allclose(pruned[0], ref[0], atol=1e-10)  # one path: the window holds it
+    assert pruned[1] >= ref[1] - 1e-9
+
+
+# ---------------------------------------------------------------------------------------------
+# The am-only part of rnnt_loss_smoothed (issue 14): am.log_softmax per frame, not fast_rnnt's
+# am combined with a batch-averaged unigram LM (README, "Pruned RNN-T"). Checked against a direct
+# computation of each definition.
+# ---------------------------------------------------------------------------------------------
+
+
+def am_only_logprobs_direct(am: torch.Tensor, symbols: torch.Tensor, bd: torch.Tensor, unigram: torch.Tensor | None):
+    """px, py of the am-only distribution, one (b, s, t) at a time from the formula.
+
+    unigram None: ours, P(c | t) = softmax(am[b, t])[c]. Otherwise fast_rnnt's,
+    P(c | t) = exp(am[b, t, c]) * unigram[c] / sum_k exp(am[b, t, k]) * unigram[k].
+    """
+    b, t, c = am.shape
+    s = symbols.shape[1]
+    px = torch.full((b, s, t + 1), float("-inf"), dtype=am.dtype)
+    py = torch.zeros(b, s + 1, t, dtype=am.dtype)
+    for i in range(b):
+        for f in range(t):
+            w = am[i, f].exp() if unigram is None else am[i, f].exp() * unigram
+            lp = (w / w.sum()).log()
+            py[i, :, f] = lp[0]
+            for n in range(int(bd[i, 2])):
+                px[i, n, f] = lp[int(symbols[i, n])]
+    return px, py
+
+
+def test_am_only_smoothing_is_the_am_log_softmax_of_each_utterance():
+    am, lm, symbols, t_len, s_len, bd = make_transducer(seed=6)
+    ours = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.0, am_only_scale=1.0, boundary=bd, reduction="none")
+    direct = -mutual_information_reference(*am_only_logprobs_direct(am, symbols, bd, None), bd)
+    assert torch.allclose(ours, direct, atol=1e-10)
+    assert_close(grads(ours, (am,)), grads(direct, (am,)))
+    # the am-only part depends on the am alone: no gradient reaches the predictor
+    (g_lm,) = torch.autograd.grad(ours.sum(), (lm,))
+    assert g_lm.abs().max() == 0
+    # each utterance's loss is its own: changing another utterance (or the lm) leaves it unchanged
+    am2, lm2 = am.detach().clone(), lm.detach().clone() * 3
+    am2[1:] += 5 * torch.randn_like(am2[1:])
+    other = rnnt_loss_smoothed(lm2, am2, symbols, 0, 0.0, 1.0, boundary=bd, reduction="none")
+    assert torch.allclose(other[0], ours[0], atol=1e-12)
+    # fast_rnnt's definition (a unigram LM averaged over the batch and all lm positions) is another loss
+    unigram = lm.softmax(-1).mean(dim=(0, 1))
+    upstream = -mutual_information_reference(*am_only_logprobs_direct(am, symbols, bd, unigram), bd)
+    assert (ours - upstream).abs().min() > 1e-3
+    # mixed with the joint and lm-only parts: the documented interpolation of the log-probs
+    mixed = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.2, am_only_scale=0.3, boundary=bd, reduction="none")
+    px, py = simple_logprobs_reference(lm, am, symbols, bd, False, lm_only_scale=0.2, am_only_scale=0.3)
+    assert torch.allclose(mixed, -mutual_information_reference(px, py, bd), atol=1e-10)

@@ -13,10 +13,14 @@ All use the compiled mutual-information recursion.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .lattice import finish_loss
 from .mutual_information import mutual_information_recursion
+
+log = logging.getLogger(__name__)
 
 TOPOLOGIES = ("regular", "modified")
 
@@ -146,6 +150,10 @@ def rnnt_loss_smoothed(
 ):
     """Simple loss whose log-probs interpolate the joint (lm + am) with lm-only and am-only
     distributions: (1 - lm_only_scale - am_only_scale) * joint + lm_only_scale * lm + am_only_scale * am.
+
+    lm-only: lm.log_softmax(-1) at each symbol position; am-only: am.log_softmax(-1) at each
+    frame. fast_rnnt's am-only part instead combines am with a unigram LM averaged over the
+    batch; ours keeps every utterance's loss independent of the rest of the batch (README).
     """
     px, py = get_rnnt_logprobs(lm, am, symbols, termination_symbol, boundary, rnnt_type, delay_penalty)
     b, s1, c = lm.shape
@@ -170,6 +178,30 @@ def rnnt_loss_smoothed(
     return finish_loss(-out, reduction, zero_infinity, "rnnt_loss_smoothed")
 
 
+def min_prune_range(boundary: torch.Tensor, regular: bool = True) -> int:
+    """The smallest s_range whose windows can hold a path of every utterance.
+
+    Regular topology: from a window of s_range positions a frame's symbols reach at most s_range - 1
+    positions further, so T_b frames cover S_b symbols only if (s_range - 1) * T_b >= S_b, i.e.
+    s_range >= (S_b - 1) // T_b + 2 (fast_rnnt uses the batch's padded S and T; this takes each
+    utterance's own, which is never less). Modified topology (a symbol consumes a frame; a path
+    needs S_b <= T_b): 1, or 2 when some S_b = T_b, whose one path emits on every frame while the
+    window of its last frame must hold S_b. Utterances with T_b = 0 have no path; they count as 1.
+    """
+    if boundary.shape[0] == 0:
+        return 1
+    s_len = boundary[:, 2].to(torch.int64)
+    t_len = boundary[:, 3].to(torch.int64)
+    if regular:
+        need = torch.div(s_len - 1, t_len.clamp(min=1), rounding_mode="floor") + 2
+    else:
+        need = torch.where((s_len >= t_len) & (s_len > 0), 2, 1)
+    return int(torch.where(t_len > 0, need, torch.ones_like(need)).max())
+
+
+_widen_logged = False
+
+
 def get_rnnt_prune_ranges(
     px_grad: torch.Tensor, py_grad: torch.Tensor, boundary: torch.Tensor, s_range: int
 ) -> torch.Tensor:
@@ -177,18 +209,38 @@ def get_rnnt_prune_ranges(
 
     The windows start at 0, never move backwards, overlap from one frame to the next (so
     the pruned lattice stays connected) and cover S_b at the last frame.
+    s_range is adjusted for the batch, so the result may have another width than asked:
+    - capped at S+1 (S = py_grad.shape[1] - 1): a wider window would repeat positions,
+      and rnnt_loss_pruned would count their gradient once per copy;
+    - regular topology (px_grad [B, S, T+1]): widened to min_prune_range(boundary) when an
+      utterance has more symbols than (s_range - 1) * T_b, which no window of s_range can
+      connect (the pruned loss would be +inf); modified: 1 becomes 2 when some S_b = T_b.
+      Logged (INFO the first time, then DEBUG).
     Args:
         px_grad, py_grad: arc occupancies from rnnt_loss_simple(..., return_grad=True).
-        boundary: [B, 4]; s_range: window size (>= 2 for the regular topology).
+        boundary: [B, 4]; s_range: window size (>= 1).
     Returns:
-        ranges [B, T, s_range] int64: the symbol positions s kept at each frame.
+        ranges [B, T, s_range'] int64: the symbol positions s kept at each frame.
     """
+    global _widen_logged
     b, s1, t = py_grad.shape
     s_range = int(s_range)
     if s_range < 1:
         raise ValueError("s_range must be >= 1")
-    if s_range >= s1:
-        return torch.arange(s_range, device=py_grad.device).clamp(max=s1 - 1).expand(b, t, s_range).clone()
+    regular = px_grad.shape[2] == t + 1
+    need = min_prune_range(boundary, regular)
+    if need > s_range:
+        log.log(
+            logging.DEBUG if _widen_logged else logging.INFO,
+            "get_rnnt_prune_ranges: s_range %d widened to %d for this batch: an utterance has more symbols "
+            "than narrower windows can connect (min_prune_range), which would leave no path",
+            s_range,
+            need,
+        )
+        _widen_logged = True
+        s_range = need
+    if s_range >= s1:  # the whole lattice: every position once
+        return torch.arange(s1, device=py_grad.device).expand(b, t, s1).clone()
     occ = py_grad.clone()
     occ[:, :-1] += px_grad[:, :, :t]  # node occupancy ~ mass leaving (s, t)
     csum = torch.cat([torch.zeros_like(occ[:, :1]), occ.cumsum(1)], dim=1)  # [B, S+2, T]
@@ -240,12 +292,18 @@ def rnnt_loss_pruned(
     Args:
         logits: [B, T, s_range, V] joiner output at (t, ranges[b, t, k]).
         symbols: [B, S]; ranges: [B, T, s_range] from get_rnnt_prune_ranges.
-    Positions outside the windows have probability 0. With s_range >= S+1 this equals
-    the full RNN-T loss.
+    Positions outside the windows have probability 0. With every position 0..S in each
+    window (ranges = arange(S+1)) this equals the full RNN-T loss. A window must not repeat
+    a position (ValueError): its gradient would be counted once per copy.
     """
     modified = _check_topology(rnnt_type)
     b, t, r, v = logits.shape
     s = symbols.shape[1]
+    if ranges.shape != (b, t, r):
+        raise ValueError(f"ranges {tuple(ranges.shape)} must be [B, T, s_range] = {(b, t, r)} like the logits")
+    if r > 1 and bool((ranges[..., 1:] <= ranges[..., :-1]).any()):
+        # a position kept twice would get its gradient once per copy (the scatter below)
+        raise ValueError("ranges must be strictly increasing along s_range: each symbol position kept once")
     bd = _boundary(boundary, b, s, t, logits.device)
     lp = logits.log_softmax(-1)
     sym = symbols.to(torch.int64)

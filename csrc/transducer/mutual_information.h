@@ -15,7 +15,9 @@
 
 namespace asr {
 
-// Returns {ans[B], p[B, S+1, T+1]}; ans is -inf where no path exists.
+// Returns {ans[B], p[B, S+1, T+1]}; ans is -inf where no path exists. p is float64 whatever the
+// dtype of px and py (the recursion and the backward's beta accumulate in float64, and the
+// backward takes the total from p, not from the rounded ans: see rnnt.h on precision).
 std::vector<torch::Tensor> mutual_information_forward_cpu(const torch::Tensor& px, const torch::Tensor& py,
                                                           const torch::Tensor& boundary, bool modified);
 

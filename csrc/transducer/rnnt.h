@@ -15,8 +15,14 @@
 
 namespace asr {
 
+// Precision: alpha and beta are float64 whatever the logits' dtype, and the kernels below take
+// log P(y_b | x_b) as beta[b, 0, 0] in float64 (never the rounded loss). With losses of
+// thousands of nats the lattice log-values reach thousands, where float32 keeps only ~1e-4
+// absolute, and the arc posteriors exp(alpha + arc + beta - log P) came out 1e-3 off; in float64
+// the float32 gradient is within ~1e-6 of float64's (tests/test_loss_precision.py).
+
 // denom[N]: log-softmax normalizer of each row (zeros when the rows are log-probs).
-// Returns {loss[B], alpha[B, Tmax, Umax+1], beta[B, Tmax, Umax+1]};
+// Returns {loss[B] (logits' dtype), alpha[B, Tmax, Umax+1], beta[B, Tmax, Umax+1] (float64)};
 // loss[b] = -log P(y_b | x_b), +inf when no alignment exists (T_b == 0).
 std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const torch::Tensor& denom,
                                             const torch::Tensor& targets, const torch::Tensor& logit_lengths,
@@ -24,8 +30,10 @@ std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const t
                                             const torch::Tensor& t_strides, int64_t max_t, int64_t max_u,
                                             int64_t blank);
 
-// log(occupancy * scale[b]) of every row: -inf on rows outside the lattices (padding)
-// and for utterances with infinite loss or zero scale. scale must be > 0 where used.
+// log(occupancy * scale[b]) of every row, in the loss's dtype: -inf on rows outside the lattices
+// (padding) and for utterances with infinite loss or zero scale. scale must be > 0 where used.
+// alpha, beta: float64 [B, *, *] (from rnnt_forward, or tdt_forward: any lattice whose node
+// (b, t, u) is alpha[b, t, u] and whose beta[b, 0, 0] is log P).
 torch::Tensor rnnt_log_occupancy_cpu(const torch::Tensor& alpha, const torch::Tensor& beta, const torch::Tensor& loss,
                                      const torch::Tensor& scale, const torch::Tensor& logit_lengths,
                                      const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,

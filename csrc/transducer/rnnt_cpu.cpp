@@ -8,6 +8,8 @@
 namespace asr {
 namespace {
 
+using acc_t = double;  // lattice accumulation type, whatever the logits' dtype
+
 struct Layout {
   const int64_t* T;    // logit_lengths
   const int64_t* U;    // target_lengths
@@ -39,6 +41,12 @@ Layout make_layout(const torch::Tensor& targets, const torch::Tensor& logit_leng
                 max_u,                             targets.size(1)};
 }
 
+void check_acc(const torch::Tensor& alpha, const torch::Tensor& beta) {
+  TORCH_CHECK(alpha.scalar_type() == torch::kFloat64 && beta.scalar_type() == torch::kFloat64 &&
+                  alpha.is_contiguous() && beta.is_contiguous(),
+              "alpha and beta must be contiguous float64 (from rnnt_forward)");
+}
+
 }  // namespace
 
 std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const torch::Tensor& denom,
@@ -52,16 +60,17 @@ std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const t
               "denom must be [N] of the logits' dtype");
   const Layout L = make_layout(targets, logit_lengths, target_lengths, row_offsets, t_strides, max_t, max_u);
   const int64_t B = logit_lengths.size(0), V = logits.size(1);
-  auto opts = logits.options();
-  auto loss = torch::empty({B}, opts);
-  auto alpha = torch::full({B, max_t, max_u + 1}, -std::numeric_limits<double>::infinity(), opts);
-  auto beta = torch::full({B, max_t, max_u + 1}, -std::numeric_limits<double>::infinity(), opts);
+  auto loss = torch::empty({B}, logits.options());
+  // alpha and beta accumulate in float64 whatever the logits' dtype (see rnnt.h)
+  auto acc_opts = logits.options().dtype(torch::kFloat64);
+  auto alpha = torch::full({B, max_t, max_u + 1}, -std::numeric_limits<double>::infinity(), acc_opts);
+  auto beta = torch::full({B, max_t, max_u + 1}, -std::numeric_limits<double>::infinity(), acc_opts);
 
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "rnnt_forward_cpu", [&] {
     const scalar_t* x = logits.data_ptr<scalar_t>();
     const scalar_t* den = denom.data_ptr<scalar_t>();
-    scalar_t* a = alpha.data_ptr<scalar_t>();
-    scalar_t* be = beta.data_ptr<scalar_t>();
+    acc_t* a = alpha.data_ptr<acc_t>();
+    acc_t* be = beta.data_ptr<acc_t>();
     scalar_t* l = loss.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
@@ -72,19 +81,19 @@ std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const t
         }
         auto lp_blank = [&](int64_t t, int64_t u) {
           const int64_t r = L.row(b, t, u);
-          return x[r * V + blank] - den[r];
+          return acc_t(x[r * V + blank]) - acc_t(den[r]);
         };
         auto lp_emit = [&](int64_t t, int64_t u) {
           const int64_t r = L.row(b, t, u);
-          return x[r * V + L.label(b, u)] - den[r];
+          return acc_t(x[r * V + L.label(b, u)]) - acc_t(den[r]);
         };
         for (int64_t t = 0; t < T; ++t) {
           for (int64_t u = 0; u <= U; ++u) {
-            scalar_t v;
+            acc_t v;
             if (t == 0 && u == 0) {
               v = 0;
             } else {
-              v = neg_inf<scalar_t>();
+              v = neg_inf<acc_t>();
               if (t > 0) v = a[L.node(b, t - 1, u)] + lp_blank(t - 1, u);
               if (u > 0) v = log_add(v, a[L.node(b, t, u - 1)] + lp_emit(t, u - 1));
             }
@@ -93,18 +102,18 @@ std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const t
         }
         for (int64_t t = T - 1; t >= 0; --t) {
           for (int64_t u = U; u >= 0; --u) {
-            scalar_t v;
+            acc_t v;
             if (t == T - 1 && u == U) {
               v = lp_blank(t, u);  // the final blank ends the sequence
             } else {
-              v = neg_inf<scalar_t>();
+              v = neg_inf<acc_t>();
               if (t < T - 1) v = be[L.node(b, t + 1, u)] + lp_blank(t, u);
               if (u < U) v = log_add(v, be[L.node(b, t, u + 1)] + lp_emit(t, u));
             }
             be[L.node(b, t, u)] = v;
           }
         }
-        l[b] = -be[L.node(b, 0, 0)];
+        l[b] = static_cast<scalar_t>(-be[L.node(b, 0, 0)]);
       }
     });
   });
@@ -118,21 +127,23 @@ torch::Tensor rnnt_log_occupancy_cpu(const torch::Tensor& alpha, const torch::Te
   const int64_t B = logit_lengths.size(0), max_t = alpha.size(1), max_u = alpha.size(2) - 1;
   auto dummy_targets = torch::zeros({B, 1}, logit_lengths.options());
   const Layout L = make_layout(dummy_targets, logit_lengths, target_lengths, row_offsets, t_strides, max_t, max_u);
-  auto out = torch::full({num_rows}, -std::numeric_limits<double>::infinity(), alpha.options());
-  auto sc = scale.contiguous().to(alpha.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES(alpha.scalar_type(), "rnnt_log_occupancy_cpu", [&] {
-    const scalar_t* a = alpha.data_ptr<scalar_t>();
-    const scalar_t* be = beta.data_ptr<scalar_t>();
+  check_acc(alpha, beta);
+  auto out = torch::full({num_rows}, -std::numeric_limits<double>::infinity(), loss.options());
+  auto sc = scale.contiguous().to(torch::kFloat64);
+  AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "rnnt_log_occupancy_cpu", [&] {
+    const acc_t* a = alpha.data_ptr<acc_t>();
+    const acc_t* be = beta.data_ptr<acc_t>();
     const scalar_t* l = loss.data_ptr<scalar_t>();
-    const scalar_t* s = sc.data_ptr<scalar_t>();
+    const acc_t* s = sc.data_ptr<acc_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         if (!std::isfinite(l[b]) || s[b] <= 0) continue;
-        // occupancy = exp(alpha + beta - log P), log P = -loss
-        const scalar_t shift = l[b] + std::log(s[b]);
+        // occupancy = exp(alpha + beta - log P), log P = beta[b, 0, 0] in float64 (not the rounded loss)
+        const acc_t shift = std::log(s[b]) - be[L.node(b, 0, 0)];
         for (int64_t t = 0; t < L.T[b]; ++t)
-          for (int64_t u = 0; u <= L.U[b]; ++u) o[L.row(b, t, u)] = a[L.node(b, t, u)] + be[L.node(b, t, u)] + shift;
+          for (int64_t u = 0; u <= L.U[b]; ++u)
+            o[L.row(b, t, u)] = static_cast<scalar_t>(a[L.node(b, t, u)] + be[L.node(b, t, u)] + shift);
       }
     });
   });
@@ -148,31 +159,33 @@ void rnnt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& 
   TORCH_CHECK(grad.is_contiguous() && grad.sizes() == logits.sizes(), "grad must be contiguous like logits");
   const int64_t B = logit_lengths.size(0), max_t = alpha.size(1), max_u = alpha.size(2) - 1, V = logits.size(1);
   const Layout L = make_layout(targets, logit_lengths, target_lengths, row_offsets, t_strides, max_t, max_u);
-  auto sc = scale.contiguous().to(logits.scalar_type());
+  check_acc(alpha, beta);
+  auto sc = scale.contiguous().to(torch::kFloat64);
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "rnnt_subtract_arc_posteriors_cpu", [&] {
     const scalar_t* x = logits.data_ptr<scalar_t>();
     const scalar_t* den = denom.data_ptr<scalar_t>();
-    const scalar_t* a = alpha.data_ptr<scalar_t>();
-    const scalar_t* be = beta.data_ptr<scalar_t>();
+    const acc_t* a = alpha.data_ptr<acc_t>();
+    const acc_t* be = beta.data_ptr<acc_t>();
     const scalar_t* l = loss.data_ptr<scalar_t>();
-    const scalar_t* s = sc.data_ptr<scalar_t>();
+    const acc_t* s = sc.data_ptr<acc_t>();
     scalar_t* g = grad.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const int64_t T = L.T[b], U = L.U[b];
         if (!std::isfinite(l[b]) || s[b] == 0) continue;
-        const scalar_t log_p = -l[b];
+        const acc_t log_p = be[L.node(b, 0, 0)];  // float64, not the rounded loss
         for (int64_t t = 0; t < T; ++t) {
           for (int64_t u = 0; u <= U; ++u) {
             const int64_t r = L.row(b, t, u);
             const scalar_t* xr = x + r * V;
-            const scalar_t alpha_tu = a[L.node(b, t, u)];
-            const scalar_t beta_next_blank =
-                t + 1 < T ? be[L.node(b, t + 1, u)] : (u == U ? scalar_t(0) : neg_inf<scalar_t>());
-            g[r * V + blank] -= s[b] * std::exp(alpha_tu + xr[blank] - den[r] + beta_next_blank - log_p);
+            // arc posterior = exp(alpha(t, u) + lp(arc) + beta(dst) - log P), summed in float64
+            const acc_t head = a[L.node(b, t, u)] - acc_t(den[r]) - log_p;
+            const acc_t beta_next_blank =
+                t + 1 < T ? be[L.node(b, t + 1, u)] : (u == U ? acc_t(0) : neg_inf<acc_t>());
+            g[r * V + blank] -= static_cast<scalar_t>(s[b] * std::exp(head + acc_t(xr[blank]) + beta_next_blank));
             if (u < U) {
               const int64_t y = L.label(b, u);
-              g[r * V + y] -= s[b] * std::exp(alpha_tu + xr[y] - den[r] + be[L.node(b, t, u + 1)] - log_p);
+              g[r * V + y] -= static_cast<scalar_t>(s[b] * std::exp(head + acc_t(xr[y]) + be[L.node(b, t, u + 1)]));
             }
           }
         }

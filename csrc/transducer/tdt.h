@@ -14,7 +14,8 @@
 namespace asr {
 
 // den_tok[N], den_dur[N]: normalizers of the token and duration parts of each row.
-// Returns {loss[B], alpha, beta}; loss is +inf where no path exists.
+// Returns {loss[B], alpha, beta}; loss is +inf where no path exists. alpha and beta are float64
+// whatever the logits' dtype, and the backward takes log P as beta[b, 0, 0] (see rnnt.h).
 std::vector<torch::Tensor> tdt_forward_cpu(const torch::Tensor& logits, const torch::Tensor& den_tok,
                                            const torch::Tensor& den_dur, const torch::Tensor& targets,
                                            const torch::Tensor& logit_lengths, const torch::Tensor& target_lengths,

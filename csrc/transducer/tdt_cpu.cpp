@@ -8,6 +8,8 @@
 namespace asr {
 namespace {
 
+using acc_t = double;  // alpha, beta and arc weights in float64 whatever the logits' dtype
+
 template <typename scalar_t>
 struct TdtLattice {
   const scalar_t* x;
@@ -15,11 +17,11 @@ struct TdtLattice {
   const scalar_t* den_dur;
   const int64_t *T, *U, *off, *st, *y, *dur;
   int64_t W, V, D, max_t, max_u, y_stride, blank;
-  scalar_t sigma;
+  acc_t sigma;
   int64_t row(int64_t b, int64_t t, int64_t u) const { return off[b] + t * st[b] + u; }
   int64_t node(int64_t b, int64_t t, int64_t u) const { return (b * (max_t + 1) + t) * (max_u + 1) + u; }
-  scalar_t lp_tok(int64_t r, int64_t k) const { return x[r * W + k] - den_tok[r] - sigma; }
-  scalar_t lp_dur(int64_t r, int64_t i) const { return x[r * W + V + i] - den_dur[r]; }
+  acc_t lp_tok(int64_t r, int64_t k) const { return acc_t(x[r * W + k]) - acc_t(den_tok[r]) - sigma; }
+  acc_t lp_dur(int64_t r, int64_t i) const { return acc_t(x[r * W + V + i]) - acc_t(den_dur[r]); }
   int64_t label(int64_t b, int64_t u) const { return y[b * y_stride + u]; }
   // Calls f(token, duration index, t', u') for every arc leaving (t, u) of utterance b.
   template <typename F>
@@ -50,7 +52,7 @@ TdtLattice<scalar_t> make(const torch::Tensor& logits, const torch::Tensor& den_
                               num_tokens,                      durations.size(0),
                               max_t,                           max_u,
                               targets.size(1),                 blank,
-                              static_cast<scalar_t>(sigma)};
+                              sigma};
 }
 
 }  // namespace
@@ -62,15 +64,15 @@ std::vector<torch::Tensor> tdt_forward_cpu(const torch::Tensor& logits, const to
                                            const torch::Tensor& durations, int64_t num_tokens, int64_t max_t,
                                            int64_t max_u, int64_t blank, double sigma) {
   const int64_t B = logit_lengths.size(0);
-  auto opts = logits.options();
-  auto loss = torch::empty({B}, opts);
-  auto alpha = torch::full({B, max_t + 1, max_u + 1}, -std::numeric_limits<double>::infinity(), opts);
-  auto beta = torch::full({B, max_t + 1, max_u + 1}, -std::numeric_limits<double>::infinity(), opts);
+  auto loss = torch::empty({B}, logits.options());
+  auto acc_opts = logits.options().dtype(torch::kFloat64);  // see tdt.h
+  auto alpha = torch::full({B, max_t + 1, max_u + 1}, -std::numeric_limits<double>::infinity(), acc_opts);
+  auto beta = torch::full({B, max_t + 1, max_u + 1}, -std::numeric_limits<double>::infinity(), acc_opts);
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "tdt_forward_cpu", [&] {
     const auto L = make<scalar_t>(logits, den_tok, den_dur, targets, logit_lengths, target_lengths, row_offsets,
                                   t_strides, durations, num_tokens, max_t, max_u, blank, sigma);
-    scalar_t* a = alpha.data_ptr<scalar_t>();
-    scalar_t* be = beta.data_ptr<scalar_t>();
+    acc_t* a = alpha.data_ptr<acc_t>();
+    acc_t* be = beta.data_ptr<acc_t>();
     scalar_t* l = loss.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
@@ -79,11 +81,11 @@ std::vector<torch::Tensor> tdt_forward_cpu(const torch::Tensor& logits, const to
         a[L.node(b, 0, 0)] = 0;
         for (int64_t t = 0; t < T; ++t) {
           for (int64_t u = 0; u <= U; ++u) {
-            const scalar_t src = a[L.node(b, t, u)];
-            if (src == neg_inf<scalar_t>()) continue;
+            const acc_t src = a[L.node(b, t, u)];
+            if (src == neg_inf<acc_t>()) continue;
             const int64_t r = L.row(b, t, u);
             L.arcs(b, t, u, [&](int64_t k, int64_t i, int64_t t2, int64_t u2) {
-              scalar_t& dst = a[L.node(b, t2, u2)];
+              acc_t& dst = a[L.node(b, t2, u2)];
               dst = log_add(dst, src + L.lp_tok(r, k) + L.lp_dur(r, i));
             });
           }
@@ -93,14 +95,14 @@ std::vector<torch::Tensor> tdt_forward_cpu(const torch::Tensor& logits, const to
         for (int64_t t = T - 1; t >= 0; --t) {
           for (int64_t u = U; u >= 0; --u) {
             const int64_t r = L.row(b, t, u);
-            scalar_t v = neg_inf<scalar_t>();
+            acc_t v = neg_inf<acc_t>();
             L.arcs(b, t, u, [&](int64_t k, int64_t i, int64_t t2, int64_t u2) {
               v = log_add(v, be[L.node(b, t2, u2)] + L.lp_tok(r, k) + L.lp_dur(r, i));
             });
             be[L.node(b, t, u)] = v;
           }
         }
-        l[b] = T > 0 ? -a[L.node(b, T, U)] : std::numeric_limits<scalar_t>::infinity();
+        l[b] = T > 0 ? static_cast<scalar_t>(-a[L.node(b, T, U)]) : std::numeric_limits<scalar_t>::infinity();
       }
     });
   });
@@ -116,27 +118,31 @@ void tdt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& l
                                      int64_t num_tokens, int64_t blank, double sigma) {
   TORCH_CHECK(grad.is_contiguous() && grad.sizes() == logits.sizes(), "grad must be contiguous like logits");
   const int64_t B = logit_lengths.size(0), max_t = alpha.size(1) - 1, max_u = alpha.size(2) - 1;
-  auto sc = scale.contiguous().to(logits.scalar_type());
+  TORCH_CHECK(alpha.scalar_type() == torch::kFloat64 && beta.scalar_type() == torch::kFloat64 &&
+                  alpha.is_contiguous() && beta.is_contiguous(),
+              "alpha and beta must be contiguous float64 (from tdt_forward)");
+  auto sc = scale.contiguous().to(torch::kFloat64);
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "tdt_subtract_arc_posteriors_cpu", [&] {
     const auto L = make<scalar_t>(logits, den_tok, den_dur, targets, logit_lengths, target_lengths, row_offsets,
                                   t_strides, durations, num_tokens, max_t, max_u, blank, sigma);
-    const scalar_t* a = alpha.data_ptr<scalar_t>();
-    const scalar_t* be = beta.data_ptr<scalar_t>();
+    const acc_t* a = alpha.data_ptr<acc_t>();
+    const acc_t* be = beta.data_ptr<acc_t>();
     const scalar_t* l = loss.data_ptr<scalar_t>();
-    const scalar_t* s = sc.data_ptr<scalar_t>();
+    const acc_t* s = sc.data_ptr<acc_t>();
     scalar_t* g = grad.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         if (!std::isfinite(l[b]) || s[b] == 0) continue;
-        const scalar_t log_p = -l[b];
+        // log P in float64 from beta (the log_occupancy kernel uses the same), not the rounded loss
+        const acc_t log_p = be[L.node(b, 0, 0)];
         for (int64_t t = 0; t < L.T[b]; ++t) {
           for (int64_t u = 0; u <= L.U[b]; ++u) {
-            const scalar_t src = a[L.node(b, t, u)];
-            if (src == neg_inf<scalar_t>()) continue;
+            const acc_t head = a[L.node(b, t, u)] - log_p;
+            if (head == neg_inf<acc_t>()) continue;
             const int64_t r = L.row(b, t, u);
             L.arcs(b, t, u, [&](int64_t k, int64_t i, int64_t t2, int64_t u2) {
-              const scalar_t post =
-                  s[b] * std::exp(src + L.lp_tok(r, k) + L.lp_dur(r, i) + be[L.node(b, t2, u2)] - log_p);
+              const scalar_t post = static_cast<scalar_t>(
+                  s[b] * std::exp(head + L.lp_tok(r, k) + L.lp_dur(r, i) + be[L.node(b, t2, u2)]));
               g[r * L.W + k] -= post;
               g[r * L.W + L.V + i] -= post;
             });

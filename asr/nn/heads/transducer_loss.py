@@ -168,7 +168,7 @@ class PrunedRNNTLoss(TransducerLoss):
         )
         ranges = get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range)
         am_p, lm_p = do_rnnt_pruning(joint.project_enc(enc), joint.project_pred(pred), ranges)
-        logits = joint.combine(am_p, lm_p).float()  # [B, T, prune_range, V]
+        logits = joint.combine(am_p, lm_p).float()  # [B, T, s_range, V]: prune_range, capped or widened
         pruned = rnnt_loss_pruned(
             logits, targets, ranges, blank, boundary=boundary, delay_penalty=self.delay_penalty, reduction="sum"
         )
