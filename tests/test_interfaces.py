@@ -166,9 +166,14 @@ def test_transducer_loss_specs():
     pruned = build_transducer_loss({"kind": "pruned_rnnt", "prune_range": 4}, 8, 6, V)
     assert pruned.prune_range == 4 and pruned.durations == () and pruned.simple_am.in_features == 8
     assert build_transducer_loss("tdt", 8, 6, V).durations == (0, 1, 2, 3, 4)
+    assert build_transducer_loss("rnnt", 8, 6, V).symbols_per_frame is None
+    for topology in ("modified", "rna", "constrained"):
+        loss = build_transducer_loss({"kind": "pruned_rnnt", "topology": topology}, 8, 6, V)
+        assert loss.topology == topology and loss.symbols_per_frame == 1
     for spec, msg in [
         ("ctc", "must be one of"),
-        ({"kind": "rnnt", "sigma": 0.1}, "takes no options"),
+        ({"kind": "rnnt", "sigma": 0.1}, "rnnt loss has no option sigma; its options: topology"),
+        ({"kind": "rnnt", "topology": "monotone"}, "must be one of"),
         ({"kind": "tdt", "durations": [0]}, "one > 0"),
         ({"kind": "pruned_rnnt", "prune_range": 1}, "prune_range"),
     ]:

@@ -132,18 +132,7 @@ def test_pruned_equals_full_when_window_covers_everything(rnnt_type):
     am_p, lm_p = do_rnnt_pruning(am, lm, ranges)
     pruned = rnnt_loss_pruned(joiner(am_p, lm_p, w), symbols, ranges, 0, bd, rnnt_type=rnnt_type, reduction="none")
     full_logits = joiner(am[:, :, None, :], lm[:, None, :, :], w)
-    if rnnt_type == "regular":
-        ref = rnnt_loss(full_logits, symbols, t_len, s_len, reduction="none")
-    else:  # the same recursion without pruning (the full loss has no modified topology)
-        ref = rnnt_loss_pruned(
-            full_logits,
-            symbols,
-            torch.arange(s_range).expand(3, 7, s_range),
-            0,
-            bd,
-            rnnt_type="modified",
-            reduction="none",
-        )
+    ref = rnnt_loss(full_logits, symbols, t_len, s_len, reduction="none", rnnt_type=rnnt_type)
     assert_same_loss_and_grads(pruned, ref, (am, lm))
 
 
@@ -332,10 +321,15 @@ def test_simple_loss_occupancies_match_reference(rnnt_type):
         assert torch.allclose(per_frame, torch.ones(t_b, dtype=gy.dtype))
 
 
-def test_smoothed_loss_grads_match_reference():
+@pytest.mark.parametrize("delay", [0.0, 0.3])
+def test_smoothed_loss_grads_match_reference(delay):
+    """The delay penalty is added once, after the interpolation (as fast_rnnt does); it used to be
+    added before and so scaled by 1 - lm_only_scale - am_only_scale."""
     am, lm, symbols, t_len, s_len, bd = make_transducer(seed=4)
-    ours = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.25, am_only_scale=0.1, boundary=bd, reduction="none")
-    px, py = simple_logprobs_reference(lm, am, symbols, bd, False, lm_only_scale=0.25, am_only_scale=0.1)
+    ours = rnnt_loss_smoothed(
+        lm, am, symbols, 0, lm_only_scale=0.25, am_only_scale=0.1, boundary=bd, delay_penalty=delay, reduction="none"
+    )
+    px, py = simple_logprobs_reference(lm, am, symbols, bd, False, delay, lm_only_scale=0.25, am_only_scale=0.1)
     ref = -mutual_information_reference(px, py, bd)
     assert torch.allclose(ours, ref, atol=1e-10)
     assert_close(grads(ours, (am, lm)), grads(ref, (am, lm)))

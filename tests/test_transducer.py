@@ -19,7 +19,7 @@ from asr.nn.heads.transducer import LSTMPredictor, StatelessPredictor
 V = 7
 
 
-LOSS_OPTIONS = ("durations", "sigma", "omega")  # make_head passes these to the loss strategy
+LOSS_OPTIONS = ("durations", "sigma", "omega", "topology")  # make_head passes these to the loss strategy
 
 
 def make_head(loss="rnnt", predictor="stateless", seed=0, **kw):
@@ -298,6 +298,47 @@ def test_head_losses_are_finite_and_give_gradients(loss):
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and enc.grad.abs().sum() > 0
     assert all(p.grad is not None for p in head.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("topology", ["modified", "rna", "constrained"])
+def test_one_output_per_frame_topologies_cap_every_search_at_one_label_per_frame(topology):
+    head = make_head("rnnt", topology=topology)
+    with torch.no_grad():  # a joint that always prefers label 3: only the cap moves time
+        head.joint.out.bias.zero_()
+        head.joint.out.bias[3] = 100.0
+    enc, lens = enc_batch()
+    assert head.symbols_per_frame(5) == 1 and make_head("rnnt").symbols_per_frame(5) == 5
+    for hyps in (
+        transducer_greedy_search(head, enc, lens, max_symbols=5),
+        transducer_beam_search(head, enc, lens, beam=2, max_symbols=5),
+    ):
+        assert [len(h) for h in hyps] == lens.tolist()
+
+
+@pytest.mark.parametrize("loss", ["rnnt", "pruned_rnnt"])
+@pytest.mark.parametrize("topology", ["regular", "modified", "constrained"])
+def test_head_trained_with_each_topology_learns_to_transcribe(loss, topology):
+    """Memorize four label sequences from fixed random 'encoder' frames: greedy decoding under the
+    topology's cap must return them after training (and does not before)."""
+    torch.manual_seed(0)
+    spec = {"kind": loss, "topology": topology} | ({"prune_range": 3} if loss == "pruned_rnnt" else {})
+    head = build_head("transducer", 16, V, loss=spec, pred_dim=16, joint_dim=32)
+    g = torch.Generator().manual_seed(5)
+    enc = torch.randn(4, 8, 16, generator=g)
+    lens = torch.tensor([8, 7, 6, 8])
+    targets = torch.tensor([[1, 2, 3, 4], [5, 6, 1, 0], [2, 2, 0, 0], [6, 5, 4, 3]])
+    target_lens = torch.tensor([4, 3, 2, 4])
+    want = [t[:n].tolist() for t, n in zip(targets, target_lens)]
+    head.eval()
+    assert transducer_greedy_search(head, enc, lens) != want
+    head.train()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for step in range(120):
+        opt.zero_grad()
+        head.loss(enc, lens, targets, target_lens, step=step)["loss"].backward()
+        opt.step()
+    head.eval()
+    assert transducer_greedy_search(head, enc, lens) == want
 
 
 def test_bad_head_options_are_clear_errors():

@@ -117,7 +117,7 @@ def transducer_greedy_search(
 
     Args:
         head: TransducerHead. enc: [B, T, D_enc]. enc_lens: [B].
-        max_symbols: most labels on one frame (default head.max_symbols).
+        max_symbols: most labels on one frame (default head.max_symbols; capped by head.symbols_per_frame).
     Returns: token ids per utterance.
     """
     state = transducer_greedy_init(head, enc.shape[0], enc.device)
@@ -134,7 +134,7 @@ def transducer_greedy_continue(
     end carries into the next chunk (state.t). Feeding an utterance's frames in chunks
     gives exactly the labels of one call over all of them.
     """
-    max_symbols = int(max_symbols or head.max_symbols)
+    max_symbols = head.symbols_per_frame(max_symbols)
     device = enc.device
     durations = torch.tensor(head.durations, device=device) if head.durations else None
     masks = (
@@ -248,7 +248,8 @@ def transducer_beam_search(
 
     Args:
         head: TransducerHead. enc: [B, T, D_enc]. enc_lens: [B]. beam: hypotheses per utterance.
-        max_symbols: most labels on one frame (default head.max_symbols); 1 is icefall's
+        max_symbols: most labels on one frame (default head.max_symbols; capped by
+            head.symbols_per_frame); 1 is icefall's
             modified beam search, which cannot emit two labels on one frame.
     Returns: the best token ids per utterance.
     """
@@ -275,7 +276,7 @@ def transducer_beam_continue(
     over all of them: each step depends only on the state, and hypotheses beyond the chunk
     are never on an utterance's earliest frame while others are inside it.
     """
-    max_symbols = int(max_symbols or head.max_symbols)
+    max_symbols = head.symbols_per_frame(max_symbols)
     b, device = enc.shape[0], enc.device
     k, v = state.score.shape[1], head.vocab_size
     neg = float("-inf")

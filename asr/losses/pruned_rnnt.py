@@ -19,10 +19,9 @@ import torch
 
 from .lattice import finish_loss
 from .mutual_information import mutual_information_recursion
+from .topology import check_topology, finish_px, min_prune_range, one_output_per_frame, topology_of
 
 log = logging.getLogger(__name__)
-
-TOPOLOGIES = ("regular", "modified")
 
 
 def _boundary(boundary: torch.Tensor | None, b: int, s: int, t: int, device) -> torch.Tensor:
@@ -33,12 +32,6 @@ def _boundary(boundary: torch.Tensor | None, b: int, s: int, t: int, device) -> 
     return boundary.to(torch.int64).contiguous()
 
 
-def _check_topology(rnnt_type: str) -> bool:
-    if rnnt_type not in TOPOLOGIES:
-        raise ValueError(f"rnnt_type must be one of {TOPOLOGIES}, not {rnnt_type!r}")
-    return rnnt_type == "modified"
-
-
 def _delay(px: torch.Tensor, boundary: torch.Tensor, delay_penalty: float) -> torch.Tensor:
     """Add delay_penalty * ((T_b - 1)/2 - t) to symbol arcs: rewards early emission, zero-mean over frames."""
     if delay_penalty == 0.0:
@@ -46,14 +39,6 @@ def _delay(px: torch.Tensor, boundary: torch.Tensor, delay_penalty: float) -> to
     t = torch.arange(px.shape[2], device=px.device, dtype=px.dtype)[None, None, :]
     t_len = boundary[:, 3].to(px.dtype)[:, None, None]
     return px + delay_penalty * ((t_len - 1) / 2 - t)
-
-
-def _finish_px(px_body: torch.Tensor, modified: bool) -> torch.Tensor:
-    """px over frames [B, S, T] -> [B, S, T+1] for regular (no symbol after the last frame)."""
-    if modified:
-        return px_body
-    pad = torch.full_like(px_body[:, :, :1], float("-inf"))
-    return torch.cat([px_body, pad], dim=2)
 
 
 def _mask_symbols(px: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
@@ -72,6 +57,28 @@ def _gather_symbols(am: torch.Tensor, sym: torch.Tensor) -> torch.Tensor:
     return torch.gather(am, 2, sym[:, None, :].expand(b, t, sym.shape[1])).transpose(1, 2)
 
 
+def _simple_logprobs(
+    lm: torch.Tensor, am: torch.Tensor, sym: torch.Tensor, termination_symbol: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symbol and blank log-probs of the joiner lm + am: (px_body [B, S, T], py [B, S+1, T])."""
+    lm_max = lm.max(dim=2, keepdim=True).values  # [B, S+1, 1]
+    am_max = am.max(dim=2, keepdim=True).values  # [B, T, 1]
+    # log sum_c exp(lm + am) = maxes + log(exp(lm - lm_max) @ exp(am - am_max)^T), never forming B*S*T*C
+    norm = torch.log(torch.matmul((lm - lm_max).exp(), (am - am_max).exp().transpose(1, 2)))
+    norm = norm + lm_max + am_max.transpose(1, 2)  # [B, S+1, T]
+    lm_sym = torch.gather(lm[:, :-1], 2, sym[:, :, None])  # [B, S, 1]
+    px = lm_sym + _gather_symbols(am, sym) - norm[:, :-1]
+    py = lm[:, :, termination_symbol][:, :, None] + am[:, :, termination_symbol][:, None, :] - norm
+    return px, py
+
+
+def _recursion_inputs(
+    px_body: torch.Tensor, py: torch.Tensor, bd: torch.Tensor, rnnt_type: str, delay_penalty: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symbol log-probs [B, S, T] -> the recursion's (px, py): padding masked, delay added, topology applied."""
+    return finish_px(_delay(_mask_symbols(px_body, bd), bd, delay_penalty), py, rnnt_type), py
+
+
 def get_rnnt_logprobs(
     lm: torch.Tensor,
     am: torch.Tensor,
@@ -85,25 +92,14 @@ def get_rnnt_logprobs(
 
     Args:
         lm: [B, S+1, C] predictor output; am: [B, T, C] encoder output; symbols: [B, S].
+        rnnt_type: regular | modified | constrained | rna (asr.losses.topology).
     Returns:
-        px [B, S, T+1] (regular) or [B, S, T] (modified), py [B, S+1, T].
+        px [B, S, T+1] (regular) or [B, S, T] (the others), py [B, S+1, T].
     """
-    modified = _check_topology(rnnt_type)
-    b, s1, c = lm.shape
-    t = am.shape[1]
-    bd = _boundary(boundary, b, s1 - 1, t, lm.device)
-    lm_max = lm.max(dim=2, keepdim=True).values  # [B, S+1, 1]
-    am_max = am.max(dim=2, keepdim=True).values  # [B, T, 1]
-    # log sum_c exp(lm + am) = maxes + log(exp(lm - lm_max) @ exp(am - am_max)^T), never forming B*S*T*C
-    norm = torch.log(torch.matmul((lm - lm_max).exp(), (am - am_max).exp().transpose(1, 2)))
-    norm = norm + lm_max + am_max.transpose(1, 2)  # [B, S+1, T]
-    sym = symbols.to(torch.int64)
-    lm_sym = torch.gather(lm[:, :-1], 2, sym[:, :, None])  # [B, S, 1]
-    am_sym = _gather_symbols(am, sym)  # [B, S, T]
-    px = lm_sym + am_sym - norm[:, :-1]
-    py = lm[:, :, termination_symbol][:, :, None] + am[:, :, termination_symbol][:, None, :] - norm
-    px = _delay(_mask_symbols(px, bd), bd, delay_penalty)
-    return _finish_px(px, modified), py
+    check_topology(rnnt_type)
+    bd = _boundary(boundary, lm.shape[0], lm.shape[1] - 1, am.shape[1], lm.device)
+    px, py = _simple_logprobs(lm, am, symbols.to(torch.int64), termination_symbol)
+    return _recursion_inputs(px, py, bd, rnnt_type, delay_penalty)
 
 
 def rnnt_loss_simple(
@@ -123,6 +119,7 @@ def rnnt_loss_simple(
     Args:
         lm: [B, S+1, C]; am: [B, T, C]; symbols: [B, S]; termination_symbol: blank id.
         boundary: [B, 4] of (0, 0, S_b, T_b); default the full sizes.
+        rnnt_type: regular | modified | constrained | rna (asr.losses.topology).
         return_grad: also return (px_grad, py_grad) for get_rnnt_prune_ranges.
     """
     px, py = get_rnnt_logprobs(lm, am, symbols, termination_symbol, boundary, rnnt_type, delay_penalty)
@@ -154,13 +151,14 @@ def rnnt_loss_smoothed(
     lm-only: lm.log_softmax(-1) at each symbol position; am-only: am.log_softmax(-1) at each
     frame. fast_rnnt's am-only part instead combines am with a unigram LM averaged over the
     batch; ours keeps every utterance's loss independent of the rest of the batch (README).
+    The delay penalty and the topology (constrained's forced blank) apply to the mixture, unscaled.
     """
-    px, py = get_rnnt_logprobs(lm, am, symbols, termination_symbol, boundary, rnnt_type, delay_penalty)
-    b, s1, c = lm.shape
+    check_topology(rnnt_type)
+    b, s1, _ = lm.shape
     t = am.shape[1]
     bd = _boundary(boundary, b, s1 - 1, t, lm.device)
-    modified = rnnt_type == "modified"
     sym = symbols.to(torch.int64)
+    px, py = _simple_logprobs(lm, am, sym, termination_symbol)
     lm_lp = lm.log_softmax(-1)
     am_lp = am.log_softmax(-1)
     px_lm = torch.gather(lm_lp[:, :-1], 2, sym[:, :, None]).expand(b, sym.shape[1], t)
@@ -168,9 +166,9 @@ def rnnt_loss_smoothed(
     py_lm = lm_lp[:, :, termination_symbol][:, :, None].expand(b, s1, t)
     py_am = am_lp[:, :, termination_symbol][:, None, :].expand(b, s1, t)
     joint_scale = 1.0 - lm_only_scale - am_only_scale
-    px_mix = _finish_px(_mask_symbols(lm_only_scale * px_lm + am_only_scale * px_am, bd), modified)
-    px = joint_scale * px + px_mix if joint_scale != 0 else px_mix  # -inf pads stay -inf
+    px = joint_scale * px + lm_only_scale * px_lm + am_only_scale * px_am
     py = joint_scale * py + lm_only_scale * py_lm + am_only_scale * py_am
+    px, py = _recursion_inputs(px, py, bd, rnnt_type, delay_penalty)
     out = mutual_information_recursion(px, py, bd, return_grad=return_grad)
     if return_grad:
         ans, grads = out
@@ -178,47 +176,63 @@ def rnnt_loss_smoothed(
     return finish_loss(-out, reduction, zero_infinity, "rnnt_loss_smoothed")
 
 
-def min_prune_range(boundary: torch.Tensor, regular: bool = True) -> int:
-    """The smallest s_range whose windows can hold a path of every utterance.
-
-    Regular topology: from a window of s_range positions a frame's symbols reach at most s_range - 1
-    positions further, so T_b frames cover S_b symbols only if (s_range - 1) * T_b >= S_b, i.e.
-    s_range >= (S_b - 1) // T_b + 2 (fast_rnnt uses the batch's padded S and T; this takes each
-    utterance's own, which is never less). Modified topology (a symbol consumes a frame; a path
-    needs S_b <= T_b): 1, or 2 when some S_b = T_b, whose one path emits on every frame while the
-    window of its last frame must hold S_b. Utterances with T_b = 0 have no path; they count as 1.
-    """
-    if boundary.shape[0] == 0:
-        return 1
-    s_len = boundary[:, 2].to(torch.int64)
-    t_len = boundary[:, 3].to(torch.int64)
-    if regular:
-        need = torch.div(s_len - 1, t_len.clamp(min=1), rounding_mode="floor") + 2
-    else:
-        need = torch.where((s_len >= t_len) & (s_len > 0), 2, 1)
-    return int(torch.where(t_len > 0, need, torch.ones_like(need)).max())
-
-
 _widen_logged = False
 
 
+WINDOW_SCORES = ("occupancy", "paper")
+
+
+def _window_scores(px_grad: torch.Tensor, py_grad: torch.Tensor, s_range: int, score: str) -> torch.Tensor:
+    """Score of every window [s, s + s_range) at every frame: [B, S+2-s_range, T].
+
+    occupancy: the mass of the nodes in the window, each node's occupancy being the posterior
+        of the arcs leaving it (blank + symbol).
+    paper: the Pruned RNN-T paper's (Kuang et al. 2022, section 3.2): the blank arcs' posterior
+        in the window minus that of the symbol arc entering its first position from below.
+    """
+    t = py_grad.shape[2]
+    if score == "occupancy":
+        occ = py_grad.clone()
+        occ[:, :-1] += px_grad[:, :, :t]  # node occupancy ~ mass leaving (s, t)
+    elif score == "paper":
+        occ = py_grad
+    else:
+        raise ValueError(f"score must be one of {WINDOW_SCORES}, not {score!r}")
+    csum = torch.cat([torch.zeros_like(occ[:, :1]), occ.cumsum(1)], dim=1)  # [B, S+2, T]
+    window = csum[:, s_range:] - csum[:, :-s_range]  # [B, S+2-s_range, T]: sum over [s, s+s_range)
+    if score == "paper":
+        entering = torch.cat([torch.zeros_like(px_grad[:, :1, :t]), px_grad[:, :, :t]], dim=1)  # arc s-1 -> s
+        window = window - entering[:, : window.shape[1]]
+    return window
+
+
 def get_rnnt_prune_ranges(
-    px_grad: torch.Tensor, py_grad: torch.Tensor, boundary: torch.Tensor, s_range: int
+    px_grad: torch.Tensor,
+    py_grad: torch.Tensor,
+    boundary: torch.Tensor,
+    s_range: int,
+    rnnt_type: str | None = None,
+    score: str = "occupancy",
 ) -> torch.Tensor:
-    """Per frame, the `s_range` consecutive symbol positions holding the most occupancy.
+    """Per frame, the `s_range` consecutive symbol positions holding the most probability mass.
 
     The windows start at 0, never move backwards, overlap from one frame to the next (so
-    the pruned lattice stays connected) and cover S_b at the last frame.
+    the pruned lattice stays connected; one-output-per-frame topologies move them at most one
+    position per frame, as a path does) and cover S_b at the last frame.
     s_range is adjusted for the batch, so the result may have another width than asked:
     - capped at S+1 (S = py_grad.shape[1] - 1): a wider window would repeat positions,
       and rnnt_loss_pruned would count their gradient once per copy;
-    - regular topology (px_grad [B, S, T+1]): widened to min_prune_range(boundary) when an
-      utterance has more symbols than (s_range - 1) * T_b, which no window of s_range can
-      connect (the pruned loss would be +inf); modified: 1 becomes 2 when some S_b = T_b.
+    - widened to min_prune_range(boundary, rnnt_type) when no window of s_range can hold a
+      path of some utterance (regular: more symbols than (s_range - 1) * T_b; modified / rna:
+      1 becomes 2 when some S_b = T_b; constrained: at least 2): the pruned loss would be +inf.
       Logged (INFO the first time, then DEBUG).
     Args:
         px_grad, py_grad: arc occupancies from rnnt_loss_simple(..., return_grad=True).
         boundary: [B, 4]; s_range: window size (>= 1).
+        rnnt_type: the topology of the loss that produced the occupancies (None: regular or
+            modified, read from px_grad's shape; constrained must be named).
+        score: how a window is scored (`_window_scores`): occupancy (default; BENCHMARKS.md has
+            the measurement that chose it) or paper.
     Returns:
         ranges [B, T, s_range'] int64: the symbol positions s kept at each frame.
     """
@@ -227,8 +241,11 @@ def get_rnnt_prune_ranges(
     s_range = int(s_range)
     if s_range < 1:
         raise ValueError("s_range must be >= 1")
-    regular = px_grad.shape[2] == t + 1
-    need = min_prune_range(boundary, regular)
+    shape_type = topology_of(px_grad, py_grad)
+    rnnt_type = shape_type if rnnt_type is None else check_topology(rnnt_type)
+    if one_output_per_frame(rnnt_type) != (shape_type != "regular"):
+        raise ValueError(f"px_grad {tuple(px_grad.shape)} has the {shape_type} shape, not {rnnt_type}'s")
+    need = min_prune_range(boundary, rnnt_type)
     if need > s_range:
         log.log(
             logging.DEBUG if _widen_logged else logging.INFO,
@@ -241,17 +258,15 @@ def get_rnnt_prune_ranges(
         s_range = need
     if s_range >= s1:  # the whole lattice: every position once
         return torch.arange(s1, device=py_grad.device).expand(b, t, s1).clone()
-    occ = py_grad.clone()
-    occ[:, :-1] += px_grad[:, :, :t]  # node occupancy ~ mass leaving (s, t)
-    csum = torch.cat([torch.zeros_like(occ[:, :1]), occ.cumsum(1)], dim=1)  # [B, S+2, T]
-    window = csum[:, s_range:] - csum[:, :-s_range]  # [B, S+2-s_range, T]: mass of [s, s+s_range)
-    begin = window.argmax(dim=1)  # [B, T]
+    begin = _window_scores(px_grad, py_grad, s_range, score).argmax(dim=1)  # [B, T]
     s_len = boundary[:, 2].to(torch.int64)
     t_len = boundary[:, 3].to(torch.int64)
     max_begin = (s_len + 1 - s_range).clamp(min=0)[:, None]
     begin = torch.minimum(begin, max_begin)
     begin[:, 0] = 0
-    step = max(1, s_range - 1)  # consecutive windows share at least one position
+    # consecutive windows share at least one position; a path of a one-output-per-frame
+    # topology advances at most one position per frame, so its windows may not move faster
+    step = 1 if one_output_per_frame(rnnt_type) else max(1, s_range - 1)
     for i in range(1, t):  # forward: monotonic and reachable
         begin[:, i] = torch.minimum(torch.maximum(begin[:, i], begin[:, i - 1]), begin[:, i - 1] + step)
     last = torch.arange(t, device=begin.device)[None, :] >= (t_len - 1)[:, None]
@@ -296,7 +311,7 @@ def rnnt_loss_pruned(
     window (ranges = arange(S+1)) this equals the full RNN-T loss. A window must not repeat
     a position (ValueError): its gradient would be counted once per copy.
     """
-    modified = _check_topology(rnnt_type)
+    check_topology(rnnt_type)
     b, t, r, v = logits.shape
     s = symbols.shape[1]
     if ranges.shape != (b, t, r):
@@ -319,6 +334,6 @@ def rnnt_loss_pruned(
     idx = ranges.transpose(1, 2)  # [B, r, T]
     px_full = px_full.scatter(1, idx, px_k.transpose(1, 2))
     py_full = py_full.scatter(1, idx, py_k.transpose(1, 2))
-    px = _delay(_mask_symbols(px_full[:, :s], bd), bd, delay_penalty)
-    ans = mutual_information_recursion(_finish_px(px, modified), py_full, bd)
+    px, py = _recursion_inputs(px_full[:, :s], py_full, bd, rnnt_type, delay_penalty)
+    ans = mutual_information_recursion(px, py, bd)
     return finish_loss(-ans, reduction, zero_infinity, "rnnt_loss_pruned")

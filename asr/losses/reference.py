@@ -47,6 +47,44 @@ def rnnt_loss_reference(
     return torch.stack(out)
 
 
+def transducer_paths_reference(lp: torch.Tensor, target: list[int], rnnt_type: str, blank: int = 0) -> torch.Tensor:
+    """-log sum over every alignment, enumerated one by one from the topology's definition.
+
+    lp: [T, U+1, V] log-probs of one utterance; target: its U symbols.
+    - regular: T blanks and U symbols in any order, the last output a blank; a blank at (t, u)
+      moves to t+1, a symbol to u+1 on the same frame.
+    - modified / rna: T outputs, one per frame, U of them the symbols in order.
+    - constrained: as modified, and a symbol at (t, u) also scores blank at (t, u+1).
+    """
+    T, U = lp.shape[0], len(target)
+    scores = []
+    if rnnt_type == "regular":
+        # positions of the U symbols among the first T + U - 1 outputs (the last is a blank)
+        orders = [set(c) for c in itertools.combinations(range(T + U - 1), U)] if T > 0 else []
+        n_out = T + U
+    else:
+        orders = [set(c) for c in itertools.combinations(range(T), U)] if U <= T else []
+        n_out = T
+    for symbols_at in orders:
+        t = u = 0
+        score = torch.zeros((), dtype=lp.dtype)
+        for i in range(n_out):
+            if i in symbols_at:
+                score = score + lp[t, u, target[u]]
+                if rnnt_type == "constrained":
+                    score = score + lp[t, u + 1, blank]
+                u += 1
+                t += 0 if rnnt_type == "regular" else 1
+            else:
+                score = score + lp[t, u, blank]
+                t += 1
+        assert (t, u) == (T, U)
+        scores.append(score)
+    if not scores:
+        return torch.tensor(float("inf"), dtype=lp.dtype)
+    return -torch.logsumexp(torch.stack(scores), 0)
+
+
 def mutual_information_reference(px: torch.Tensor, py: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
     """ans[B] of the MI recursion by explicit loops (regular if px has T+1 columns, else modified)."""
     modified = px.shape[2] == py.shape[2]

@@ -7,6 +7,10 @@ subtracts the arc posteriors. No B*T*(U+1)*V tensor exists besides that gradient
 without a gradient, none at all). The per-element work runs as vectorized tensor ops
 over chunks of rows (asr.losses.lattice); the compiled kernel does the (t, u) lattice:
 alpha, beta, occupancies, arc posteriors.
+
+The other topologies (asr.losses.topology: modified, constrained, rna) gather the blank and
+next-symbol log-probs of every (t, u) and run the mutual-information recursion on them, as
+k2 does; autograd takes the gradient back through the gathers and the normalizers.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from .lattice import (
     row_softmax_and_logsumexp,
     row_values,
 )
+from .mutual_information import mutual_information_recursion
+from .topology import check_topology, finish_px
 
 
 class _RNNTLoss(torch.autograd.Function):
@@ -95,6 +101,37 @@ class _RNNTLoss(torch.autograd.Function):
         return grad.reshape(shape), None, None, None, None, None, None
 
 
+def _lattice_logprobs(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank: int,
+    fused: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-symbol and blank log-probs of every lattice node, for the recursion.
+
+    Args: padded or packed logits (asr.losses.lattice.row_layout), targets [B, U], lengths [B].
+    Returns: (px_body [B, U, T], py [B, U+1, T]), -inf outside each utterance's T_b x (U_b + 1).
+    """
+    max_u = int(target_lengths.max()) if target_lengths.numel() else 0
+    rows, offsets, strides, max_t = row_layout(logits, logit_lengths, target_lengths, max_u)
+    dev = rows.device
+    t = torch.arange(max_t, device=dev)[None, :, None]
+    u = torch.arange(max_u + 1, device=dev)[None, None, :]
+    valid = (t < logit_lengths[:, None, None]) & (u <= target_lengths[:, None, None])  # [B, T, U+1]
+    idx = torch.where(valid, offsets[:, None, None] + t * strides[:, None, None] + u, 0)
+    norm = torch.logsumexp(rows, dim=-1) if fused else None  # [N]
+    neg = torch.tensor(float("-inf"), dtype=rows.dtype, device=dev)
+    blank_lp = rows[idx, blank] - (norm[idx] if fused else 0)
+    py = torch.where(valid, blank_lp, neg)
+    sym_idx = idx[:, :, :max_u]
+    sym = targets[:, None, :max_u].expand(sym_idx.shape)
+    sym_lp = rows[sym_idx, sym] - (norm[sym_idx] if fused else 0)
+    px = torch.where(valid[:, :, 1:], sym_lp, neg)  # symbol u+1 from (t, u) needs u < U_b
+    return px.transpose(1, 2), py.transpose(1, 2)
+
+
 def rnnt_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -105,6 +142,7 @@ def rnnt_loss(
     fused_log_softmax: bool = True,
     clamp: float = -1.0,
     zero_infinity: bool = False,
+    rnnt_type: str = "regular",
 ) -> torch.Tensor:
     """RNN-T negative log-likelihood.
 
@@ -118,6 +156,9 @@ def rnnt_loss(
         clamp: if > 0, clip gradient values to [-clamp, clamp].
         zero_infinity: utterances without any alignment (T_b = 0) give loss and gradient 0
             instead of +inf, with a warning that counts them.
+        rnnt_type: the lattice (asr.losses.topology): regular (the fused compiled kernel), or
+            modified | rna | constrained (one output per frame; S_b > T_b has no alignment), through
+            the mutual-information recursion (clamp unsupported there).
     """
     targets = targets.to(torch.int64).contiguous()
     logit_lengths = logit_lengths.to(torch.int64).contiguous()
@@ -125,5 +166,13 @@ def rnnt_loss(
     if targets.dim() != 2:
         raise ValueError("targets must be [B, U]")
     check_inputs(logits, targets, logit_lengths, target_lengths, blank, logits.shape[-1])
+    if check_topology(rnnt_type) != "regular":
+        if clamp > 0:
+            raise ValueError(f"clamp is supported with rnnt_type='regular' only, not {rnnt_type!r}")
+        px, py = _lattice_logprobs(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax)
+        boundary = torch.zeros(targets.shape[0], 4, dtype=torch.int64, device=logits.device)
+        boundary[:, 2], boundary[:, 3] = target_lengths, logit_lengths
+        loss = -mutual_information_recursion(finish_px(px, py, rnnt_type), py, boundary)
+        return finish_loss(loss, reduction, zero_infinity, "rnnt_loss")
     loss = _RNNTLoss.apply(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, float(clamp))
     return finish_loss(loss, reduction, zero_infinity, "rnnt_loss")

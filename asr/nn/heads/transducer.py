@@ -164,6 +164,14 @@ class TransducerHead(Head):
         self.drop = nn.Dropout(dropout)
         self.joint = Joint(enc_dim, pred_dim, joint_dim, vocab_size + len(self.durations))
 
+    def symbols_per_frame(self, requested: int | None = None) -> int:
+        """Most labels a search may emit on one frame: `requested` (None: max_symbols), capped at what
+        the criterion's lattice allows (1 for the one-output-per-frame topologies: modified, rna,
+        constrained)."""
+        cap = int(requested or self.max_symbols)
+        limit = self.criterion.symbols_per_frame
+        return cap if limit is None else min(cap, limit)
+
     @property
     def durations(self) -> tuple[int, ...]:
         """Frame advances the joint predicts after the vocab_size token logits (TDT); () when it

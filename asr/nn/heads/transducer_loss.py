@@ -4,16 +4,19 @@ Each strategy holds its own options (and parameters: pruned RNN-T's "simple" joi
 head itself takes only a predictor, a joint and one loss spec:
 
     loss: rnnt                                     # or
+    loss: {kind: rnnt, topology: modified}         # regular | modified | constrained | rna
     loss: {kind: pruned_rnnt, prune_range: 5, simple_loss_scale: 0.5, warmup_steps: 300}
     loss: {kind: tdt, durations: [0, 1, 2, 3, 4], sigma: 0.05, omega: 0.1}
 
 A strategy returns loss sums over the batch (the head divides by the number of target
-tokens). `durations` is the only thing decoding reads from it: the frame advances the
-joint predicts besides the tokens (TDT), () for RNN-T-style joints.
+tokens). Decoding reads two things from it: `durations`, the frame advances the joint
+predicts besides the tokens (TDT; () for RNN-T-style joints), and `symbols_per_frame`, the
+most labels its lattice allows on one frame (1 for the one-output-per-frame topologies).
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from ...losses import do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_smoothed, tdt_loss
+from ...losses.topology import check_topology, one_output_per_frame
 
 if TYPE_CHECKING:
     from .transducer import Joint
@@ -32,6 +36,7 @@ class TransducerLoss(nn.Module, ABC):
 
     kind: str
     durations: tuple[int, ...] = ()  # frame advances the joint predicts besides tokens (TDT)
+    symbols_per_frame: int | None = None  # most labels the lattice allows on one frame (None: any)
 
     @abstractmethod
     def forward(
@@ -47,14 +52,33 @@ class TransducerLoss(nn.Module, ABC):
     ) -> dict[str, torch.Tensor]: ...
 
 
+def _topology(topology: str) -> tuple[str, int | None]:
+    """The `topology` option of the RNN-T criteria (asr.losses.topology), validated once:
+    (topology, symbols_per_frame)."""
+    return check_topology(topology), (1 if one_output_per_frame(topology) else None)
+
+
 class RNNTLoss(TransducerLoss):
-    """The full-lattice RNN-T loss (Graves 2012) of the joint's logits [B, T, U+1, V]."""
+    """The full-lattice RNN-T loss (Graves 2012) of the joint's logits [B, T, U+1, V].
+
+    Args:
+        topology: regular (any number of labels per frame) | modified | rna | constrained (one
+            output per frame: decoding then emits at most one label per frame).
+    """
 
     kind = "rnnt"
 
+    def __init__(self, topology: str = "regular"):
+        super().__init__()
+        self.topology, self.symbols_per_frame = _topology(topology)
+
     def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
         logits = joint(enc, pred).float()
-        return {"loss": rnnt_loss(logits, targets, enc_lens, target_lens, blank=blank, reduction="sum")}
+        return {
+            "loss": rnnt_loss(
+                logits, targets, enc_lens, target_lens, blank=blank, reduction="sum", rnnt_type=self.topology
+            )
+        }
 
 
 class TDTLoss(TransducerLoss):
@@ -113,6 +137,7 @@ class PrunedRNNTLoss(TransducerLoss):
             simple_loss_scale and the pruned loss scale rises from 0.1 to 1, because the
             pruning bounds come from the simple loss and are poor before it has learnt.
         delay_penalty: reward for early emission (0: off).
+        topology: the lattice of both losses, as for RNNTLoss.
     """
 
     kind = "pruned_rnnt"
@@ -128,8 +153,10 @@ class PrunedRNNTLoss(TransducerLoss):
         am_only_scale: float = 0.0,
         warmup_steps: int = 0,
         delay_penalty: float = 0.0,
+        topology: str = "regular",
     ):
         super().__init__()
+        self.topology, self.symbols_per_frame = _topology(topology)
         if prune_range < 2:
             raise ValueError(f"prune_range must be >= 2 symbols per frame, not {prune_range}")
         if warmup_steps < 0 or not 0 <= simple_loss_scale <= 1:
@@ -162,30 +189,43 @@ class PrunedRNNTLoss(TransducerLoss):
             lm_only_scale=self.lm_only_scale,
             am_only_scale=self.am_only_scale,
             boundary=boundary,
+            rnnt_type=self.topology,
             delay_penalty=self.delay_penalty,
             reduction="sum",
             return_grad=True,
         )
-        ranges = get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range)
+        ranges = get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range, rnnt_type=self.topology)
         am_p, lm_p = do_rnnt_pruning(joint.project_enc(enc), joint.project_pred(pred), ranges)
         logits = joint.combine(am_p, lm_p).float()  # [B, T, s_range, V]: prune_range, capped or widened
         pruned = rnnt_loss_pruned(
-            logits, targets, ranges, blank, boundary=boundary, delay_penalty=self.delay_penalty, reduction="sum"
+            logits,
+            targets,
+            ranges,
+            blank,
+            boundary=boundary,
+            rnnt_type=self.topology,
+            delay_penalty=self.delay_penalty,
+            reduction="sum",
         )
         s_scale, p_scale = self.loss_scales(step)
         return {"loss": s_scale * simple + p_scale * pruned, "simple": simple.detach(), "pruned": pruned.detach()}
+
+
+STRATEGIES: dict[str, type[TransducerLoss]] = {"rnnt": RNNTLoss, "pruned_rnnt": PrunedRNNTLoss, "tdt": TDTLoss}
+_SIZES = ("self", "enc_dim", "pred_dim", "vocab_size")  # given by the head, not by the spec
 
 
 def build_transducer_loss(spec: str | dict, enc_dim: int, pred_dim: int, vocab_size: int) -> TransducerLoss:
     """The strategy for a loss spec: a kind ("rnnt" | "pruned_rnnt" | "tdt") or {"kind": ..., **options}."""
     spec = {"kind": spec} if isinstance(spec, str) else dict(spec)
     kind = spec.pop("kind", "rnnt")
-    if kind == "rnnt":
-        if spec:
-            raise ValueError(f"the rnnt loss takes no options, got {sorted(spec)}")
-        return RNNTLoss()
-    if kind == "tdt":
-        return TDTLoss(**spec)
+    if kind not in STRATEGIES:
+        raise ValueError(f"transducer loss must be one of {', '.join(STRATEGIES)}, not {kind!r}")
+    cls = STRATEGIES[kind]
+    options = [p for p in inspect.signature(cls.__init__).parameters if p not in _SIZES]
+    unknown = sorted(set(spec) - set(options))
+    if unknown:
+        raise ValueError(f"the {kind} loss has no option {', '.join(unknown)}; its options: {', '.join(options)}")
     if kind == "pruned_rnnt":
-        return PrunedRNNTLoss(enc_dim, pred_dim, vocab_size, **spec)
-    raise ValueError(f"transducer loss must be one of rnnt, pruned_rnnt, tdt, not {kind!r}")
+        return cls(enc_dim, pred_dim, vocab_size, **spec)
+    return cls(**spec)
