@@ -203,3 +203,26 @@ def test_one_output_per_frame_windows_follow_a_path_where_the_mass_jumps(rnnt_ty
     pruned_logits = torch.gather(logits, 2, ranges[..., None].expand(b, t, s_range, logits.shape[-1]))
     loss = rnnt_loss_pruned(pruned_logits, targets, ranges, 0, bd, rnnt_type=rnnt_type)
     assert bool(torch.isfinite(loss))
+
+
+def test_window_scores_match_their_definitions():
+    """occupancy: sum over the window of blank + symbol posteriors leaving each node; paper (Kuang et
+    al. 2022, 3.2): blank posteriors in the window minus the symbol arc entering its first position."""
+    from asr.losses.pruned_rnnt import _window_scores
+
+    lm, am, symbols, bd = simple_inputs([(6, 4), (5, 3)], seed=9)
+    _, (px_grad, py_grad) = rnnt_loss_simple(lm, am, symbols, 0, bd, return_grad=True)
+    r = 3
+    occ = _window_scores(px_grad, py_grad, r, "occupancy")
+    paper = _window_scores(px_grad, py_grad, r, "paper")
+    b, s1, t = py_grad.shape
+    for i in range(b):
+        for s in range(s1 + 1 - r):
+            for f in range(t):
+                node = sum(
+                    float(py_grad[i, k, f]) + (float(px_grad[i, k, f]) if k < s1 - 1 else 0) for k in range(s, s + r)
+                )
+                blank = sum(float(py_grad[i, k, f]) for k in range(s, s + r))
+                entering = float(px_grad[i, s - 1, f]) if s > 0 else 0.0
+                assert abs(float(occ[i, s, f]) - node) < 1e-9
+                assert abs(float(paper[i, s, f]) - (blank - entering)) < 1e-9
