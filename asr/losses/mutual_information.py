@@ -50,6 +50,13 @@ def default_boundary(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     return bd
 
 
+def lattice_boundary(symbol_lengths: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+    """[B, 4] int64 of (0, 0, S_b, T_b): each utterance's whole lattice, from [B] lengths."""
+    bd = torch.zeros(symbol_lengths.shape[0], 4, dtype=torch.int64, device=symbol_lengths.device)
+    bd[:, 2], bd[:, 3] = symbol_lengths, frame_lengths
+    return bd
+
+
 def mutual_information_recursion(
     px: torch.Tensor, py: torch.Tensor, boundary: torch.Tensor | None = None, return_grad: bool = False
 ):

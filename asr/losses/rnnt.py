@@ -27,7 +27,7 @@ from .lattice import (
     row_softmax_and_logsumexp,
     row_values,
 )
-from .mutual_information import mutual_information_recursion
+from .mutual_information import lattice_boundary, mutual_information_recursion
 from .topology import check_topology, finish_px
 
 
@@ -170,8 +170,7 @@ def rnnt_loss(
         if clamp > 0:
             raise ValueError(f"clamp is supported with rnnt_type='regular' only, not {rnnt_type!r}")
         px, py = _lattice_logprobs(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax)
-        boundary = torch.zeros(targets.shape[0], 4, dtype=torch.int64, device=logits.device)
-        boundary[:, 2], boundary[:, 3] = target_lengths, logit_lengths
+        boundary = lattice_boundary(target_lengths, logit_lengths)
         loss = -mutual_information_recursion(finish_px(px, py, rnnt_type), py, boundary)
         return finish_loss(loss, reduction, zero_infinity, "rnnt_loss")
     loss = _RNNTLoss.apply(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, float(clamp))

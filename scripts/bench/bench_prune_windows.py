@@ -19,6 +19,7 @@ import torch
 
 from asr.data.audio import load_audio, pad_waves
 from asr.losses import do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_smoothed
+from asr.losses.mutual_information import lattice_boundary
 from asr.losses.pruned_rnnt import WINDOW_SCORES
 from asr.model import load_model
 from asr.transcribe import split_items
@@ -54,8 +55,7 @@ def main() -> None:
             for b, t in enumerate(tokens):
                 targets[b, : len(t)] = torch.tensor(t)
             pred = head.predict(targets)
-            bd = torch.zeros(len(chunk), 4, dtype=torch.int64)
-            bd[:, 2], bd[:, 3] = u_lens, enc_lens
+            bd = lattice_boundary(u_lens, enc_lens)
             am, lm = crit.simple_am(enc).float(), crit.simple_lm(pred).float()
             _, (px_grad, py_grad) = rnnt_loss_smoothed(
                 lm,

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ...losses import do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_smoothed, tdt_loss
+from ...losses.mutual_information import lattice_boundary
 from ...losses.topology import check_topology, one_output_per_frame
 
 if TYPE_CHECKING:
@@ -177,9 +178,7 @@ class PrunedRNNTLoss(TransducerLoss):
         return 1.0 - r * (1.0 - self.simple_loss_scale), 0.1 + 0.9 * r
 
     def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
-        b = enc.shape[0]
-        boundary = torch.zeros(b, 4, dtype=torch.int64, device=enc.device)
-        boundary[:, 2], boundary[:, 3] = target_lens, enc_lens
+        boundary = lattice_boundary(target_lens, enc_lens)
         am, lm = self.simple_am(enc).float(), self.simple_lm(pred).float()
         simple, (px_grad, py_grad) = rnnt_loss_smoothed(
             lm,
