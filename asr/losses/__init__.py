@@ -15,8 +15,9 @@ from .pruned_rnnt import (
     rnnt_loss_simple,
     rnnt_loss_smoothed,
 )
+from .pruned_tdt import get_tdt_prune_ranges, tdt_loss_pruned, tdt_loss_simple
 from .rnnt import rnnt_loss
-from .tdt import tdt_loss
+from .tdt import tdt_arc_loss, tdt_loss
 
 __all__ = [
     "ctc_loss",
@@ -32,4 +33,8 @@ __all__ = [
     "do_rnnt_pruning",
     "rnnt_loss_pruned",
     "tdt_loss",
+    "tdt_arc_loss",
+    "tdt_loss_simple",
+    "get_tdt_prune_ranges",
+    "tdt_loss_pruned",
 ]

@@ -147,6 +147,38 @@ def tdt_loss_reference(
     return torch.stack(out)
 
 
+def tdt_arc_loss_reference(
+    arcs: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    durations: list[int],
+) -> torch.Tensor:
+    """Per-utterance loss [B] of tdt_arc_loss: the TDT lattice weighted by given arc log-probs.
+
+    arcs[b, t, u] = [blank, next symbol, D durations]; -inf entries remove arcs. Terms at -inf are
+    dropped before each logsumexp, so unreachable nodes give no NaN gradient.
+    """
+    out = []
+    neg_inf = torch.tensor(float("-inf"), dtype=arcs.dtype)
+    for b in range(arcs.shape[0]):
+        T, U = int(logit_lengths[b]), int(target_lengths[b])
+        alpha: dict[tuple[int, int], list[torch.Tensor]] = {(0, 0): [torch.zeros((), dtype=arcs.dtype)]}
+        for t in range(T):
+            for u in range(U + 1):
+                terms = [x for x in alpha.get((t, u), []) if torch.isfinite(x)]
+                if not terms:
+                    continue
+                a = torch.logsumexp(torch.stack(terms), 0)
+                for i, dd in enumerate(durations):
+                    if dd > 0 and t + dd <= T:
+                        alpha.setdefault((t + dd, u), []).append(a + arcs[b, t, u, 0] + arcs[b, t, u, 2 + i])
+                    if u < U and t + dd <= T - 1:
+                        alpha.setdefault((t + dd, u + 1), []).append(a + arcs[b, t, u, 1] + arcs[b, t, u, 2 + i])
+        final = [x for x in alpha.get((T, U), []) if torch.isfinite(x)] if T > 0 else []
+        out.append(-torch.logsumexp(torch.stack(final), 0) if final else -neg_inf)
+    return torch.stack(out)
+
+
 def _ctc_emission_counts(frames: tuple[int, ...], target: list[int], modified: bool) -> int:
     """Number of CTC paths through the frame labels `frames` (0 = blank) that emit `target`.
 
