@@ -23,6 +23,8 @@ from asr.losses import (
     tdt_loss_simple,
 )
 from asr.losses.reference import tdt_arc_loss_reference
+from asr.nn.heads import build_head
+from asr.nn.heads.transducer_loss import build_transducer_loss
 
 CASES = [([1], [0]), ([4], [2]), ([6, 3, 5], [3, 1, 0]), ([7, 7], [4, 2]), ([8, 5], [6, 4])]
 DURATIONS = [((0, 1, 2, 3, 4), 0.0), ((0, 1, 2), 0.05), ((1, 2), 0.05), ((0, 1, 3), 0.1)]
@@ -325,6 +327,8 @@ def test_durations_without_one_are_rejected():
     _, occ = tdt_loss_simple(lm, am, symbols, (0, 2), boundary=bd, return_grad=True)
     with pytest.raises(ValueError, match="needs duration 1"):
         get_tdt_prune_ranges(occ, bd, 3, (0, 2))
+    with pytest.raises(ValueError, match="needs 1 among the durations"):
+        build_transducer_loss({"kind": "pruned_tdt", "durations": [0, 2, 4]}, 8, 6, V)
 
 
 # ---- batches, edge cases, arguments -------------------------------------------------------------
@@ -384,3 +388,38 @@ def test_bad_arguments():
         tdt_loss_simple(lm[..., :-1], am[..., :-1], symbols, (0,))
     with pytest.raises(ValueError, match="contain the blank"):
         tdt_loss_simple(lm, am, torch.zeros_like(symbols), (0, 1))
+
+
+# ---- the head's loss strategy ----------------------------------------------------------------------
+
+
+def test_pruned_tdt_head_with_full_range_equals_full_tdt():
+    """With prune_range >= U+1 and no simple loss the head's loss is tdt_loss of the same joint."""
+    torch.manual_seed(14)
+    spec = {"kind": "pruned_tdt", "durations": [0, 1, 2], "sigma": 0.05, "omega": 0.1, "prune_range": 10}
+    head = build_head("transducer", 16, V, loss={**spec, "simple_loss_scale": 0.0}, pred_dim=12, joint_dim=20).eval()
+    assert head.durations == (0, 1, 2) and head.joint.out.out_features == V + 3
+    assert head.criterion.simple_am.out_features == V + 3
+    enc = torch.randn(3, 12, 16)
+    enc_lens, target_lens = torch.tensor([12, 10, 7]), torch.tensor([5, 3, 2])
+    targets = torch.randint(1, V, (3, 5))
+    out = head.loss(enc, enc_lens, targets, target_lens, step=10**6)
+    full = tdt_loss(
+        head.joint(enc, head.predict(targets)), targets, enc_lens, target_lens, (0, 1, 2), sigma=0.05, omega=0.1,
+        reduction="sum",
+    )  # fmt: skip
+    assert torch.allclose(out["loss"], full / target_lens.sum(), atol=1e-4)
+    assert torch.allclose(out["pruned"], out["loss"]) and set(out) == {"loss", "simple", "pruned"}
+
+
+def test_pruned_tdt_head_trains_and_warms_up_like_pruned_rnnt():
+    torch.manual_seed(15)
+    spec = {"kind": "pruned_tdt", "durations": [0, 1, 2, 3], "prune_range": 3, "warmup_steps": 100}
+    head = build_head("transducer", 16, V, loss=spec, pred_dim=12, joint_dim=20)
+    rnnt = build_transducer_loss({"kind": "pruned_rnnt", "warmup_steps": 100}, 16, 12, V)
+    assert all(head.criterion.loss_scales(k) == rnnt.loss_scales(k) for k in (0, 30, 100, 1000))
+    enc = torch.randn(2, 15, 16, requires_grad=True)
+    out = head.loss(enc, torch.tensor([15, 11]), torch.randint(1, V, (2, 6)), torch.tensor([6, 4]), step=50)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and enc.grad.abs().sum() > 0
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())

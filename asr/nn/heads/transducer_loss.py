@@ -1,4 +1,5 @@
-"""The transducer head's training criteria as strategy objects: full RNN-T, pruned RNN-T and TDT.
+"""The transducer head's training criteria as strategy objects: full RNN-T, pruned RNN-T, TDT and
+pruned TDT.
 
 Each strategy holds its own options (and parameters: pruned RNN-T's "simple" joiner), so the
 head itself takes only a predictor, a joint and one loss spec:
@@ -7,6 +8,7 @@ head itself takes only a predictor, a joint and one loss spec:
     loss: {kind: rnnt, topology: modified}         # regular | modified | constrained | rna
     loss: {kind: pruned_rnnt, prune_range: 5, simple_loss_scale: 0.5, warmup_steps: 300}
     loss: {kind: tdt, durations: [0, 1, 2, 3, 4], sigma: 0.05, omega: 0.1}
+    loss: {kind: pruned_tdt, durations: [0, 1, 2, 3, 4], sigma: 0.05, omega: 0.1, prune_range: 5}
 
 A strategy returns loss sums over the batch (the head divides by the number of target
 tokens). Decoding reads two things from it: `durations`, the frame advances the joint
@@ -23,7 +25,17 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ...losses import do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss, rnnt_loss_pruned, rnnt_loss_smoothed, tdt_loss
+from ...losses import (
+    do_rnnt_pruning,
+    get_rnnt_prune_ranges,
+    get_tdt_prune_ranges,
+    rnnt_loss,
+    rnnt_loss_pruned,
+    rnnt_loss_smoothed,
+    tdt_loss,
+    tdt_loss_pruned,
+    tdt_loss_simple,
+)
 from ...losses.mutual_information import lattice_boundary
 from ...losses.topology import check_topology, one_output_per_frame
 
@@ -82,6 +94,18 @@ class RNNTLoss(TransducerLoss):
         }
 
 
+def tdt_options(durations, sigma: float, omega: float) -> tuple[tuple[int, ...], float, float]:
+    """Validated (durations, sigma, omega) of the TDT strategies."""
+    durs = tuple(int(d) for d in durations)
+    if not durs or min(durs) < 0 or len(set(durs)) != len(durs):
+        raise ValueError(f"TDT durations must be distinct frame counts >= 0, not {list(durations)}")
+    if not any(d > 0 for d in durs):
+        raise ValueError("TDT durations need one > 0 (blank must advance)")
+    if sigma < 0 or not 0 <= omega <= 1:
+        raise ValueError(f"TDT needs sigma >= 0 and 0 <= omega <= 1 (got sigma={sigma}, omega={omega})")
+    return durs, float(sigma), float(omega)
+
+
 class TDTLoss(TransducerLoss):
     """Token-and-Duration Transducer loss (Xu et al. 2023): the joint also predicts how many frames
     to advance, one of `durations`.
@@ -98,14 +122,7 @@ class TDTLoss(TransducerLoss):
         self, durations: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4), sigma: float = 0.0, omega: float = 0.0
     ):
         super().__init__()
-        self.durations = tuple(int(d) for d in durations)
-        if not self.durations or min(self.durations) < 0 or len(set(self.durations)) != len(self.durations):
-            raise ValueError(f"TDT durations must be distinct frame counts >= 0, not {list(durations)}")
-        if not any(d > 0 for d in self.durations):
-            raise ValueError("TDT durations need one > 0 (blank must advance)")
-        if sigma < 0 or not 0 <= omega <= 1:
-            raise ValueError(f"TDT needs sigma >= 0 and 0 <= omega <= 1 (got sigma={sigma}, omega={omega})")
-        self.sigma, self.omega = float(sigma), float(omega)
+        self.durations, self.sigma, self.omega = tdt_options(durations, sigma, omega)
 
     def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
         logits = joint(enc, pred).float()
@@ -124,19 +141,79 @@ class TDTLoss(TransducerLoss):
         }
 
 
-class PrunedRNNTLoss(TransducerLoss):
+class PrunedLoss(TransducerLoss):
+    """What pruned RNN-T and pruned TDT share: the "simple" joiner (two linear projections whose sum
+    is the simple joint's logits), the warm-up of the two losses' scales, and the real joint on
+    the pruned grid. Subclasses compute the simple loss, the ranges and the pruned loss.
+
+    Args:
+        enc_dim, pred_dim: encoder and predictor widths; simple_dim: the simple joiner's outputs.
+        prune_range: symbols per frame kept in the pruned lattice (>= 2).
+        simple_loss_scale: final weight of the simple loss.
+        lm_only_scale, am_only_scale: smoothing of the simple loss (icefall's defaults 0.25, 0).
+        warmup_steps: over these steps the simple loss scale falls linearly from 1 to
+            simple_loss_scale and the pruned loss scale rises from 0.1 to 1, because the
+            pruning bounds come from the simple loss and are poor before it has learnt.
+    """
+
+    def __init__(
+        self,
+        enc_dim: int,
+        pred_dim: int,
+        simple_dim: int,
+        prune_range: int,
+        simple_loss_scale: float,
+        lm_only_scale: float,
+        am_only_scale: float,
+        warmup_steps: int,
+    ):
+        super().__init__()
+        if prune_range < 2:
+            raise ValueError(f"prune_range must be >= 2 symbols per frame, not {prune_range}")
+        if warmup_steps < 0 or not 0 <= simple_loss_scale <= 1:
+            raise ValueError(f"{self.kind} needs warmup_steps >= 0 and 0 <= simple_loss_scale <= 1")
+        self.prune_range = int(prune_range)
+        self.simple_loss_scale = float(simple_loss_scale)
+        self.lm_only_scale, self.am_only_scale = float(lm_only_scale), float(am_only_scale)
+        self.warmup_steps = int(warmup_steps)
+        self.simple_am = nn.Linear(enc_dim, simple_dim)
+        self.simple_lm = nn.Linear(pred_dim, simple_dim)
+
+    def loss_scales(self, step: int) -> tuple[float, float]:
+        """(simple, pruned) loss scales at a training step (the warm-up)."""
+        if self.warmup_steps <= 0 or step >= self.warmup_steps:
+            return self.simple_loss_scale, 1.0
+        r = step / self.warmup_steps
+        return 1.0 - r * (1.0 - self.simple_loss_scale), 0.1 + 0.9 * r
+
+    def simple_inputs(
+        self, enc: torch.Tensor, pred: torch.Tensor, enc_lens: torch.Tensor, target_lens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(am [B, T, simple_dim], lm [B, U+1, simple_dim], boundary [B, 4] of (0, 0, U_b, T_b))."""
+        boundary = lattice_boundary(target_lens, enc_lens)
+        return self.simple_am(enc).float(), self.simple_lm(pred).float(), boundary
+
+    @staticmethod
+    def pruned_logits(joint: Joint, enc: torch.Tensor, pred: torch.Tensor, ranges: torch.Tensor) -> torch.Tensor:
+        """The real joint at the kept nodes only: [B, T, s_range, num_outputs] (s_range as the ranges:
+        prune_range, capped or widened)."""
+        am_p, lm_p = do_rnnt_pruning(joint.project_enc(enc), joint.project_pred(pred), ranges)
+        return joint.combine(am_p, lm_p).float()
+
+    def combine(self, simple: torch.Tensor, pruned: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """The warmed-up sum of the two losses, and both for logging."""
+        s_scale, p_scale = self.loss_scales(step)
+        return {"loss": s_scale * simple + p_scale * pruned, "simple": simple.detach(), "pruned": pruned.detach()}
+
+
+class PrunedRNNTLoss(PrunedLoss):
     """Pruned RNN-T (Kuang et al. 2022): a "simple" joiner (lm + am, linear in the log domain)
     gives a cheap full-lattice loss whose gradients pick a window of `prune_range` symbols per
     frame; the real joint runs on that window only.
 
     Args:
         enc_dim, pred_dim, vocab_size: widths of the simple joiner's two projections.
-        prune_range: symbols per frame kept in the pruned lattice.
-        simple_loss_scale: final weight of the simple loss.
-        lm_only_scale, am_only_scale: smoothing of the simple loss (icefall's defaults 0.25, 0).
-        warmup_steps: over these steps the simple loss scale falls linearly from 1 to
-            simple_loss_scale and the pruned loss scale rises from 0.1 to 1, because the
-            pruning bounds come from the simple loss and are poor before it has learnt.
+        prune_range, simple_loss_scale, lm_only_scale, am_only_scale, warmup_steps: PrunedLoss.
         delay_penalty: reward for early emission (0: off).
         topology: the lattice of both losses, as for RNNTLoss.
     """
@@ -156,30 +233,14 @@ class PrunedRNNTLoss(TransducerLoss):
         delay_penalty: float = 0.0,
         topology: str = "regular",
     ):
-        super().__init__()
+        super().__init__(
+            enc_dim, pred_dim, vocab_size, prune_range, simple_loss_scale, lm_only_scale, am_only_scale, warmup_steps
+        )
         self.topology, self.symbols_per_frame = _topology(topology)
-        if prune_range < 2:
-            raise ValueError(f"prune_range must be >= 2 symbols per frame, not {prune_range}")
-        if warmup_steps < 0 or not 0 <= simple_loss_scale <= 1:
-            raise ValueError("pruned RNN-T needs warmup_steps >= 0 and 0 <= simple_loss_scale <= 1")
-        self.prune_range = int(prune_range)
-        self.simple_loss_scale = float(simple_loss_scale)
-        self.lm_only_scale, self.am_only_scale = float(lm_only_scale), float(am_only_scale)
-        self.warmup_steps = int(warmup_steps)
         self.delay_penalty = float(delay_penalty)
-        self.simple_am = nn.Linear(enc_dim, vocab_size)
-        self.simple_lm = nn.Linear(pred_dim, vocab_size)
-
-    def loss_scales(self, step: int) -> tuple[float, float]:
-        """(simple, pruned) loss scales at a training step (the warm-up)."""
-        if self.warmup_steps <= 0 or step >= self.warmup_steps:
-            return self.simple_loss_scale, 1.0
-        r = step / self.warmup_steps
-        return 1.0 - r * (1.0 - self.simple_loss_scale), 0.1 + 0.9 * r
 
     def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
-        boundary = lattice_boundary(target_lens, enc_lens)
-        am, lm = self.simple_am(enc).float(), self.simple_lm(pred).float()
+        am, lm, boundary = self.simple_inputs(enc, pred, enc_lens, target_lens)
         simple, (px_grad, py_grad) = rnnt_loss_smoothed(
             lm,
             am,
@@ -194,10 +255,8 @@ class PrunedRNNTLoss(TransducerLoss):
             return_grad=True,
         )
         ranges = get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range, rnnt_type=self.topology)
-        am_p, lm_p = do_rnnt_pruning(joint.project_enc(enc), joint.project_pred(pred), ranges)
-        logits = joint.combine(am_p, lm_p).float()  # [B, T, s_range, V]: prune_range, capped or widened
         pruned = rnnt_loss_pruned(
-            logits,
+            self.pruned_logits(joint, enc, pred, ranges),
             targets,
             ranges,
             blank,
@@ -206,16 +265,83 @@ class PrunedRNNTLoss(TransducerLoss):
             delay_penalty=self.delay_penalty,
             reduction="sum",
         )
-        s_scale, p_scale = self.loss_scales(step)
-        return {"loss": s_scale * simple + p_scale * pruned, "simple": simple.detach(), "pruned": pruned.detach()}
+        return self.combine(simple, pruned, step)
 
 
-STRATEGIES: dict[str, type[TransducerLoss]] = {"rnnt": RNNTLoss, "pruned_rnnt": PrunedRNNTLoss, "tdt": TDTLoss}
+class PrunedTDTLoss(PrunedLoss):
+    """Pruned TDT: pruned RNN-T's recipe for the TDT loss. The simple joiner's V + D outputs (tokens
+    and durations, lm + am) give tdt_loss_simple, whose occupancy picks `prune_range` symbols
+    per frame (get_tdt_prune_ranges); the real joint, with its duration outputs, runs there only.
+
+    Args:
+        enc_dim, pred_dim, vocab_size: widths of the simple joiner (vocab_size + len(durations) outputs).
+        prune_range, simple_loss_scale, lm_only_scale, am_only_scale, warmup_steps: PrunedLoss.
+        durations, sigma, omega: as TDTLoss (durations must contain 1; omega mixes in the pruned RNN-T
+            loss of the token logits on the same windows).
+    """
+
+    kind = "pruned_tdt"
+
+    def __init__(
+        self,
+        enc_dim: int,
+        pred_dim: int,
+        vocab_size: int,
+        durations: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4),
+        sigma: float = 0.0,
+        omega: float = 0.0,
+        prune_range: int = 5,
+        simple_loss_scale: float = 0.5,
+        lm_only_scale: float = 0.25,
+        am_only_scale: float = 0.0,
+        warmup_steps: int = 0,
+    ):
+        durs, sigma, omega = tdt_options(durations, sigma, omega)
+        if 1 not in durs:
+            raise ValueError(f"pruned_tdt needs 1 among the durations (get_tdt_prune_ranges), not {list(durs)}")
+        super().__init__(
+            enc_dim,
+            pred_dim,
+            vocab_size + len(durs),
+            prune_range,
+            simple_loss_scale,
+            lm_only_scale,
+            am_only_scale,
+            warmup_steps,
+        )
+        self.durations, self.sigma, self.omega = durs, sigma, omega
+
+    def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
+        am, lm, boundary = self.simple_inputs(enc, pred, enc_lens, target_lens)
+        tdt = {"durations": self.durations, "blank": blank, "boundary": boundary, "sigma": self.sigma}
+        simple, occupancy = tdt_loss_simple(
+            lm,
+            am,
+            targets,
+            lm_only_scale=self.lm_only_scale,
+            am_only_scale=self.am_only_scale,
+            reduction="sum",
+            return_grad=True,
+            **tdt,
+        )
+        ranges = get_tdt_prune_ranges(occupancy, boundary, self.prune_range, self.durations)
+        logits = self.pruned_logits(joint, enc, pred, ranges)  # [B, T, s_range, V + D]
+        pruned = tdt_loss_pruned(logits, targets, ranges, omega=self.omega, reduction="sum", **tdt)
+        return self.combine(simple, pruned, step)
+
+
+STRATEGIES: dict[str, type[TransducerLoss]] = {
+    "rnnt": RNNTLoss,
+    "pruned_rnnt": PrunedRNNTLoss,
+    "tdt": TDTLoss,
+    "pruned_tdt": PrunedTDTLoss,
+}
 _SIZES = ("self", "enc_dim", "pred_dim", "vocab_size")  # given by the head, not by the spec
 
 
 def build_transducer_loss(spec: str | dict, enc_dim: int, pred_dim: int, vocab_size: int) -> TransducerLoss:
-    """The strategy for a loss spec: a kind ("rnnt" | "pruned_rnnt" | "tdt") or {"kind": ..., **options}."""
+    """The strategy for a loss spec: a kind ("rnnt" | "pruned_rnnt" | "tdt" | "pruned_tdt") or
+    {"kind": ..., **options}."""
     spec = {"kind": spec} if isinstance(spec, str) else dict(spec)
     kind = spec.pop("kind", "rnnt")
     if kind not in STRATEGIES:
@@ -225,6 +351,6 @@ def build_transducer_loss(spec: str | dict, enc_dim: int, pred_dim: int, vocab_s
     unknown = sorted(set(spec) - set(options))
     if unknown:
         raise ValueError(f"the {kind} loss has no option {', '.join(unknown)}; its options: {', '.join(options)}")
-    if kind == "pruned_rnnt":
+    if "enc_dim" in inspect.signature(cls.__init__).parameters:  # the pruned losses' simple joiner
         return cls(enc_dim, pred_dim, vocab_size, **spec)
     return cls(**spec)
