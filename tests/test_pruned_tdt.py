@@ -22,6 +22,7 @@ from asr.losses import (
     tdt_loss_pruned,
     tdt_loss_simple,
 )
+from asr.losses.lattice import row_softmax_and_logsumexp
 from asr.losses.reference import tdt_arc_loss_reference
 from asr.nn.heads import build_head
 from asr.nn.heads.transducer_loss import build_transducer_loss
@@ -265,6 +266,25 @@ def test_gradcheck_tiny():
         lambda x: tdt_loss_pruned(x, symbols, ranges, (0, 1, 2), boundary=bd, sigma=0.1, omega=0.2, reduction="sum"),
         (logits,),
     )
+
+
+def test_pruned_backward_twice_and_softmax_into_column_slices():
+    """The forward's softmax buffer is used up by the first backward; a second one (retain_graph)
+    recomputes it. row_softmax_and_logsumexp fills a column slice of a buffer correctly
+    (aten::_softmax.out alone writes such an out as if it were contiguous)."""
+    g = torch.Generator().manual_seed(16)
+    logits = torch.randn(2, 5, 3, V + 3, generator=g, dtype=torch.float64, requires_grad=True)
+    symbols = torch.randint(1, V, (2, 4), generator=g)
+    ranges = torch.tensor([0, 1, 2]).expand(2, 5, 3) + torch.tensor([0, 0, 1, 2, 2])[None, :, None]
+    loss = tdt_loss_pruned(logits, symbols, ranges, (0, 1, 2), sigma=0.1, reduction="sum")
+    (g1,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, logits)
+    assert torch.isfinite(loss) and torch.equal(g1, g2)
+    x = torch.randn(7, 9, generator=g, dtype=torch.float64)
+    out = torch.zeros_like(x)
+    lse = row_softmax_and_logsumexp(x[:, 2:], out[:, 2:])
+    assert torch.allclose(out[:, 2:], x[:, 2:].softmax(-1)) and (out[:, :2] == 0).all()
+    assert torch.allclose(lse, x[:, 2:].logsumexp(-1))
 
 
 # ---- get_tdt_prune_ranges --------------------------------------------------------------------

@@ -92,9 +92,16 @@ def row_softmax_and_logsumexp(rows: torch.Tensor, out: torch.Tensor) -> torch.Te
     -inf, or a probability that underflows) use logsumexp instead.
     """
     lse = torch.empty(rows.shape[0], dtype=rows.dtype, device=rows.device)
+    # aten::_softmax.out writes a non-contiguous `out` (a column slice) as if it were contiguous:
+    # such an out gets each chunk through a contiguous buffer
+    step = max(1, CHUNK_ELEMENTS // max(1, rows.shape[1]))
+    buf = None if out.is_contiguous() else rows.new_empty(min(rows.shape[0], step), rows.shape[1])
     for i, j in row_chunks(rows.shape[0], rows.shape[1]):
-        torch.ops.aten._softmax.out(rows[i:j], -1, False, out=out[i:j])
-        torch.sub(rows[i:j, 0], torch.log(out[i:j, 0]), out=lse[i:j])
+        dst = out[i:j] if buf is None else buf[: j - i]
+        torch.ops.aten._softmax.out(rows[i:j], -1, False, out=dst)
+        torch.sub(rows[i:j, 0], torch.log(dst[:, 0]), out=lse[i:j])
+        if buf is not None:
+            out[i:j].copy_(dst)
     bad = ~torch.isfinite(lse)
     if bool(bad.any()):
         lse[bad] = torch.logsumexp(rows[bad], dim=-1)

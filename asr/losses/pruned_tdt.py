@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .lattice import check_inputs, finish_loss
+from .lattice import check_inputs, finish_loss, row_chunks, row_softmax_and_logsumexp
 from .pruned_rnnt import (
     _boundary,
     check_ranges,
@@ -52,6 +52,53 @@ def _split(x: torch.Tensor, d: int, what: str) -> tuple[torch.Tensor, torch.Tens
     if v < 2:
         raise ValueError(f"{what}'s last dim {x.shape[-1]} must hold V >= 2 tokens + {d} durations")
     return x[..., :v], x[..., v:]
+
+
+class _NodeLogProbs(torch.autograd.Function):
+    """Rows [N, V+D] of logits -> the log-probs of blank [N], of the next symbol sym[N] [N] and of the
+    D durations [N, D], tokens and durations normalized separately.
+
+    As in rnnt_loss, the forward writes both softmaxes into the buffer that becomes the gradient,
+    so the backward is one scaling pass and a scatter: autograd through logsumexp and the slices
+    took 0.37 s against 0.03 s for this buffer at B=32, T=500, s_range=5, V=500 (1 thread), and
+    kept [N, V] temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, sym, v, blank):
+        softmax = torch.empty_like(rows)
+        lse_tok = row_softmax_and_logsumexp(rows[:, :v], softmax[:, :v])
+        lse_dur = row_softmax_and_logsumexp(rows[:, v:], softmax[:, v:])
+        blank_lp = rows[:, blank] - lse_tok
+        sym_lp = rows.gather(1, sym[:, None]).squeeze(1) - lse_tok
+        dur_lp = rows[:, v:] - lse_dur[:, None]
+        ctx.softmax = softmax
+        ctx.v, ctx.blank = v, blank
+        ctx.save_for_backward(rows, sym)
+        return blank_lp, sym_lp, dur_lp
+
+    @staticmethod
+    def backward(ctx, g_blank, g_sym, g_dur):
+        rows, sym = ctx.saved_tensors
+        v, blank = ctx.v, ctx.blank
+        grad, ctx.softmax = ctx.softmax, None  # the forward's softmax, used up here
+        if grad is None:  # a second backward through the same graph (retain_graph): recompute
+            grad = torch.empty_like(rows)
+            for i, j in row_chunks(rows.shape[0], rows.shape[1]):
+                grad[i:j, :v] = torch.softmax(rows[i:j, :v], -1)
+                grad[i:j, v:] = torch.softmax(rows[i:j, v:], -1)
+        g_blank = torch.zeros_like(rows[:, 0]) if g_blank is None else g_blank
+        g_sym = torch.zeros_like(rows[:, 0]) if g_sym is None else g_sym
+        g_dur = torch.zeros_like(rows[:, v:]) if g_dur is None else g_dur
+        # d/dx of (x_k - lse(x)) is onehot(k) - softmax(x): scale each part's softmax by minus
+        # the sum of its outputs' gradients, then add the one-hot terms
+        g_tok = (g_blank + g_sym).neg_()[:, None]
+        for i, j in row_chunks(rows.shape[0], rows.shape[1]):
+            grad[i:j, :v].mul_(g_tok[i:j])
+        grad[:, v:].mul_(g_dur.sum(1, keepdim=True).neg_()).add_(g_dur)
+        grad[:, blank] += g_blank
+        grad.scatter_add_(1, sym[:, None], g_sym[:, None])
+        return grad, None, None, None
 
 
 def tdt_loss_simple(
@@ -214,13 +261,12 @@ def tdt_loss_pruned(
     s = symbols.shape[1]
     check_ranges(ranges, b, t, r, s)
     bd = _tdt_boundary(boundary, b, s, t, logits.device)
-    tok, dur = _split(logits, len(durs), "logits")
-    check_inputs(logits, symbols.to(torch.int64), bd[:, 3], bd[:, 2], blank, tok.shape[-1])
-    # one normalizer per kept node: log_softmax over V would keep a second [B, T, r, V] tensor
-    den = torch.logsumexp(tok, dim=-1)  # [B, T, r]
-    blank_lp = tok[..., blank] - den
-    sym_lp = torch.gather(tok, 3, symbols_at(symbols, ranges, bd[:, 2], blank)[..., None]).squeeze(3) - den
-    rows = _arc_rows(blank_lp, sym_lp, dur.log_softmax(-1), sigma)  # [B, T, r, 2+D]
+    v = _split(logits, len(durs), "logits")[0].shape[-1]
+    check_inputs(logits, symbols.to(torch.int64), bd[:, 3], bd[:, 2], blank, v)
+    sym = symbols_at(symbols, ranges, bd[:, 2], blank).reshape(-1)
+    blank_lp, sym_lp, dur_lp = _NodeLogProbs.apply(logits.reshape(-1, logits.shape[-1]), sym, v, blank)
+    blank_lp, sym_lp = blank_lp.reshape(b, t, r), sym_lp.reshape(b, t, r)
+    rows = _arc_rows(blank_lp, sym_lp, dur_lp.reshape(b, t, r, -1), sigma)  # [B, T, r, 2+D]
     arcs = rows.new_full((b, t, s + 1, rows.shape[-1]), float("-inf"))
     arcs = arcs.scatter(2, ranges[..., None].expand(b, t, r, rows.shape[-1]), rows)
     loss = tdt_arc_loss(arcs, bd[:, 3], bd[:, 2], durs)
