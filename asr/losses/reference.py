@@ -1,7 +1,10 @@
 """Slow, obviously-correct pure-torch references of the compiled losses (tests only).
 
-Plain Python loops over the lattice with torch.logaddexp on scalars, so autograd
-gives the reference gradient.
+Plain Python loops over the lattice with torch.logsumexp on scalars, so autograd
+gives the reference gradient. The lattice references take a semiring: "log" (the loss,
+a log-sum over paths) or "max" (Viterbi: the best path; autograd through the max gives
+the one-hot gradient of that path). The path enumerators score every alignment of tiny
+lattices one by one, for brute-force checks of both.
 """
 
 from __future__ import annotations
@@ -12,6 +15,15 @@ import math
 import torch
 
 
+def _plus(terms: list[torch.Tensor], semiring: str) -> torch.Tensor:
+    """The semiring sum of scalar log-scores: log-sum-exp ("log") or max ("max")."""
+    if semiring == "log":
+        return torch.logsumexp(torch.stack(terms), 0)
+    if semiring == "max":
+        return torch.stack(terms).max()
+    raise ValueError(f"semiring must be log or max, not {semiring!r}")
+
+
 def rnnt_loss_reference(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -19,8 +31,10 @@ def rnnt_loss_reference(
     target_lengths: torch.Tensor,
     blank: int = 0,
     fused_log_softmax: bool = True,
+    semiring: str = "log",
 ) -> torch.Tensor:
-    """Per-utterance RNN-T loss [B] from padded logits [B, T, U+1, V]."""
+    """Per-utterance RNN-T loss [B] from padded logits [B, T, U+1, V]; with semiring="max", the
+    Viterbi loss (of the best path)."""
     out = []
     neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype)
     for b in range(logits.shape[0]):
@@ -42,7 +56,7 @@ def rnnt_loss_reference(
                     terms.append(alpha[t - 1][u] + lp[t - 1, u, blank])
                 if u > 0:
                     terms.append(alpha[t][u - 1] + lp[t, u - 1, y[u - 1]])
-                alpha[t][u] = torch.logsumexp(torch.stack(terms), 0)
+                alpha[t][u] = _plus(terms, semiring)
         out.append(-(alpha[T - 1][U] + lp[T - 1, U, blank]))
     return torch.stack(out)
 
@@ -120,8 +134,10 @@ def tdt_loss_reference(
     durations: list[int],
     blank: int = 0,
     sigma: float = 0.0,
+    semiring: str = "log",
 ) -> torch.Tensor:
-    """Per-utterance TDT loss [B] by pushing probability along every arc of the lattice."""
+    """Per-utterance TDT loss [B] by pushing probability along every arc of the lattice; with
+    semiring="max", the Viterbi loss (of the best path)."""
     d = len(durations)
     out = []
     for b in range(logits.shape[0]):
@@ -136,14 +152,14 @@ def tdt_loss_reference(
                 terms = alpha.get((t, u))
                 if not terms:
                     continue
-                a = torch.logsumexp(torch.stack(terms), 0)
+                a = _plus(terms, semiring)
                 for i, dd in enumerate(durations):
                     if dd > 0 and t + dd <= T:
                         alpha.setdefault((t + dd, u), []).append(a + tok[t, u, blank] + dur[t, u, i])
                     if u < U and t + dd <= T - 1:
                         alpha.setdefault((t + dd, u + 1), []).append(a + tok[t, u, y[u]] + dur[t, u, i])
         final = alpha.get((T, U)) if T > 0 else None
-        out.append(-torch.logsumexp(torch.stack(final), 0) if final else torch.tensor(float("inf"), dtype=logits.dtype))
+        out.append(-_plus(final, semiring) if final else torch.tensor(float("inf"), dtype=logits.dtype))
     return torch.stack(out)
 
 
@@ -177,6 +193,43 @@ def tdt_arc_loss_reference(
         final = [x for x in alpha.get((T, U), []) if torch.isfinite(x)] if T > 0 else []
         out.append(-torch.logsumexp(torch.stack(final), 0) if final else -neg_inf)
     return torch.stack(out)
+
+
+def rnnt_paths(T: int, U: int) -> list[list[tuple[int, int, bool]]]:
+    """Every RNN-T path of a T x (U+1) lattice, each a list of its arcs (t, u, emits a label),
+    in order: one per way to put U labels on T frames (C(T+U-1, U)), none when T = 0."""
+    paths = []
+    for frames in itertools.combinations_with_replacement(range(T), U):
+        arcs, u = [], 0
+        for t in range(T):
+            while u < U and frames[u] == t:
+                arcs.append((t, u, True))
+                u += 1
+            arcs.append((t, u, False))
+        paths.append(arcs)
+    return paths
+
+
+def tdt_paths(T: int, U: int, durations: list[int]) -> list[list[tuple[int, int, bool, int]]]:
+    """Every TDT path from (0, 0) to (T, U), each a list of its arcs (t, u, emits a label, duration
+    index), in order, by depth-first search over the arcs of tdt_loss_reference's lattice."""
+    paths: list[list[tuple[int, int, bool, int]]] = []
+
+    def walk(t: int, u: int, arcs: list[tuple[int, int, bool, int]]) -> None:
+        if (t, u) == (T, U):
+            paths.append(list(arcs))
+            return
+        if t >= T:
+            return
+        for i, d in enumerate(durations):
+            if d > 0 and t + d <= T:
+                walk(t + d, u, [*arcs, (t, u, False, i)])
+            if u < U and t + d <= T - 1:
+                walk(t + d, u + 1, [*arcs, (t, u, True, i)])
+
+    if T > 0:
+        walk(0, 0, [])
+    return paths
 
 
 def _ctc_emission_counts(frames: tuple[int, ...], target: list[int], modified: bool) -> int:
