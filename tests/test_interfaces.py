@@ -175,8 +175,10 @@ def test_transducer_loss_specs():
     assert pruned_tdt.symbols_per_frame is None
     for spec, msg in [
         ("ctc", "must be one of"),
-        ({"kind": "rnnt", "sigma": 0.1}, "rnnt loss has no option sigma; its options: topology"),
+        ({"kind": "rnnt", "sigma": 0.1}, "rnnt loss has no option sigma; its options: topology, viterbi"),
         ({"kind": "rnnt", "topology": "monotone"}, "must be one of"),
+        ({"kind": "rnnt", "topology": "modified", "viterbi": True}, "regular lattice only"),
+        ({"kind": "pruned_rnnt", "viterbi": True}, "pruned_rnnt loss has no option viterbi"),
         ({"kind": "tdt", "durations": [0]}, "one > 0"),
         ({"kind": "pruned_rnnt", "prune_range": 1}, "prune_range"),
         ({"kind": "pruned_tdt", "durations": [0, 2]}, "needs 1"),

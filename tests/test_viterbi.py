@@ -29,6 +29,7 @@ from asr.losses import (
     tdt_viterbi_loss,
 )
 from asr.losses.reference import rnnt_loss_reference, rnnt_paths, tdt_loss_reference, tdt_paths
+from asr.nn.heads import build_head
 
 # (T lengths, U lengths, V): T = 1, U = 0, mixed lengths, B = 1 and B > 1
 RNNT_CASES = [
@@ -477,3 +478,76 @@ def test_path_log_probs_of_an_rnnt_path_on_tdt_rows_reads_the_token_logits():
     assert torch.allclose(lp, -rnnt_viterbi_loss(logits[..., :V_TDT], targets, tl, ul, reduction="none"))
     with pytest.raises(ValueError, match="a TDT path needs rows of V \\+ 3 logits"):
         path_log_probs(rows, tdt_best_path(logits, targets, tl, ul, durations=d), num_tokens=4)
+
+
+# ---- the transducer head's Viterbi option ----
+
+HEAD_V = 7
+
+
+def _head_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    enc = torch.randn(3, 12, 16, generator=g, requires_grad=True)
+    return enc, torch.tensor([12, 10, 7]), torch.randint(1, HEAD_V, (3, 5), generator=g), torch.tensor([5, 3, 2])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "rnnt", "viterbi": True},
+        {"kind": "tdt", "durations": [0, 1, 2], "sigma": 0.05, "omega": 0.1, "viterbi": True},
+        {"kind": "tdt", "durations": [0, 1, 2], "viterbi": {"full_sum_steps": 0}},
+    ],
+)
+def test_head_viterbi_loss_on_the_path_nodes_equals_the_loss_on_the_whole_lattice(spec):
+    """The head runs the joint with grad on the best path's nodes only: the same loss and gradients
+    as the Viterbi loss of the joint's outputs on the whole lattice."""
+    torch.manual_seed(0)
+    head = build_head("transducer", 16, HEAD_V, loss=spec, pred_dim=12, joint_dim=20).eval()
+    enc, el, y, yl = _head_batch()
+    out = head.loss(enc, el, y, yl)
+    g_head = torch.autograd.grad(out["loss"], [enc, *head.parameters()])
+    logits = head.joint(enc, head.predict(y))
+    if spec["kind"] == "rnnt":
+        ref = rnnt_viterbi_loss(logits, y, el, yl, reduction="sum")
+    else:
+        opts = {k: spec[k] for k in ("durations", "sigma", "omega") if k in spec}
+        ref = tdt_viterbi_loss(logits, y, el, yl, reduction="sum", **opts)
+    ref = ref / yl.sum()
+    g_ref = torch.autograd.grad(ref, [enc, *head.parameters()])
+    assert out["loss"].item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, b in zip(g_head, g_ref):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_head_full_sum_steps_then_viterbi():
+    torch.manual_seed(0)
+    head = build_head(
+        "transducer", 16, HEAD_V, loss={"kind": "rnnt", "viterbi": {"full_sum_steps": 100}}, pred_dim=12, joint_dim=20
+    ).eval()
+    enc, el, y, yl = _head_batch()
+    logits = head.joint(enc, head.predict(y))
+    full = rnnt_loss(logits, y, el, yl, reduction="sum") / yl.sum()
+    vit = rnnt_viterbi_loss(logits, y, el, yl, reduction="sum") / yl.sum()
+    assert head.loss(enc, el, y, yl, step=99)["loss"].item() == pytest.approx(full.item(), rel=1e-6)
+    assert head.loss(enc, el, y, yl, step=100)["loss"].item() == pytest.approx(vit.item(), rel=1e-6)
+    assert vit.item() > full.item()
+
+
+def test_head_viterbi_options_are_validated():
+    def build(loss):
+        return build_head("transducer", 8, HEAD_V, loss=loss)
+
+    assert build({"kind": "rnnt", "viterbi": False}).criterion.viterbi.enabled is False
+    opts = build({"kind": "tdt", "viterbi": {"full_sum_steps": 5}}).criterion.viterbi
+    assert opts.enabled and opts.full_sum_steps == 5
+    with pytest.raises(ValueError, match="full_sum_steps must be an int >= 0"):
+        build({"kind": "rnnt", "viterbi": {"full_sum_steps": -1}})
+    with pytest.raises(ValueError, match=r"viterbi options are full_sum_steps, not \['warmup'\]"):
+        build({"kind": "rnnt", "viterbi": {"warmup": 3}})
+    with pytest.raises(ValueError, match="viterbi must be true, false or"):
+        build({"kind": "rnnt", "viterbi": "yes"})
+    with pytest.raises(ValueError, match="the rnnt loss takes only the option viterbi"):
+        build({"kind": "rnnt", "sigma": 0.1})
+    with pytest.raises(ValueError, match="pruned_rnnt has no viterbi option"):
+        build({"kind": "pruned_rnnt", "viterbi": True})

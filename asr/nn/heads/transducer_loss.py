@@ -8,30 +8,41 @@ head itself takes only a predictor, a joint and one loss spec:
     loss: {kind: rnnt, topology: modified}         # regular | modified | constrained | rna
     loss: {kind: pruned_rnnt, prune_range: 5, simple_loss_scale: 0.5, warmup_steps: 300}
     loss: {kind: tdt, durations: [0, 1, 2, 3, 4], sigma: 0.05, omega: 0.1}
+    loss: {kind: rnnt, viterbi: true}              # or viterbi: {full_sum_steps: 2000}; tdt alike
     loss: {kind: pruned_tdt, durations: [0, 1, 2, 3, 4], sigma: 0.05, omega: 0.1, prune_range: 5}
 
 A strategy returns loss sums over the batch (the head divides by the number of target
 tokens). Decoding reads two things from it: `durations`, the frame advances the joint
 predicts besides the tokens (TDT; () for RNN-T-style joints), and `symbols_per_frame`, the
 most labels its lattice allows on one frame (1 for the one-output-per-frame topologies).
+
+Viterbi training (rnnt and tdt, `ViterbiOptions`): the loss of the model's best path only.
+The search runs on the joint's outputs computed without grad; then the joint runs again, with
+grad, on the path's nodes only (B*(T+U) of the B*T*(U+1) nodes), so the joint's activations and
+gradients never exist on the whole lattice.
 """
 
 from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ...losses import (
+    TransducerPath,
     do_rnnt_pruning,
     get_rnnt_prune_ranges,
     get_tdt_prune_ranges,
+    path_log_probs,
+    rnnt_best_path,
     rnnt_loss,
     rnnt_loss_pruned,
     rnnt_loss_smoothed,
+    tdt_best_path,
     tdt_loss,
     tdt_loss_pruned,
     tdt_loss_simple,
@@ -41,6 +52,42 @@ from ...losses.topology import check_topology, one_output_per_frame
 
 if TYPE_CHECKING:
     from .transducer import Joint
+
+
+@dataclass(frozen=True)
+class ViterbiOptions:
+    """Viterbi (max-approximation) training of a full-lattice loss: `viterbi: true | false |
+    {full_sum_steps: N}` in its spec."""
+
+    enabled: bool = False  # train on the best path only, instead of the sum over all paths
+    # full-sum training before this training step: the best path of an untrained model is
+    # arbitrary, and Viterbi training from scratch needs a warm start (Zeyer et al.)
+    full_sum_steps: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.full_sum_steps, int) or self.full_sum_steps < 0:
+            raise ValueError(f"viterbi full_sum_steps must be an int >= 0, not {self.full_sum_steps!r}")
+
+    @classmethod
+    def parse(cls, spec: bool | dict | None) -> ViterbiOptions:
+        """From a spec's `viterbi` value: a bool, or a dict of options (which enables it)."""
+        if spec is None or isinstance(spec, bool):
+            return cls(enabled=bool(spec))
+        if isinstance(spec, dict):
+            unknown = set(spec) - {"full_sum_steps"}
+            if unknown:
+                raise ValueError(f"viterbi options are full_sum_steps, not {sorted(unknown)}")
+            return cls(enabled=True, **spec)
+        raise ValueError(f"viterbi must be true, false or {{full_sum_steps: N}}, not {spec!r}")
+
+    def active(self, step: int) -> bool:
+        """Whether a training step trains on the best path (else on the full sum)."""
+        return self.enabled and step >= self.full_sum_steps
+
+
+def path_joint(joint: Joint, enc: torch.Tensor, pred: torch.Tensor, path: TransducerPath) -> torch.Tensor:
+    """The joint's outputs [P, C] at the source nodes of a path's arcs: enc[utt, t] with pred[utt, u]."""
+    return joint.combine(joint.project_enc(enc)[path.utt, path.t], joint.project_pred(pred)[path.utt, path.u]).float()
 
 
 class TransducerLoss(nn.Module, ABC):
@@ -77,15 +124,24 @@ class RNNTLoss(TransducerLoss):
     Args:
         topology: regular (any number of labels per frame) | modified | rna | constrained (one
             output per frame: decoding then emits at most one label per frame).
+        viterbi: the loss of the best path only (`ViterbiOptions`; after `full_sum_steps`); regular
+            topology only.
     """
 
     kind = "rnnt"
 
-    def __init__(self, topology: str = "regular"):
+    def __init__(self, topology: str = "regular", viterbi: bool | dict | None = False):
         super().__init__()
         self.topology, self.symbols_per_frame = _topology(topology)
+        self.viterbi = ViterbiOptions.parse(viterbi)
+        if self.viterbi.enabled and self.topology != "regular":
+            raise ValueError(f"viterbi training runs on the regular lattice only, not topology {self.topology!r}")
 
     def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
+        if self.viterbi.active(step):
+            with torch.no_grad():
+                path = rnnt_best_path(joint(enc, pred).float(), targets, enc_lens, target_lens, blank)
+            return {"loss": -path_log_probs(path_joint(joint, enc, pred, path), path).sum()}
         logits = joint(enc, pred).float()
         return {
             "loss": rnnt_loss(
@@ -114,17 +170,26 @@ class TDTLoss(TransducerLoss):
         durations: frame advances (0 lets a label stay on its frame; blank never takes 0).
         sigma: logit under-normalization of the token log-probs (the paper's 0.05).
         omega: weight of the plain RNN-T loss of the token logits mixed in.
+        viterbi: the loss of the best path only (`ViterbiOptions`): the TDT best path, and for
+            omega the RNN-T best path of the token logits (`tdt_viterbi_loss`).
     """
 
     kind = "tdt"
 
     def __init__(
-        self, durations: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4), sigma: float = 0.0, omega: float = 0.0
+        self,
+        durations: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4),
+        sigma: float = 0.0,
+        omega: float = 0.0,
+        viterbi: bool | dict | None = False,
     ):
         super().__init__()
         self.durations, self.sigma, self.omega = tdt_options(durations, sigma, omega)
+        self.viterbi = ViterbiOptions.parse(viterbi)
 
     def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
+        if self.viterbi.active(step):
+            return {"loss": self.viterbi_loss(joint, enc, pred, targets, enc_lens, target_lens, blank)}
         logits = joint(enc, pred).float()
         return {
             "loss": tdt_loss(
@@ -139,6 +204,20 @@ class TDTLoss(TransducerLoss):
                 reduction="sum",
             )
         }
+
+    def viterbi_loss(self, joint, enc, pred, targets, enc_lens, target_lens, blank) -> torch.Tensor:
+        """tdt_viterbi_loss (sum over the batch), with the joint run on the best paths' nodes only."""
+        v = joint.out.out_features - len(self.durations)
+        with torch.no_grad():
+            logits = joint(enc, pred).float()
+            path = tdt_best_path(logits, targets, enc_lens, target_lens, self.durations, blank, self.sigma)
+            rnnt_path = rnnt_best_path(logits[..., :v], targets, enc_lens, target_lens, blank) if self.omega else None
+            del logits
+        loss = -path_log_probs(path_joint(joint, enc, pred, path), path, self.sigma).sum()
+        if rnnt_path is not None:
+            rnnt = -path_log_probs(path_joint(joint, enc, pred, rnnt_path), rnnt_path, num_tokens=v).sum()
+            loss = (1 - self.omega) * loss + self.omega * rnnt
+        return loss
 
 
 class PrunedLoss(TransducerLoss):
