@@ -13,10 +13,10 @@ same seed:
   warm     full-sum for the first --warm-epochs epochs, then Viterbi ({full_sum_steps: N},
            N = the training steps of those epochs, read off the full run's log)
 For each: training wall time (validation included), steps, and greedy and beam-4 WER on the
-test split with best.ckpt (by dev WER). Each run starts afresh in --work/<model>_<run> (an
-earlier run's folder there is removed); the corpus there is reused. The step time alone (features + forward + backward +
-optimizer on one demo-like batch) is scripts/bench/bench_train_step.py's, with the same
-model overrides.
+test split with best.ckpt (by dev WER). Each run starts afresh in --work/<model>_<run>
+(warm: <model>_warm<warm epochs>; an earlier run's folder there is removed); the corpus there
+is reused. The step time alone (features + forward + backward + optimizer on one demo-like
+batch) is scripts/bench/bench_train_step.py's, with the same model overrides.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> None:
     extra = f",{a.loss_options}" if a.loss_options else ""
     results = []
     for run in a.runs.split(","):
-        exp = a.work / f"{a.model}_{run}"
+        exp = a.work / f"{a.model}_{run}" if run != "warm" else a.work / f"{a.model}_warm{a.warm_epochs}"
         loss: list[str] = []
         if run == "viterbi":
             loss = [f"model.heads.transducer.loss={{kind:{a.kind},viterbi:true{extra}}}"]
@@ -102,7 +102,8 @@ def main() -> None:
         greedy = wer(exp, corpus, man, "greedy")
         beam = wer(exp, corpus, man, "beam4", "--method", "beam", "--beam", "4")
         results.append((run, " ".join(loss) or "(config's loss)", seconds, steps, greedy, beam))
-    print(f"{a.model}, {a.epochs} epochs, warm start {a.warm_epochs} epochs; overrides: {' '.join(COMMON)}")
+    overrides = " ".join([*COMMON, *a.overrides])
+    print(f"{a.model}, {a.epochs} epochs, warm start {a.warm_epochs} epochs; overrides: {overrides}")
     print("| run | loss override | train wall time | steps | s / step (with validation) | test WER greedy | beam 4 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for run, loss, seconds, steps, greedy, beam in results:
