@@ -9,6 +9,7 @@ must give; packed, padded and one-at-a-time batches against each other.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -308,6 +309,45 @@ def test_tdt_alignment_mapping_follows_the_documented_rule():
     assert path_arcs(path, 0) == [(0, 0, y[0], 0), (0, 1, y[1], 1), (2, 2, y[2], 1), (4, 3, 0, 1)]
 
 
+def test_tdt_alignment_mapping_is_exact_where_the_largest_duration_does_not_fit():
+    """Durations (0, 2, 3), T = 6 (issue 14 regression): a token at frame 4 needs blanks 2 + 2
+    before it (blank 3 would leave 1 frame, which no blank fills), then duration 0 and blank 2;
+    tokens at 0 and 4: the first takes duration 2 (3 would leave 1 frame), then blank 2."""
+    d = [0, 2, 3]
+    logits, targets, tl, ul = tdt_make([6], [2], d, seed=3)
+    y = targets[0].tolist()
+    path = tdt_alignment_path(torch.tensor([[4]]), targets[:, :1], tl, torch.tensor([1]), durations=d)
+    assert path_arcs(path, 0) == [(0, 0, 0, 1), (2, 0, 0, 1), (4, 0, y[0], 0), (4, 1, 0, 1)]
+    frames = torch.tensor([[0, 4]])
+    path = tdt_alignment_path(frames, targets, tl, ul, durations=d)
+    assert path_arcs(path, 0) == [(0, 0, y[0], 1), (2, 1, 0, 1), (4, 1, y[1], 0), (4, 2, 0, 1)]
+    x = logits.detach()
+    tok, dur = x[0, ..., :V_TDT].log_softmax(-1), x[0, ..., V_TDT:].log_softmax(-1)
+    expected = -sum(float(tok[t, u, k] + dur[t, u, i]) for t, u, k, i in path_arcs(path, 0))
+    loss = tdt_viterbi_loss(logits, targets, tl, ul, durations=d, alignment=frames)
+    assert loss.item() == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("durations", [[0, 2, 3], [1, 2], [0, 2], [2, 3], [0, 1, 2], [0, 3, 4], [3]])
+def test_tdt_alignment_mapping_raises_only_for_frames_no_path_has(durations):
+    """Every monotone frame sequence of small lattices: a path with those token frames exists
+    (tdt_paths, enumerated) exactly when the mapping gives one, and it gives one of those paths."""
+    for T in range(1, 8):
+        for U in range(4):
+            targets, tl, ul = torch.arange(1, U + 2)[None], torch.tensor([T]), torch.tensor([U])
+            paths = {tuple(p) for p in tdt_paths(T, U, durations)}
+            representable = {tuple(t for t, _, label, _ in p if label) for p in paths}
+            for frames in itertools.combinations_with_replacement(range(T), U):
+                alignment = torch.tensor([frames], dtype=torch.int64).reshape(1, U)
+                if frames not in representable:
+                    with pytest.raises(ValueError, match="alignment of utterance 0"):
+                        tdt_alignment_path(alignment, targets, tl, ul, durations=durations)
+                    continue
+                path = tdt_alignment_path(alignment, targets, tl, ul, durations=durations)
+                arcs = tuple((t, u, k != 0, i) for t, u, k, i in path_arcs(path, 0))
+                assert arcs in paths, (T, frames, arcs)
+
+
 def test_ties_follow_the_documented_rule():
     """Uniform logits tie every RNN-T path: backtracking prefers blank, so the last token is
     emitted as early as possible, then the one before it: every token on frame 0. TDT: among the
@@ -390,7 +430,7 @@ def test_bad_alignments_are_clear_errors():
     # TDT: alignments its durations cannot represent
     with pytest.raises(ValueError, match="token 1 at frame 2 has no duration <= 0"):
         tdt_alignment_path(torch.tensor([[0, 2, 2]]), tg[:1], tl[:1], ul[:1], durations=[1, 2])
-    with pytest.raises(ValueError, match="no blank duration fits the 1 frames from frame 0 to 1"):
+    with pytest.raises(ValueError, match="no blank durations sum to the 1 frames from frame 0 to 1"):
         tdt_alignment_path(torch.tensor([[1, 2, 2]]), tg[:1], tl[:1], ul[:1], durations=[0, 2])
 
 

@@ -22,11 +22,12 @@ frame); `alignment_frames` checks either. They map onto a transducer path as fol
 - RNN-T: at frame t the tokens aligned to t are emitted (in order), then blank moves to t + 1.
   Every RNN-T path is one such frame sequence, so the map is one to one.
 - TDT: every token takes the largest allowed duration that does not pass the next token's
-  frame (for the last token: the last frame, T - 1, since a token lands on a real frame), and
-  blanks fill what remains of each gap (before the first token, between tokens, and up to
-  T at the end), each the largest allowed blank duration (> 0) that does not pass the gap's
-  end. Tokens on one frame need duration 0; gaps need blank durations that fit (1 always does).
-  Frame sequences that the durations cannot represent are a ValueError.
+  frame (for the last token: the last frame, T - 1, since a token lands on a real frame) and
+  leaves a rest of the gap that blank durations (> 0) sum to exactly; blanks then fill what
+  remains of each gap (before the first token, between tokens, and up to T at the end), each
+  the largest allowed blank duration that leaves a rest the others can still fill. Tokens on
+  one frame need duration 0; with duration 1 every gap can be filled. Only frame sequences
+  that no TDT path has (no choice of durations represents them) are a ValueError.
 """
 
 from __future__ import annotations
@@ -329,8 +330,9 @@ def tdt_alignment_path(
     blank: int = 0,
 ) -> TransducerPath:
     """The TDT path of an external alignment: each token takes the largest duration that does not
-    pass the next token's frame, blanks fill the rest of each gap (the module docstring has the
-    rule). Arguments as `alignment_frames`; ValueError where the durations cannot represent it."""
+    pass the next token's frame and leaves a rest that blanks fill, blanks fill the rest of each
+    gap (the module docstring has the rule). Arguments as `alignment_frames`; ValueError where
+    no choice of durations represents it."""
     durs = _tdt_durations(durations)
     targets, logit_lengths, target_lengths = _as_int64(targets, logit_lengths, target_lengths)
     frames = alignment_frames(alignment, targets, logit_lengths, target_lengths)
@@ -356,28 +358,43 @@ def _tdt_arcs(
     frames: list[int], targets: list[int], n_frames: int, durs: tuple[int, ...], blank: int, utt: int
 ) -> list[tuple[int, int, int, int]]:
     """The TDT arcs (t, u, token, duration index) of one utterance's token frames (the module
-    docstring's rule); ValueError naming utterance `utt` where the durations cannot represent them."""
+    docstring's rule); ValueError naming utterance `utt` where the durations cannot represent them.
+
+    fills[r]: some blank durations sum to r frames (a DP over r = 0..T). Each choice takes the
+    largest duration whose remaining frames the blanks can still fill, so a path is found
+    whenever one exists, and where the largest duration always fits it is the greedy choice.
+    """
     index = {d: i for i, d in enumerate(durs)}
     by_size = sorted(durs, reverse=True)
+    blank_durs = [d for d in by_size if d > 0]
+    fills = [True] + [False] * n_frames
+    for r in range(1, n_frames + 1):
+        fills[r] = any(d <= r and fills[r - d] for d in blank_durs)
+
+    def fail(what: str) -> ValueError:
+        return ValueError(f"alignment of utterance {utt}: {what} (durations {list(durs)})")
+
     arcs: list[tuple[int, int, int, int]] = []
 
-    def largest(gap: int, positive: bool, what: str) -> int:
-        d = next((d for d in by_size if d <= gap and (d > 0 or not positive)), None)
-        if d is None:
-            raise ValueError(f"alignment of utterance {utt}: {what} (durations {list(durs)})")
-        return d
-
     def fill_blanks(t: int, end: int, u: int) -> None:
+        if not fills[end - t]:
+            raise fail(f"no blank durations sum to the {end - t} frames from frame {t} to {end}")
         while t < end:
-            d = largest(end - t, True, f"no blank duration fits the {end - t} frames from frame {t} to {end}")
+            d = next(d for d in blank_durs if d <= end - t and fills[end - t - d])
             arcs.append((t, u, blank, index[d]))
             t += d
 
     t = 0
     for u, f in enumerate(frames):
         fill_blanks(t, f, u)
-        nxt = frames[u + 1] if u + 1 < len(frames) else n_frames - 1  # a token lands on a real frame
-        d = largest(nxt - f, False, f"token {u} at frame {f} has no duration <= {nxt - f}")
+        last = u + 1 == len(frames)
+        end = n_frames if last else frames[u + 1]  # the blanks after it fill up to `end`
+        limit = n_frames - 1 - f if last else end - f  # a token lands on a real frame
+        d = next((d for d in by_size if d <= limit and fills[end - f - d]), None)
+        if d is None:
+            if min(durs) > limit:
+                raise fail(f"token {u} at frame {f} has no duration <= {limit}")
+            raise fail(f"token {u} at frame {f}: no duration <= {limit} leaves frames to {end} that blanks fill")
         arcs.append((f, u, targets[u], index[d]))
         t = f + d
     fill_blanks(t, n_frames, len(frames))  # the last blank lands on T
