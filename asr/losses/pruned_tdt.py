@@ -16,6 +16,8 @@ counts the symbols emitted so far; boundary is [B, 4] of (0, 0, S_b, T_b).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .lattice import check_inputs, finish_loss, row_chunks, row_softmax_and_logsumexp
@@ -29,7 +31,7 @@ from .pruned_rnnt import (
     window_sums,
     windows_from_scores,
 )
-from .tdt import check_durations, tdt_arc_loss
+from .tdt import check_durations, check_tdt_options, tdt_arc_loss, tdt_num_tokens
 from .topology import min_prune_range
 
 
@@ -48,10 +50,20 @@ def _arc_rows(blank_lp: torch.Tensor, sym_lp: torch.Tensor, dur_lp: torch.Tensor
 
 
 def _split(x: torch.Tensor, d: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    v = x.shape[-1] - d
-    if v < 2:
-        raise ValueError(f"{what}'s last dim {x.shape[-1]} must hold V >= 2 tokens + {d} durations")
+    """x[..., V + d] -> (the V token values, the d duration values)."""
+    v = tdt_num_tokens(x.shape[-1], d, what)
     return x[..., :v], x[..., v:]
+
+
+def check_prune_durations(durations: Sequence[int]) -> tuple[int, ...]:
+    """The durations of pruned TDT: as check_durations, and 1 among them (get_tdt_prune_ranges' rule)."""
+    durs = check_durations(durations)
+    if 1 not in durs:
+        raise ValueError(
+            f"pruned TDT needs duration 1 among the durations (got {list(durs)}): without it a path skips "
+            "frames, and windows chosen frame by frame are not guaranteed to hold one"
+        )
+    return durs
 
 
 class _NodeLogProbs(torch.autograd.Function):
@@ -105,7 +117,7 @@ def tdt_loss_simple(
     lm: torch.Tensor,
     am: torch.Tensor,
     symbols: torch.Tensor,
-    durations: tuple[int, ...] | list[int] = (0, 1, 2, 3, 4),
+    durations: Sequence[int] = (0, 1, 2, 3, 4),
     blank: int = 0,
     boundary: torch.Tensor | None = None,
     sigma: float = 0.0,
@@ -132,7 +144,7 @@ def tdt_loss_simple(
     Returns:
         the loss (reduced), and with return_grad (loss, occupancy).
     """
-    durs = check_durations(durations)
+    durs, sigma, _ = check_tdt_options(durations, sigma)
     d = len(durs)
     lm_tok, lm_dur = _split(lm, d, "lm")
     am_tok, am_dur = _split(am, d, "am")
@@ -160,7 +172,7 @@ def tdt_loss_simple(
     return finish_loss(loss, reduction, zero_infinity, "tdt_loss_simple"), tdt_occupancy(post, durs)
 
 
-def tdt_occupancy(posteriors: torch.Tensor, durations: tuple[int, ...] | list[int]) -> torch.Tensor:
+def tdt_occupancy(posteriors: torch.Tensor, durations: Sequence[int]) -> torch.Tensor:
     """P(the path is at symbol position s during frame t): [B, T, S+1, 2+D] arc posteriors -> [B, S+1, T].
 
     An arc of duration d > 0 leaving (t, s) holds the path at s during frames t .. t+d-1; one of
@@ -190,7 +202,7 @@ def get_tdt_prune_ranges(
     occupancy: torch.Tensor,
     boundary: torch.Tensor,
     s_range: int,
-    durations: tuple[int, ...] | list[int],
+    durations: Sequence[int],
 ) -> torch.Tensor:
     """Per frame, `s_range` consecutive symbol positions holding the most occupancy, such that the
     pruned TDT lattice keeps a path of every utterance that has one.
@@ -214,12 +226,7 @@ def get_tdt_prune_ranges(
     Returns:
         ranges [B, T, s_range'] int64.
     """
-    durs = check_durations(durations)
-    if 1 not in durs:
-        raise ValueError(
-            f"pruned TDT needs duration 1 among the durations (got {durs}): without it a path skips "
-            "frames, and windows chosen frame by frame are not guaranteed to hold one"
-        )
+    durs = check_prune_durations(durations)
     s_range = widen_prune_range(s_range, min_prune_range(boundary, "regular"), "get_tdt_prune_ranges")
     b, s1, t = occupancy.shape
     if s_range >= s1:  # the whole lattice: every position once
@@ -232,7 +239,7 @@ def tdt_loss_pruned(
     logits: torch.Tensor,
     symbols: torch.Tensor,
     ranges: torch.Tensor,
-    durations: tuple[int, ...] | list[int] = (0, 1, 2, 3, 4),
+    durations: Sequence[int] = (0, 1, 2, 3, 4),
     blank: int = 0,
     boundary: torch.Tensor | None = None,
     sigma: float = 0.0,
@@ -254,9 +261,7 @@ def tdt_loss_pruned(
             (1 - omega) * TDT + omega * RNN-T (rnnt_loss_pruned).
         reduction: none ([B]) | mean | sum; zero_infinity: as tdt_loss.
     """
-    durs = check_durations(durations)
-    if not 0.0 <= omega <= 1.0:
-        raise ValueError(f"omega must be in [0, 1], got {omega}")
+    durs, sigma, omega = check_tdt_options(durations, sigma, omega)
     b, t, r, _ = logits.shape
     s = symbols.shape[1]
     check_ranges(ranges, b, t, r, s)

@@ -9,6 +9,8 @@ asr.losses.rnnt; csrc/transducer/tdt_cpu.cpp does the lattice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .._ext import ops
@@ -173,7 +175,7 @@ def tdt_arc_loss(
     arcs: torch.Tensor,
     logit_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
-    durations: tuple[int, ...] | list[int],
+    durations: Sequence[int],
     return_posteriors: bool = False,
 ):
     """Per-utterance TDT loss [B] of a lattice given by its arc log-probs (no normalization here).
@@ -198,14 +200,37 @@ def tdt_arc_loss(
     return _TDTArcLoss.apply(arcs, *lengths, dur_t, return_posteriors)
 
 
-def check_durations(durations: tuple[int, ...] | list[int]) -> list[int]:
-    """The durations as ints; ValueError unless distinct, >= 0 and one > 0 (blank may not take 0)."""
-    durs = [int(d) for d in durations]
+def check_durations(durations: Sequence[int]) -> tuple[int, ...]:
+    """The durations as ints; ValueError unless distinct, >= 0 and one > 0 (blank may not take 0).
+
+    The one check of TDT durations: the losses here, in asr.losses.pruned_tdt and
+    asr.losses.viterbi, and the transducer head's TDT strategies (at construction) call it.
+    """
+    durs = tuple(int(d) for d in durations)
     if not durs or min(durs) < 0 or len(set(durs)) != len(durs):
-        raise ValueError(f"durations must be distinct non-negative ints, got {durations}")
+        raise ValueError(f"durations must be distinct non-negative ints, got {list(durations)}")
     if max(durs) == 0:
         raise ValueError("durations need a value > 0: blank may not take duration 0")
     return durs
+
+
+def check_tdt_options(
+    durations: Sequence[int], sigma: float = 0.0, omega: float = 0.0
+) -> tuple[tuple[int, ...], float, float]:
+    """(durations, sigma, omega) of a TDT loss, validated: durations as `check_durations`,
+    sigma >= 0 (an under-normalization) and 0 <= omega <= 1 (a mixing weight)."""
+    durs = check_durations(durations)
+    if not sigma >= 0 or not 0 <= omega <= 1:
+        raise ValueError(f"TDT needs sigma >= 0 and 0 <= omega <= 1 (got sigma={sigma}, omega={omega})")
+    return durs, float(sigma), float(omega)
+
+
+def tdt_num_tokens(width: int, num_durations: int, what: str = "logits") -> int:
+    """V, the token outputs of TDT rows of `width` = V + D values; ValueError unless V >= 2."""
+    v = width - num_durations
+    if v < 2:
+        raise ValueError(f"{what}: last dim {width} must hold V >= 2 tokens + {num_durations} durations")
+    return v
 
 
 def tdt_loss(
@@ -213,7 +238,7 @@ def tdt_loss(
     targets: torch.Tensor,
     logit_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
-    durations: tuple[int, ...] | list[int] = (0, 1, 2, 3, 4),
+    durations: Sequence[int] = (0, 1, 2, 3, 4),
     blank: int = 0,
     sigma: float = 0.0,
     omega: float = 0.0,
@@ -228,19 +253,14 @@ def tdt_loss(
         targets: [B, U]; logit_lengths, target_lengths: [B].
         durations: the frame advances the duration head predicts (non-negative, distinct);
             blank uses only those > 0, so at least one must be > 0.
-        sigma: logit under-normalization subtracted from every token log-prob.
+        sigma: logit under-normalization (>= 0) subtracted from every token log-prob.
         omega: weight of the standard RNN-T loss of the token logits: (1 - omega) * TDT + omega * RNN-T.
         reduction: none ([B]) | mean (over the batch) | sum.
         zero_infinity: utterances with no alignment (too few frames) give loss and gradient 0
             instead of +inf, with a warning that counts them.
     """
-    durs = check_durations(durations)
-    if not 0.0 <= omega <= 1.0:
-        raise ValueError(f"omega must be in [0, 1], got {omega}")
-    d = len(durs)
-    v = logits.shape[-1] - d
-    if v < 2:
-        raise ValueError(f"logits' last dim {logits.shape[-1]} must hold V tokens + {d} durations")
+    durs, sigma, omega = check_tdt_options(durations, sigma, omega)
+    v = tdt_num_tokens(logits.shape[-1], len(durs))
     targets = targets.to(torch.int64).contiguous()
     logit_lengths = logit_lengths.to(torch.int64).contiguous()
     target_lengths = target_lengths.to(torch.int64).contiguous()
@@ -248,7 +268,7 @@ def tdt_loss(
         raise ValueError("targets must be [B, U]")
     check_inputs(logits, targets, logit_lengths, target_lengths, blank, v)
     dur_t = torch.tensor(durs, dtype=torch.int64, device=logits.device)
-    loss = _TDTLoss.apply(logits, targets, logit_lengths, target_lengths, dur_t, v, blank, float(sigma))
+    loss = _TDTLoss.apply(logits, targets, logit_lengths, target_lengths, dur_t, v, blank, sigma)
     if omega > 0:
         loss = (1 - omega) * loss + omega * rnnt_loss(
             logits[..., :v], targets, logit_lengths, target_lengths, blank=blank, reduction="none"

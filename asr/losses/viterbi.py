@@ -40,6 +40,7 @@ import torch
 from .._ext import ops
 from .ctc_fst import Alignment
 from .lattice import check_inputs, finish_loss, row_layout, row_logsumexp
+from .tdt import check_durations, check_tdt_options, tdt_num_tokens
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,6 @@ def _checked(logits, targets, logit_lengths, target_lengths, blank, vocab):
 
 def _max_u(target_lengths: torch.Tensor) -> int:
     return int(target_lengths.max()) if target_lengths.numel() else 0
-
-
-def _tdt_durations(durations: Sequence[int]) -> tuple[int, ...]:
-    durs = tuple(int(d) for d in durations)
-    if not durs or min(durs) < 0 or len(set(durs)) != len(durs):
-        raise ValueError(f"durations must be distinct non-negative ints, got {durations}")
-    if max(durs) == 0:
-        raise ValueError("durations need a value > 0: blank may not take duration 0")
-    return durs
 
 
 def _from_arcs(score: torch.Tensor, arcs: torch.Tensor, blank: int, durations: tuple[int, ...]) -> TransducerPath:
@@ -171,10 +163,8 @@ def tdt_best_path(
     the first best arc into a node wins, blank arcs before label arcs, each in the order of
     `durations`.
     """
-    durs = _tdt_durations(durations)
-    v = logits.shape[-1] - len(durs)
-    if v < 2:
-        raise ValueError(f"logits' last dim {logits.shape[-1]} must hold V tokens + {len(durs)} durations")
+    durs, sigma, _ = check_tdt_options(durations, sigma)
+    v = tdt_num_tokens(logits.shape[-1], len(durs))
     targets, logit_lengths, target_lengths = _checked(logits, targets, logit_lengths, target_lengths, blank, v)
     max_u = _max_u(target_lengths)
     rows, offsets, strides, max_t = row_layout(logits.detach(), logit_lengths, target_lengths, max_u)
@@ -193,7 +183,7 @@ def tdt_best_path(
         max_t=max_t,
         max_u=max_u,
         blank=blank,
-        sigma=float(sigma),
+        sigma=sigma,
     )
     return _from_arcs(score, arcs, blank, durs)
 
@@ -333,7 +323,7 @@ def tdt_alignment_path(
     pass the next token's frame and leaves a rest that blanks fill, blanks fill the rest of each
     gap (the module docstring has the rule). Arguments as `alignment_frames`; ValueError where
     no choice of durations represents it."""
-    durs = _tdt_durations(durations)
+    durs = check_durations(durations)
     targets, logit_lengths, target_lengths = _as_int64(targets, logit_lengths, target_lengths)
     frames = alignment_frames(alignment, targets, logit_lengths, target_lengths)
     arcs: list[tuple[int, int, int, int, int]] = []  # (utterance, t, u, token, duration index)
@@ -501,18 +491,14 @@ def tdt_viterbi_loss(
             mapped onto a TDT path by the module docstring's rule.
         reduction, zero_infinity: as `rnnt_viterbi_loss` (no path: too few frames).
     """
-    durs = _tdt_durations(durations)
-    if not 0.0 <= omega <= 1.0:
-        raise ValueError(f"omega must be in [0, 1], got {omega}")
-    v = logits.shape[-1] - len(durs)
-    if v < 2:
-        raise ValueError(f"logits' last dim {logits.shape[-1]} must hold V tokens + {len(durs)} durations")
+    durs, sigma, omega = check_tdt_options(durations, sigma, omega)
+    v = tdt_num_tokens(logits.shape[-1], len(durs))
     targets, logit_lengths, target_lengths = _checked(logits, targets, logit_lengths, target_lengths, blank, v)
     if alignment is None:
         path = tdt_best_path(logits, targets, logit_lengths, target_lengths, durs, blank, sigma)
     else:
         path = tdt_alignment_path(alignment, targets, logit_lengths, target_lengths, durs, blank)
-    loss = _path_loss(logits, path, logit_lengths, target_lengths, float(sigma))
+    loss = _path_loss(logits, path, logit_lengths, target_lengths, sigma)
     if omega > 0:
         if alignment is None:
             rnnt_path = rnnt_best_path(logits[..., :v], targets, logit_lengths, target_lengths, blank)

@@ -48,6 +48,8 @@ from ...losses import (
     tdt_loss_simple,
 )
 from ...losses.mutual_information import lattice_boundary
+from ...losses.pruned_tdt import check_prune_durations
+from ...losses.tdt import check_tdt_options
 from ...losses.topology import check_topology, one_output_per_frame
 
 if TYPE_CHECKING:
@@ -150,18 +152,6 @@ class RNNTLoss(TransducerLoss):
         }
 
 
-def tdt_options(durations, sigma: float, omega: float) -> tuple[tuple[int, ...], float, float]:
-    """Validated (durations, sigma, omega) of the TDT strategies."""
-    durs = tuple(int(d) for d in durations)
-    if not durs or min(durs) < 0 or len(set(durs)) != len(durs):
-        raise ValueError(f"TDT durations must be distinct frame counts >= 0, not {list(durations)}")
-    if not any(d > 0 for d in durs):
-        raise ValueError("TDT durations need one > 0 (blank must advance)")
-    if sigma < 0 or not 0 <= omega <= 1:
-        raise ValueError(f"TDT needs sigma >= 0 and 0 <= omega <= 1 (got sigma={sigma}, omega={omega})")
-    return durs, float(sigma), float(omega)
-
-
 class TDTLoss(TransducerLoss):
     """Token-and-Duration Transducer loss (Xu et al. 2023): the joint also predicts how many frames
     to advance, one of `durations`.
@@ -184,7 +174,7 @@ class TDTLoss(TransducerLoss):
         viterbi: bool | dict | None = False,
     ):
         super().__init__()
-        self.durations, self.sigma, self.omega = tdt_options(durations, sigma, omega)
+        self.durations, self.sigma, self.omega = check_tdt_options(durations, sigma, omega)
         self.viterbi = ViterbiOptions.parse(viterbi)
 
     def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
@@ -375,9 +365,8 @@ class PrunedTDTLoss(PrunedLoss):
         am_only_scale: float = 0.0,
         warmup_steps: int = 0,
     ):
-        durs, sigma, omega = tdt_options(durations, sigma, omega)
-        if 1 not in durs:
-            raise ValueError(f"pruned_tdt needs 1 among the durations (get_tdt_prune_ranges), not {list(durs)}")
+        durs = check_prune_durations(durations)
+        _, sigma, omega = check_tdt_options(durs, sigma, omega)
         super().__init__(
             enc_dim,
             pred_dim,
