@@ -13,8 +13,9 @@ Memory: the search needs every row's log-softmax normalizer (computed chunk by c
 N*V temporary) and keeps nothing per row; the loss gathers the P <= B*(T+U) path rows [P, C]
 and lets autograd do the rest, so the only N*V tensor is the logits' gradient that autograd
 hands back anyway. A caller that owns the joint does better still: search on logits computed
-without grad, then run the joint on the path's nodes only (`path_log_probs`; the transducer
-head does this), so neither the joint's activations nor its gradient exist on the full lattice.
+without grad (on the whole lattice, freed after the search), then run the joint with grad on
+the path's nodes only (`path_log_probs`; the transducer head does this), so the joint's
+activations on the whole lattice are never kept for backward and its gradient there never exists.
 
 External alignments give the frame where each target token is emitted, [B, U] int
 (non-decreasing, in [0, T_b)), or an `Alignment` from `forced_align` (each token at its first
