@@ -373,19 +373,20 @@ def test_ties_follow_the_documented_rule():
 
 
 def test_ctc_forced_alignment_is_an_alignment_source():
-    """forced_align of CTC log-probs over the same frames: each token at its first frame."""
+    """forced_align of CTC log-probs over the same frames: Alignment.token_frames puts each token
+    at its first frame."""
     g = torch.Generator().manual_seed(0)
     tl, ul = torch.tensor([9, 6]), torch.tensor([3, 2])
     targets = torch.tensor([[2, 2, 4], [1, 3, 0]])
     log_probs = torch.randn(2, 9, 5, generator=g).log_softmax(-1)
     ali = forced_align(log_probs, targets, tl, ul)
-    frames = alignment_frames(ali, targets, tl, ul)
+    frames = ali.token_frames(targets, tl, ul)
     for b in range(2):
         starts = [first for _, first, _ in ali.token_spans(b)]
         assert frames[b, : int(ul[b])].tolist() == starts
+    assert frames[1, 2] == -1 and torch.equal(alignment_frames(frames, targets, tl, ul), frames)
     logits, _, _, _ = make([9, 6], [3, 2], 5, seed=1)
-    a = rnnt_viterbi_loss(logits, targets, tl, ul, alignment=ali, reduction="none")
-    assert torch.equal(a, rnnt_viterbi_loss(logits, targets, tl, ul, alignment=frames, reduction="none"))
+    a = rnnt_viterbi_loss(logits, targets, tl, ul, alignment=frames, reduction="none")
     full = rnnt_loss(logits, targets, tl, ul, reduction="none")
     assert (a >= rnnt_viterbi_loss(logits, targets, tl, ul, reduction="none")).all() and (a > full).all()
 
@@ -415,18 +416,18 @@ def test_bad_alignments_are_clear_errors():
     labels = torch.tensor([[0, 1, 0, 2, 2, 3], [4, 0, 1, -1, -1, -1]])
     starts = torch.tensor([[0, 1, 0, 1, 0, 1], [1, 0, 1, 0, 0, 0]], dtype=torch.bool)
     tg = torch.tensor([[1, 2, 3], [4, 1, 0]])
-    frames = alignment_frames(Alignment(labels, starts, torch.zeros(2)), tg, torch.tensor([6, 3]), ul)
-    assert frames.tolist() == [[1, 3, 5], [0, 2, -1]]
+    ali = Alignment(labels, starts, torch.zeros(2))
+    assert ali.token_frames(tg, torch.tensor([6, 3]), ul).tolist() == [[1, 3, 5], [0, 2, -1]]
     with pytest.raises(ValueError, match="utterance 1 covers 3 frames, but logit_lengths says 4"):
-        alignment_frames(Alignment(labels, starts, torch.zeros(2)), tg, tl, ul)
+        ali.token_frames(tg, tl, ul)
     with pytest.raises(ValueError, match="utterance 0 emits 3 tokens, but target_lengths says 2"):
-        alignment_frames(Alignment(labels, starts, torch.zeros(2)), tg, torch.tensor([6, 3]), torch.tensor([2, 2]))
+        ali.token_frames(tg, torch.tensor([6, 3]), torch.tensor([2, 2]))
     with pytest.raises(ValueError, match="utterance 1 emits token 4 at frame 0, but target 0 is 2"):
-        alignment_frames(
-            Alignment(labels, starts, torch.zeros(2)), torch.tensor([[1, 2, 3], [2, 1, 0]]), tl.new_tensor([6, 3]), ul
-        )
+        ali.token_frames(torch.tensor([[1, 2, 3], [2, 1, 0]]), tl.new_tensor([6, 3]), ul)
     with pytest.raises(ValueError, match="utterance 1: none"):
-        alignment_frames(Alignment(labels, starts, torch.tensor([0.0, -math.inf])), tg, torch.tensor([6, 3]), ul)
+        Alignment(labels, starts, torch.tensor([0.0, -math.inf])).token_frames(tg, torch.tensor([6, 3]), ul)
+    with pytest.raises(ValueError, match=r"alignment must cover B=2 utterances, got labels \(1, 6\)"):
+        Alignment(labels[:1], starts[:1], torch.zeros(1)).token_frames(tg, torch.tensor([6, 3]), ul)
     # TDT: alignments its durations cannot represent
     with pytest.raises(ValueError, match="token 1 at frame 2 has no duration <= 0"):
         tdt_alignment_path(torch.tensor([[0, 2, 2]]), tg[:1], tl[:1], ul[:1], durations=[1, 2])

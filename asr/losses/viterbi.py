@@ -18,8 +18,9 @@ the path's nodes only (`path_log_probs`; the transducer head does this), so the 
 activations on the whole lattice are never kept for backward and its gradient there never exists.
 
 External alignments give the frame where each target token is emitted, [B, U] int
-(non-decreasing, in [0, T_b)), or an `Alignment` from `forced_align` (each token at its first
-frame); `alignment_frames` checks either. They map onto a transducer path as follows:
+(non-decreasing, in [0, T_b)), checked by `alignment_frames`; from `forced_align`'s `Alignment`,
+`Alignment.token_frames` gives them (each token at its first frame). They map onto a
+transducer path as follows:
 - RNN-T: at frame t the tokens aligned to t are emitted (in order), then blank moves to t + 1.
   Every RNN-T path is one such frame sequence, so the map is one to one.
 - TDT: every token takes the largest allowed duration that does not pass the next token's
@@ -39,7 +40,6 @@ from dataclasses import dataclass
 import torch
 
 from .._ext import ops
-from .ctc_fst import Alignment
 from .lattice import check_inputs, finish_loss, row_layout, row_logsumexp
 from .tdt import check_durations, check_tdt_options, tdt_num_tokens
 
@@ -190,7 +190,7 @@ def tdt_best_path(
 
 
 def alignment_frames(
-    alignment: torch.Tensor | Alignment,
+    alignment: torch.Tensor,
     targets: torch.Tensor,
     logit_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
@@ -199,26 +199,22 @@ def alignment_frames(
 
     Args:
         alignment: token frames [B, >= U] int (non-decreasing, in [0, T_b), read up to
-            target_lengths), or an `Alignment` from `forced_align` over the same frames: each
-            token is emitted at its first frame, and its frames and tokens must match.
+            target_lengths); from `forced_align` over the same frames:
+            `Alignment.token_frames` (each token at its first frame, checked).
         targets: [B, U]; logit_lengths, target_lengths: [B].
-    Raises: ValueError naming the utterance: a wrong shape, an alignment over another number
-    of frames or tokens than the lengths, other tokens than the targets, frames outside the
-    utterance, or frames that go back.
+    Raises: ValueError naming the utterance: a wrong shape, frames outside the utterance, or
+    frames that go back.
     """
     targets, logit_lengths, target_lengths = _as_int64(targets, logit_lengths, target_lengths)
     b, max_u = targets.shape[0], _max_u(target_lengths)
     valid = torch.arange(max_u, device=targets.device)[None, :] < target_lengths[:, None]
-    if isinstance(alignment, Alignment):
-        frames = _ctc_token_frames(alignment, targets, logit_lengths, target_lengths, max_u)
-    else:
-        if alignment.dim() != 2 or alignment.shape[0] != b:
-            raise ValueError(f"alignment must be token frames [B={b}, U], got shape {tuple(alignment.shape)}")
-        if alignment.shape[1] < max_u:
-            raise ValueError(
-                f"alignment has {alignment.shape[1]} token frames per utterance, but target_lengths needs {max_u}"
-            )
-        frames = alignment[:, :max_u].to(torch.int64).masked_fill(~valid, -1)
+    if alignment.dim() != 2 or alignment.shape[0] != b:
+        raise ValueError(f"alignment must be token frames [B={b}, U], got shape {tuple(alignment.shape)}")
+    if alignment.shape[1] < max_u:
+        raise ValueError(
+            f"alignment has {alignment.shape[1]} token frames per utterance, but target_lengths needs {max_u}"
+        )
+    frames = alignment[:, :max_u].to(torch.int64).masked_fill(~valid, -1)
     bad = valid & ((frames < 0) | (frames >= logit_lengths[:, None]))
     if bool(bad.any()):
         i, u = (int(x) for x in bad.nonzero()[0])
@@ -236,43 +232,8 @@ def alignment_frames(
     return frames
 
 
-def _ctc_token_frames(
-    alignment: Alignment, targets: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor, max_u: int
-) -> torch.Tensor:
-    labels, starts = alignment.labels.to(targets.device), alignment.starts.to(targets.device)
-    b = targets.shape[0]
-    if labels.dim() != 2 or labels.shape[0] != b or starts.shape != labels.shape:
-        raise ValueError(f"alignment must cover B={b} utterances, got labels {tuple(labels.shape)}")
-    n_frames, n_tokens = (labels >= 0).sum(1), starts.sum(1)
-    for i in range(b):
-        if not torch.isfinite(alignment.scores[i]):
-            raise ValueError(f"alignment of utterance {i}: none (score -inf: the transcript did not fit)")
-        if int(n_frames[i]) != int(logit_lengths[i]):
-            raise ValueError(
-                f"alignment of utterance {i} covers {int(n_frames[i])} frames, but logit_lengths says "
-                f"{int(logit_lengths[i])}"
-            )
-        if int(n_tokens[i]) != int(target_lengths[i]):
-            raise ValueError(
-                f"alignment of utterance {i} emits {int(n_tokens[i])} tokens, but target_lengths says "
-                f"{int(target_lengths[i])}"
-            )
-    utt, t = starts.nonzero(as_tuple=True)  # row-major: by utterance, then frame
-    rank = torch.arange(len(utt), device=utt.device) - (torch.cumsum(n_tokens, 0) - n_tokens)[utt]
-    frames = torch.full((b, max_u), -1, dtype=torch.int64, device=targets.device)
-    frames[utt, rank] = t
-    wrong = labels[utt, t] != targets[utt, rank]
-    if bool(wrong.any()):
-        j = int(wrong.nonzero()[0])
-        raise ValueError(
-            f"alignment of utterance {int(utt[j])} emits token {int(labels[utt[j], t[j]])} at frame {int(t[j])}, "
-            f"but target {int(rank[j])} is {int(targets[utt[j], rank[j]])}"
-        )
-    return frames
-
-
 def rnnt_alignment_path(
-    alignment: torch.Tensor | Alignment,
+    alignment: torch.Tensor,
     targets: torch.Tensor,
     logit_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
@@ -313,7 +274,7 @@ def rnnt_alignment_path(
 
 
 def tdt_alignment_path(
-    alignment: torch.Tensor | Alignment,
+    alignment: torch.Tensor,
     targets: torch.Tensor,
     logit_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
@@ -441,7 +402,7 @@ def rnnt_viterbi_loss(
     logit_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
     blank: int = 0,
-    alignment: torch.Tensor | Alignment | None = None,
+    alignment: torch.Tensor | None = None,
     reduction: str = "mean",
     zero_infinity: bool = False,
 ) -> torch.Tensor:
@@ -451,7 +412,7 @@ def rnnt_viterbi_loss(
         logits: raw joint outputs, padded [B, T, U+1, V] or packed [sum_b T_b*(U_b+1), V].
         targets: [B, U] int; logit_lengths, target_lengths: [B] int. blank: the blank id.
         alignment: None (the model's best path, `rnnt_best_path`), or the frame of each target
-            token: [B, U] int or an `Alignment` from `forced_align` (see `alignment_frames`).
+            token: [B, U] int, e.g. `forced_align(...).token_frames(...)` (see `alignment_frames`).
         reduction: none ([B]) | mean (over the batch) | sum.
         zero_infinity: utterances without a path (T_b = 0) give loss and gradient 0 instead
             of +inf, with a warning that counts them.
@@ -478,7 +439,7 @@ def tdt_viterbi_loss(
     blank: int = 0,
     sigma: float = 0.0,
     omega: float = 0.0,
-    alignment: torch.Tensor | Alignment | None = None,
+    alignment: torch.Tensor | None = None,
     reduction: str = "mean",
     zero_infinity: bool = False,
 ) -> torch.Tensor:
@@ -488,8 +449,8 @@ def tdt_viterbi_loss(
         logits, targets, logit_lengths, target_lengths, durations, blank, sigma: as `tdt_loss`.
         omega: weight of the RNN-T Viterbi loss of the token logits (its own best path, or the
             RNN-T path of `alignment`): (1 - omega) * TDT + omega * RNN-T, as `tdt_loss` mixes.
-        alignment: None (the best path, `tdt_best_path`), or token frames [B, U] / an `Alignment`,
-            mapped onto a TDT path by the module docstring's rule.
+        alignment: None (the best path, `tdt_best_path`), or token frames [B, U] (as
+            `rnnt_viterbi_loss`), mapped onto a TDT path by the module docstring's rule.
         reduction, zero_infinity: as `rnnt_viterbi_loss` (no path: too few frames).
     """
     durs, sigma, omega = check_tdt_options(durations, sigma, omega)
