@@ -130,9 +130,18 @@ def check_inputs(
     target_lengths: torch.Tensor,
     blank: int,
     vocab: int,
-) -> None:
-    """Raise ValueError on targets [B, U] outside [0, vocab) or holding blank within target_lengths,
-    lengths that are not [B], a blank outside the vocabulary, or target_lengths wider than targets."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(targets [B, U], logit_lengths [B], target_lengths [B]) as contiguous int64, checked.
+
+    Raises ValueError on targets that are not [B, U], outside [0, vocab) or holding blank within
+    target_lengths, lengths that are not [B], a blank outside the vocabulary, or target_lengths
+    wider than targets. `logits` is not read (the callers' vocab comes from it).
+    """
+    targets, logit_lengths, target_lengths = (
+        x.to(torch.int64).contiguous() for x in (targets, logit_lengths, target_lengths)
+    )
+    if targets.dim() != 2:
+        raise ValueError("targets must be [B, U]")
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
         raise ValueError(f"targets must be in [0, {vocab})")
     for name, t in (("logit_lengths", logit_lengths), ("target_lengths", target_lengths)):
@@ -147,6 +156,7 @@ def check_inputs(
     valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < target_lengths[:, None]
     if bool((targets.eq(blank) & valid).any()):
         raise ValueError(f"targets contain the blank id {blank}")
+    return targets, logit_lengths, target_lengths
 
 
 def finish_loss(loss: torch.Tensor, reduction: str, zero_infinity: bool, name: str) -> torch.Tensor:

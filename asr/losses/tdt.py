@@ -118,8 +118,23 @@ class _TDTLoss(torch.autograd.Function):
         return grad.reshape(shape), None, None, None, None, None, None, None
 
 
-def _arc_mass(rows, lattice, alpha, beta, loss, scale, shape) -> torch.Tensor:
-    """scale[b] * the posterior mass of the arcs using each entry of the arc rows, as [B, T, U+1, 2+D]."""
+def _arc_mass(
+    rows: torch.Tensor,
+    lattice: tuple[torch.Tensor, ...],
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    loss: torch.Tensor,
+    scale: torch.Tensor,
+    shape: torch.Size,
+) -> torch.Tensor:
+    """scale[b] * the posterior mass of the arcs using each entry of the arc rows, as [B, T, U+1, 2+D].
+
+    Args:
+        rows: [N, 2 + D] arc rows of _TDTArcLoss; lattice: the kernel arguments between the rows
+            and alpha (normalizers, targets, lengths, row layout, durations).
+        alpha, beta: the forward's [N] node scores; loss: its [B] losses; scale: [B].
+        shape: the arcs' [B, T, U+1, 2 + D].
+    """
     grad = torch.zeros_like(rows)
     ops().tdt_subtract_arc_posteriors(
         grad, rows, *lattice, alpha, beta, loss, scale.contiguous(), num_tokens=2, blank=0, sigma=0.0
@@ -261,12 +276,7 @@ def tdt_loss(
     """
     durs, sigma, omega = check_tdt_options(durations, sigma, omega)
     v = tdt_num_tokens(logits.shape[-1], len(durs))
-    targets = targets.to(torch.int64).contiguous()
-    logit_lengths = logit_lengths.to(torch.int64).contiguous()
-    target_lengths = target_lengths.to(torch.int64).contiguous()
-    if targets.dim() != 2:
-        raise ValueError("targets must be [B, U]")
-    check_inputs(logits, targets, logit_lengths, target_lengths, blank, v)
+    targets, logit_lengths, target_lengths = check_inputs(logits, targets, logit_lengths, target_lengths, blank, v)
     dur_t = torch.tensor(durs, dtype=torch.int64, device=logits.device)
     loss = _TDTLoss.apply(logits, targets, logit_lengths, target_lengths, dur_t, v, blank, sigma)
     if omega > 0:

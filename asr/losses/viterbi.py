@@ -34,7 +34,7 @@ transducer path as follows:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -73,14 +73,6 @@ class TransducerPath:
 
 def _as_int64(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [x.to(torch.int64).contiguous() for x in tensors]
-
-
-def _checked(logits, targets, logit_lengths, target_lengths, blank, vocab):
-    targets, logit_lengths, target_lengths = _as_int64(targets, logit_lengths, target_lengths)
-    if targets.dim() != 2:
-        raise ValueError("targets must be [B, U]")
-    check_inputs(logits, targets, logit_lengths, target_lengths, blank, vocab)
-    return targets, logit_lengths, target_lengths
 
 
 def _max_u(target_lengths: torch.Tensor) -> int:
@@ -122,7 +114,7 @@ def rnnt_best_path(
     end: among equally good paths, the last token is emitted as early as possible, then the
     one before it, and so on.
     """
-    targets, logit_lengths, target_lengths = _checked(
+    targets, logit_lengths, target_lengths = check_inputs(
         logits, targets, logit_lengths, target_lengths, blank, logits.shape[-1]
     )
     max_u = _max_u(target_lengths)
@@ -166,7 +158,7 @@ def tdt_best_path(
     """
     durs, sigma, _ = check_tdt_options(durations, sigma)
     v = tdt_num_tokens(logits.shape[-1], len(durs))
-    targets, logit_lengths, target_lengths = _checked(logits, targets, logit_lengths, target_lengths, blank, v)
+    targets, logit_lengths, target_lengths = check_inputs(logits, targets, logit_lengths, target_lengths, blank, v)
     max_u = _max_u(target_lengths)
     rows, offsets, strides, max_t = row_layout(logits.detach(), logit_lengths, target_lengths, max_u)
     rows = rows.contiguous()
@@ -381,19 +373,64 @@ def path_log_probs(
     return total.masked_fill(~path.exists, float("-inf")).to(path_logits.dtype)
 
 
-def _path_loss(
+def _path_rows(
+    logits: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor
+) -> Callable[[TransducerPath], torch.Tensor]:
+    """A function giving a path's rows [P, C] of padded or packed logits (its arcs' source nodes)."""
+    rows, offsets, strides, _ = row_layout(logits, logit_lengths, target_lengths, _max_u(target_lengths))
+    return lambda path: rows[offsets[path.utt] + path.t * strides[path.utt] + path.u]
+
+
+@torch.no_grad()
+def tdt_viterbi_paths(
     logits: torch.Tensor,
-    path: TransducerPath,
+    targets: torch.Tensor,
     logit_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
-    sigma: float = 0.0,
-    num_tokens: int | None = None,
+    durations: tuple[int, ...],
+    blank: int,
+    sigma: float,
+    omega: float,
+    alignment: torch.Tensor | None = None,
+) -> tuple[TransducerPath, TransducerPath | None]:
+    """The paths of tdt_viterbi_loss (no grad): the TDT path (the best, or `alignment`'s) and,
+    for omega > 0, the RNN-T path of the token logits (the best, or `alignment`'s); else None.
+    Arguments as tdt_viterbi_loss, the options already checked (check_tdt_options)."""
+    lengths = (logit_lengths, target_lengths)
+    if alignment is None:
+        path = tdt_best_path(logits, targets, *lengths, durations, blank, sigma)
+    else:
+        path = tdt_alignment_path(alignment, targets, *lengths, durations, blank)
+    if omega == 0:
+        return path, None
+    if alignment is None:
+        v = tdt_num_tokens(logits.shape[-1], len(durations))
+        return path, rnnt_best_path(logits[..., :v], targets, *lengths, blank)
+    return path, rnnt_alignment_path(alignment, targets, *lengths, blank)
+
+
+def tdt_viterbi_path_loss(
+    path_rows: Callable[[TransducerPath], torch.Tensor],
+    path: TransducerPath,
+    rnnt_path: TransducerPath | None,
+    sigma: float,
+    omega: float,
 ) -> torch.Tensor:
-    """-(log-prob of the path) per utterance [B], from the rows of padded or packed logits (only
-    the path's rows are gathered; `num_tokens` as `path_log_probs`)."""
-    rows, offsets, strides, _ = row_layout(logits, logit_lengths, target_lengths, _max_u(target_lengths))
-    index = offsets[path.utt] + path.t * strides[path.utt] + path.u
-    return -path_log_probs(rows[index], path, sigma, num_tokens)
+    """Per utterance [B]: -((1 - omega) * log P(path) + omega * log P_RNN-T(rnnt_path)), the
+    mixing of tdt_loss; just -log P(path) without an rnnt_path.
+
+    Args:
+        path_rows: gives a path's joint outputs [P, V + D] (its arcs' source nodes), differentiable.
+        path, rnnt_path: from tdt_viterbi_paths; rnnt_path is scored on the V token logits only.
+        sigma, omega: as tdt_loss.
+    """
+    rows = path_rows(path)
+    loss = -path_log_probs(rows, path, sigma)
+    if rnnt_path is None:
+        return loss
+    # the token columns of the RNN-T path's rows only: no copy of the logits' token part
+    rnnt = -path_log_probs(path_rows(rnnt_path), rnnt_path, num_tokens=rows.shape[-1] - len(path.durations))
+    return (1 - omega) * loss + omega * rnnt
 
 
 def rnnt_viterbi_loss(
@@ -419,14 +456,14 @@ def rnnt_viterbi_loss(
     Returns: -(sum of the path's arc log-probs); >= rnnt_loss, with equality when one path
     holds all the probability. Its gradient is the path's one-hot arcs through the log-softmax.
     """
-    targets, logit_lengths, target_lengths = _checked(
+    targets, logit_lengths, target_lengths = check_inputs(
         logits, targets, logit_lengths, target_lengths, blank, logits.shape[-1]
     )
     if alignment is None:
         path = rnnt_best_path(logits, targets, logit_lengths, target_lengths, blank)
     else:
         path = rnnt_alignment_path(alignment, targets, logit_lengths, target_lengths, blank)
-    loss = _path_loss(logits, path, logit_lengths, target_lengths)
+    loss = -path_log_probs(_path_rows(logits, logit_lengths, target_lengths)(path), path)
     return finish_loss(loss, reduction, zero_infinity, "rnnt_viterbi_loss")
 
 
@@ -455,18 +492,8 @@ def tdt_viterbi_loss(
     """
     durs, sigma, omega = check_tdt_options(durations, sigma, omega)
     v = tdt_num_tokens(logits.shape[-1], len(durs))
-    targets, logit_lengths, target_lengths = _checked(logits, targets, logit_lengths, target_lengths, blank, v)
-    if alignment is None:
-        path = tdt_best_path(logits, targets, logit_lengths, target_lengths, durs, blank, sigma)
-    else:
-        path = tdt_alignment_path(alignment, targets, logit_lengths, target_lengths, durs, blank)
-    loss = _path_loss(logits, path, logit_lengths, target_lengths, sigma)
-    if omega > 0:
-        if alignment is None:
-            rnnt_path = rnnt_best_path(logits[..., :v], targets, logit_lengths, target_lengths, blank)
-        else:
-            rnnt_path = rnnt_alignment_path(alignment, targets, logit_lengths, target_lengths, blank)
-        # the token columns of the path's rows only: no copy of the logits' token part
-        rnnt = _path_loss(logits, rnnt_path, logit_lengths, target_lengths, num_tokens=v)
-        loss = (1 - omega) * loss + omega * rnnt
+    targets, logit_lengths, target_lengths = check_inputs(logits, targets, logit_lengths, target_lengths, blank, v)
+    lengths = (logit_lengths, target_lengths)
+    path, rnnt_path = tdt_viterbi_paths(logits, targets, *lengths, durs, blank, sigma, omega, alignment)
+    loss = tdt_viterbi_path_loss(_path_rows(logits, *lengths), path, rnnt_path, sigma, omega)
     return finish_loss(loss, reduction, zero_infinity, "tdt_viterbi_loss")

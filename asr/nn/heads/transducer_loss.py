@@ -28,6 +28,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -43,7 +44,6 @@ from ...losses import (
     rnnt_loss,
     rnnt_loss_pruned,
     rnnt_loss_smoothed,
-    tdt_best_path,
     tdt_loss,
     tdt_loss_pruned,
     tdt_loss_simple,
@@ -52,6 +52,7 @@ from ...losses.mutual_information import lattice_boundary
 from ...losses.pruned_tdt import check_prune_durations
 from ...losses.tdt import check_tdt_options
 from ...losses.topology import check_topology, one_output_per_frame
+from ...losses.viterbi import tdt_viterbi_path_loss, tdt_viterbi_paths
 
 if TYPE_CHECKING:
     from .transducer import Joint
@@ -180,7 +181,16 @@ class TDTLoss(TransducerLoss):
 
     def forward(self, joint, enc, pred, targets, enc_lens, target_lens, blank, step):
         if self.viterbi.active(step):
-            return {"loss": self.viterbi_loss(joint, enc, pred, targets, enc_lens, target_lens, blank)}
+            # tdt_viterbi_loss, with the paths found on the joint's outputs on the whole lattice
+            # (no grad, freed here) and the joint run with grad on the paths' nodes only
+            with torch.no_grad():
+                logits = joint(enc, pred).float()  # [B, T, U+1, V+D]
+                paths = tdt_viterbi_paths(
+                    logits, targets, enc_lens, target_lens, self.durations, blank, self.sigma, self.omega
+                )
+                del logits
+            rows = partial(path_joint, joint, enc, pred)
+            return {"loss": tdt_viterbi_path_loss(rows, *paths, self.sigma, self.omega).sum()}
         logits = joint(enc, pred).float()
         return {
             "loss": tdt_loss(
@@ -195,20 +205,6 @@ class TDTLoss(TransducerLoss):
                 reduction="sum",
             )
         }
-
-    def viterbi_loss(self, joint, enc, pred, targets, enc_lens, target_lens, blank) -> torch.Tensor:
-        """tdt_viterbi_loss (sum over the batch), with the joint run on the best paths' nodes only."""
-        v = joint.out.out_features - len(self.durations)
-        with torch.no_grad():
-            logits = joint(enc, pred).float()
-            path = tdt_best_path(logits, targets, enc_lens, target_lens, self.durations, blank, self.sigma)
-            rnnt_path = rnnt_best_path(logits[..., :v], targets, enc_lens, target_lens, blank) if self.omega else None
-            del logits
-        loss = -path_log_probs(path_joint(joint, enc, pred, path), path, self.sigma).sum()
-        if rnnt_path is not None:
-            rnnt = -path_log_probs(path_joint(joint, enc, pred, rnnt_path), rnnt_path, num_tokens=v).sum()
-            loss = (1 - self.omega) * loss + self.omega * rnnt
-        return loss
 
 
 class PrunedLoss(TransducerLoss):
