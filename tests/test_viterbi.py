@@ -584,6 +584,9 @@ def test_head_viterbi_options_are_validated():
     assert opts.enabled and opts.full_sum_steps == 5
     with pytest.raises(ValueError, match="full_sum_steps must be an int >= 0"):
         build({"kind": "rnnt", "viterbi": {"full_sum_steps": -1}})
+    for not_int in (True, False, 2.0, "3"):
+        with pytest.raises(ValueError, match=f"full_sum_steps must be an int >= 0, not {not_int!r}"):
+            build({"kind": "tdt", "viterbi": {"full_sum_steps": not_int}})
     with pytest.raises(ValueError, match=r"viterbi options are full_sum_steps, not \['warmup'\]"):
         build({"kind": "rnnt", "viterbi": {"warmup": 3}})
     with pytest.raises(ValueError, match="viterbi must be true, false or"):

@@ -69,7 +69,8 @@ class ViterbiOptions:
     full_sum_steps: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.full_sum_steps, int) or self.full_sum_steps < 0:
+        # bool is an int subclass: full_sum_steps: true is a config mistake, not step 1
+        if isinstance(self.full_sum_steps, bool) or not isinstance(self.full_sum_steps, int) or self.full_sum_steps < 0:
             raise ValueError(f"viterbi full_sum_steps must be an int >= 0, not {self.full_sum_steps!r}")
 
     @classmethod
