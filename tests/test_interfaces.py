@@ -179,6 +179,7 @@ def test_transducer_loss_specs():
         ({"kind": "rnnt", "topology": "monotone"}, "must be one of"),
         ({"kind": "rnnt", "topology": "modified", "viterbi": True}, "regular lattice only"),
         ({"kind": "pruned_rnnt", "viterbi": True}, "pruned_rnnt loss has no option viterbi"),
+        ({"kind": "pruned_tdt", "viterbi": True}, "pruned_tdt loss has no option viterbi"),
         ({"kind": "tdt", "durations": [0]}, "blank may not take duration 0"),
         ({"kind": "pruned_rnnt", "prune_range": 1}, "prune_range"),
         ({"kind": "pruned_tdt", "durations": [0, 2]}, "needs duration 1"),

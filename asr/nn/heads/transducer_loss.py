@@ -1,8 +1,8 @@
 """The transducer head's training criteria as strategy objects: full RNN-T, pruned RNN-T, TDT and
 pruned TDT.
 
-Each strategy holds its own options (and parameters: pruned RNN-T's "simple" joiner), so the
-head itself takes only a predictor, a joint and one loss spec:
+Each strategy holds its own options (and parameters: the "simple" joiner of pruned RNN-T and
+pruned TDT), so the head itself takes only a predictor, a joint and one loss spec:
 
     loss: rnnt                                     # or
     loss: {kind: rnnt, topology: modified}         # regular | modified | constrained | rna
