@@ -498,6 +498,41 @@ def test_no_path_is_infinite_or_zeroed_and_reductions(caplog):
         rnnt_viterbi_loss(logits[..., :5], targets, tl, ul, reduction="avg")
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_an_empty_batch_gives_an_empty_loss_as_the_full_sum_losses_do(packed):
+    """B = 0: reduction none gives [0], sum 0 and mean torch's mean of nothing (nan), with an empty
+    gradient, for the Viterbi losses (best path or given frames) and the full-sum ones alike."""
+    empty = torch.zeros(0, dtype=torch.int64)
+    targets, frames = torch.zeros(0, 2, dtype=torch.int64), torch.zeros(0, 2, dtype=torch.int64)
+    d = [0, 1, 2]
+    calls = {
+        "rnnt_loss": (5, lambda x, **kw: rnnt_loss(x, targets, empty, empty, **kw)),
+        "rnnt_viterbi_loss": (5, lambda x, **kw: rnnt_viterbi_loss(x, targets, empty, empty, **kw)),
+        "rnnt_viterbi_loss, frames": (
+            5,
+            lambda x, **kw: rnnt_viterbi_loss(x, targets, empty, empty, alignment=frames, **kw),
+        ),
+        "tdt_loss": (8, lambda x, **kw: tdt_loss(x, targets, empty, empty, durations=d, omega=0.3, **kw)),
+        "tdt_viterbi_loss": (
+            8,
+            lambda x, **kw: tdt_viterbi_loss(x, targets, empty, empty, durations=d, omega=0.3, **kw),
+        ),
+        "tdt_viterbi_loss, frames": (
+            8,
+            lambda x, **kw: tdt_viterbi_loss(x, targets, empty, empty, durations=d, omega=0.3, alignment=frames, **kw),
+        ),
+    }
+    for name, (c, fn) in calls.items():
+        x = torch.zeros((0, c) if packed else (0, 4, 3, c), requires_grad=True)
+        assert fn(x, reduction="none").shape == (0,), name
+        total = fn(x, reduction="sum")
+        assert total.item() == 0, name
+        (g,) = torch.autograd.grad(total, x)
+        assert g.shape == x.shape, name
+        assert math.isnan(fn(x, reduction="mean").item()), name
+    assert rnnt_best_path(torch.zeros(0, 4, 3, 5), targets, empty, empty).utt.numel() == 0
+
+
 def test_float32_is_close_to_float64():
     logits, targets, tl, ul = make([60, 40], [20, 12], 30, seed=6)
     l64 = rnnt_viterbi_loss(logits, targets, tl, ul, reduction="none")

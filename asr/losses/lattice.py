@@ -35,14 +35,13 @@ def row_layout(
     """
     b = logit_lengths.shape[0]
     dev = logits.device
+    longest = int(logit_lengths.max()) if b else 0  # an empty batch (B = 0) has no frames
     if logits.dim() == 4:
         B, T, U1, V = logits.shape
         if B != b:
             raise ValueError(f"logits batch {B} != {b} lengths")
-        if int(logit_lengths.max()) > T or max_u + 1 > U1:
-            raise ValueError(
-                f"logits [B, T={T}, U+1={U1}, V] too small for max T {int(logit_lengths.max())} and max U {max_u}"
-            )
+        if longest > T or max_u + 1 > U1:
+            raise ValueError(f"logits [B, T={T}, U+1={U1}, V] too small for max T {longest} and max U {max_u}")
         rows = logits.reshape(B * T * U1, V)
         offsets = torch.arange(B, device=dev, dtype=torch.int64) * (T * U1)
         strides = torch.full((B,), U1, device=dev, dtype=torch.int64)
@@ -54,7 +53,7 @@ def row_layout(
                 f"packed logits have {logits.shape[0]} rows; lengths need sum(T_b*(U_b+1)) = {int(sizes.sum())}"
             )
         offsets = torch.cumsum(sizes, 0) - sizes
-        return logits, offsets, target_lengths + 1, int(logit_lengths.max())
+        return logits, offsets, target_lengths + 1, longest
     raise ValueError("logits must be [B, T, U+1, V] (padded) or [sum_b T_b*(U_b+1), V] (packed)")
 
 
@@ -176,7 +175,9 @@ def finish_loss(loss: torch.Tensor, reduction: str, zero_infinity: bool, name: s
 
 
 def reduce_loss(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Per-utterance losses [B] -> [B] (none), or a scalar: their sum or mean (over the batch)."""
+    """Per-utterance losses [B] -> [B] (none), or a scalar: their sum or mean (over the batch).
+
+    An empty batch (B = 0) gives [0], 0 and nan (torch's mean of nothing) respectively."""
     if reduction == "none":
         return loss
     if reduction == "sum":
