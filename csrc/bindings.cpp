@@ -124,6 +124,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
          "In place: grad[row, blank] and grad[row, y_{u+1}] -= scale[b] * arc posterior (grad [N, V], like\n"
          "logits). Utterances with infinite loss are skipped.");
 
+  def_op(m, "rnnt_viterbi", &asr::rnnt_viterbi_cpu, ASR_CUDA_KERNEL(rnnt_viterbi_cuda),
+         {"logits", "denom", "targets", "logit_lengths", "target_lengths", "row_offsets", "t_strides", "max_t",
+          "max_u", "blank"},
+         "RNN-T best path (max semiring on the rnnt_forward lattice), arguments as rnnt_forward.\n"
+         "Returns [score [B] float64 (the best path's log-prob, -inf without a path),\n"
+         "arcs [B, max_t+max_u, 3] int64: the path's arcs in order as (t, u, token), -1 past its T_b+U_b arcs].\n"
+         "Ties go to the blank while backtracking (the last label as early as possible, then the one before).");
+
   // Mutual-information recursion (csrc/transducer/mutual_information.h).
   def_op(m, "mutual_information_forward", &asr::mutual_information_forward_cpu,
          ASR_CUDA_KERNEL(mutual_information_forward_cuda), {"px", "py", "boundary", "modified"},
@@ -150,6 +158,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "t_strides", "durations", "alpha", "beta", "loss", "scale", "num_tokens", "blank", "sigma"},
          "In place, for every TDT arc: grad[row, token] and grad[row, V + i] -= scale[b] * arc posterior\n"
          "(grad [N, V+D], like logits).");
+
+  def_op(m, "tdt_viterbi", &asr::tdt_viterbi_cpu, ASR_CUDA_KERNEL(tdt_viterbi_cuda),
+         {"logits", "den_tok", "den_dur", "targets", "logit_lengths", "target_lengths", "row_offsets",
+          "t_strides", "durations", "num_tokens", "max_t", "max_u", "blank", "sigma"},
+         "TDT best path (max semiring on the tdt_forward lattice), arguments as tdt_forward.\n"
+         "Returns [score [B] float64 (-inf without a path), arcs [B, max_t+max_u, 4] int64: the path's arcs\n"
+         "in order as (t, u, token, duration index), -1 past the path]. Ties: backtracking, the first best arc\n"
+         "into a node wins, blank arcs before label arcs, each in the order of durations.");
 
   // FSA core (csrc/fsa/fsa.h). Graph construction runs on the CPU only: no CUDA kernels.
   def_op(m, "fsa_ctc_topo", &asr::fsa_ctc_topo_cpu, nullptr, {"vocab_size", "modified"},

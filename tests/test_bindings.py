@@ -52,6 +52,8 @@ def test_every_op_has_named_arguments_and_a_docstring():
     assert {
         "rnnt_forward",
         "tdt_forward",
+        "rnnt_viterbi",
+        "tdt_viterbi",
         "mutual_information_forward",
         "fsa_compose",
         "dense_intersect_backward",

@@ -170,12 +170,21 @@ def test_transducer_loss_specs():
     for topology in ("modified", "rna", "constrained"):
         loss = build_transducer_loss({"kind": "pruned_rnnt", "topology": topology}, 8, 6, V)
         assert loss.topology == topology and loss.symbols_per_frame == 1
+    pruned_tdt = build_transducer_loss({"kind": "pruned_tdt", "durations": [0, 1, 2]}, 8, 6, V)
+    assert pruned_tdt.durations == (0, 1, 2) and pruned_tdt.simple_am.out_features == V + 3
+    assert pruned_tdt.symbols_per_frame is None
     for spec, msg in [
         ("ctc", "must be one of"),
-        ({"kind": "rnnt", "sigma": 0.1}, "rnnt loss has no option sigma; its options: topology"),
+        ({"kind": "rnnt", "sigma": 0.1}, "rnnt loss has no option sigma; its options: topology, viterbi"),
         ({"kind": "rnnt", "topology": "monotone"}, "must be one of"),
-        ({"kind": "tdt", "durations": [0]}, "one > 0"),
+        ({"kind": "rnnt", "topology": "modified", "viterbi": True}, "regular lattice only"),
+        ({"kind": "pruned_rnnt", "viterbi": True}, "pruned_rnnt loss has no option viterbi"),
+        ({"kind": "pruned_tdt", "viterbi": True}, "pruned_tdt loss has no option viterbi"),
+        ({"kind": "tdt", "durations": [0]}, "blank may not take duration 0"),
         ({"kind": "pruned_rnnt", "prune_range": 1}, "prune_range"),
+        ({"kind": "pruned_tdt", "durations": [0, 2]}, "needs duration 1"),
+        ({"kind": "pruned_tdt", "omega": 2.0}, "omega"),
+        ({"kind": "pruned_tdt", "topology": "modified"}, "pruned_tdt loss has no option topology"),
     ]:
         with pytest.raises(ValueError, match=msg):
             build_transducer_loss(spec, 8, 6, V)

@@ -162,6 +162,7 @@ MODEL_CONFIGS = [
     "conformer_transducer",
     "conformer_pruned_transducer",
     "conformer_tdt",
+    "conformer_pruned_tdt",
     "conformer_hybrid_tdt_ctc",
     "lstm_transducer",
     "mingru_ctc",

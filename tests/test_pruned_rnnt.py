@@ -694,3 +694,19 @@ def test_am_only_smoothing_is_the_am_log_softmax_of_each_utterance():
     mixed = rnnt_loss_smoothed(lm, am, symbols, 0, lm_only_scale=0.2, am_only_scale=0.3, boundary=bd, reduction="none")
     px, py = simple_logprobs_reference(lm, am, symbols, bd, False, lm_only_scale=0.2, am_only_scale=0.3)
     assert torch.allclose(mixed, -mutual_information_reference(px, py, bd), atol=1e-10)
+
+
+def test_pruned_loss_with_no_symbols_and_padded_symbol_values():
+    """S = 0 (an empty batch of transcripts) and padding values outside the vocabulary (-1) work:
+    positions past S_b are never used as indices."""
+    g = torch.Generator().manual_seed(21)
+    logits = torch.randn(2, 3, 1, 4, generator=g, dtype=torch.float64)
+    ours = rnnt_loss_pruned(logits, torch.zeros(2, 0, dtype=torch.int64), torch.zeros(2, 3, 1, dtype=torch.int64), 0)
+    full = rnnt_loss(logits, torch.zeros(2, 0, dtype=torch.int64), torch.tensor([3, 3]), torch.tensor([0, 0]))
+    assert torch.allclose(ours, full, atol=1e-10)
+    logits = torch.randn(2, 4, 3, 4, generator=g, dtype=torch.float64)
+    symbols = torch.tensor([[1, 2], [3, -1]])
+    bd = torch.tensor([[0, 0, 2, 4], [0, 0, 1, 4]])
+    padded = rnnt_loss_pruned(logits, symbols, torch.arange(3).expand(2, 4, 3), 0, bd, reduction="none")
+    ref = rnnt_loss(logits, symbols.clamp(min=0), bd[:, 3], bd[:, 2], reduction="none")
+    assert torch.allclose(padded, ref, atol=1e-10)

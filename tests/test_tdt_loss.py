@@ -78,3 +78,39 @@ def test_bad_arguments():
         tdt_loss(logits[..., :-1], targets, tl, ul, durations=(0,))
     with pytest.raises(ValueError, match="distinct"):
         tdt_loss(logits, targets, tl, ul, durations=(1, 1))
+    with pytest.raises(ValueError, match=r"sigma >= 0 and 0 <= omega <= 1 \(got sigma=-0.1, omega=0.0\)"):
+        tdt_loss(logits, targets, tl, ul, durations=(0, 1), sigma=-0.1)
+    with pytest.raises(ValueError, match=r"got sigma=0.0, omega=1.5"):
+        tdt_loss(logits, targets, tl, ul, durations=(0, 1), omega=1.5)
+    with pytest.raises(ValueError, match=r"logits: last dim 3 must hold V >= 2 tokens \+ 2 durations"):
+        tdt_loss(logits[..., :3], targets, tl, ul, durations=(0, 1))
+
+
+def test_every_tdt_entry_point_checks_its_options_alike():
+    """One check (asr.losses.tdt.check_tdt_options) for the losses, the Viterbi search and loss,
+    the pruned losses and the head's strategies: the same messages everywhere."""
+    from asr.losses import tdt_best_path, tdt_loss_pruned, tdt_viterbi_loss
+    from asr.nn.heads.transducer_loss import build_transducer_loss
+
+    logits, targets, tl, ul = make([3], [1], 4, (0, 1))
+    ranges = torch.zeros(1, 3, 2, dtype=torch.int64)
+    ranges[..., 1] = 1
+    calls = {
+        "tdt_loss": lambda **kw: tdt_loss(logits, targets, tl, ul, **kw),
+        "tdt_viterbi_loss": lambda **kw: tdt_viterbi_loss(logits, targets, tl, ul, **kw),
+        "tdt_best_path": lambda **kw: tdt_best_path(logits, targets, tl, ul, **kw),
+        "tdt_loss_pruned": lambda **kw: tdt_loss_pruned(logits, targets, ranges, **kw),
+        "head tdt": lambda **kw: build_transducer_loss({"kind": "tdt", **kw}, 8, 6, 4),
+        "head pruned_tdt": lambda **kw: build_transducer_loss({"kind": "pruned_tdt", **kw}, 8, 6, 4),
+    }
+    for name, call in calls.items():
+        for kw, msg in [
+            ({"durations": (1, 1)}, r"durations must be distinct non-negative ints, got \[1, 1\]"),
+            ({"durations": (0,)}, "blank may not take duration 0"),
+            ({"durations": (0, 1), "sigma": -0.5}, "TDT needs sigma >= 0"),
+            ({"durations": (0, 1), "omega": 2.0}, "TDT needs sigma >= 0 and 0 <= omega <= 1"),
+        ]:
+            if name == "tdt_best_path" and "omega" in kw:
+                continue  # no omega there
+            with pytest.raises(ValueError, match=msg):
+                call(**kw)

@@ -8,6 +8,8 @@ for every topology and window score.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -18,7 +20,7 @@ from asr.losses.pruned_rnnt import (
     rnnt_loss_pruned,
     rnnt_loss_simple,
 )
-from asr.losses.reference import transducer_paths_reference
+from asr.losses.reference import frame_paths, rnnt_paths, transducer_paths_reference
 from asr.losses.topology import TOPOLOGIES, min_prune_range
 
 ONE_PER_FRAME = ("modified", "constrained", "rna")
@@ -226,3 +228,24 @@ def test_window_scores_match_their_definitions():
                 entering = float(px_grad[i, s - 1, f]) if s > 0 else 0.0
                 assert abs(float(occ[i, s, f]) - node) < 1e-9
                 assert abs(float(paper[i, s, f]) - (blank - entering)) < 1e-9
+
+
+def test_the_path_enumerators_give_every_path_once():
+    """rnnt_paths: C(T+U-1, U) paths of T blanks and U labels, the last arc a blank, none when
+    T = 0 (the final blank needs a frame); frame_paths: C(T, U) paths of T arcs, one a frame
+    (none when U > T; the empty path when T = U = 0)."""
+    for T in range(5):
+        for U in range(4):
+            regular, per_frame = rnnt_paths(T, U), frame_paths(T, U)
+            assert len(regular) == (math.comb(T + U - 1, U) if T else 0)
+            assert len(per_frame) == math.comb(T, U)
+            if T == 0:
+                continue  # at most the empty path
+            for paths, n_arcs in ((regular, T + U), (per_frame, T)):
+                assert len({tuple(p) for p in paths}) == len(paths)
+                for arcs in paths:
+                    assert len(arcs) == n_arcs and sum(label for _, _, label in arcs) == U
+                    t, u, label = arcs[-1]
+                    assert (t, u + label) == (T - 1, U)
+            assert all(not p[-1][2] for p in regular)
+            assert all([t for t, _, _ in p] == list(range(T)) for p in per_frame)

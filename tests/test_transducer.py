@@ -289,7 +289,7 @@ def test_pruned_warmup_schedule():
     assert loss_scales(100) == loss_scales(10**6) == (0.5, 1.0)
 
 
-@pytest.mark.parametrize("loss", ["rnnt", "pruned_rnnt", "tdt"])
+@pytest.mark.parametrize("loss", ["rnnt", "pruned_rnnt", "tdt", "pruned_tdt"])
 def test_head_losses_are_finite_and_give_gradients(loss):
     torch.manual_seed(0)
     head = build_head("transducer", 16, V, loss=loss, pred_dim=12, joint_dim=20, predictor={"kind": "lstm"})

@@ -15,8 +15,20 @@ from .pruned_rnnt import (
     rnnt_loss_simple,
     rnnt_loss_smoothed,
 )
+from .pruned_tdt import get_tdt_prune_ranges, tdt_loss_pruned, tdt_loss_simple
 from .rnnt import rnnt_loss
-from .tdt import tdt_loss
+from .tdt import tdt_arc_loss, tdt_loss
+from .viterbi import (
+    TransducerPath,
+    alignment_frames,
+    path_log_probs,
+    rnnt_alignment_path,
+    rnnt_best_path,
+    rnnt_viterbi_loss,
+    tdt_alignment_path,
+    tdt_best_path,
+    tdt_viterbi_loss,
+)
 
 __all__ = [
     "ctc_loss",
@@ -32,4 +44,17 @@ __all__ = [
     "do_rnnt_pruning",
     "rnnt_loss_pruned",
     "tdt_loss",
+    "tdt_arc_loss",
+    "tdt_loss_simple",
+    "get_tdt_prune_ranges",
+    "tdt_loss_pruned",
+    "rnnt_viterbi_loss",
+    "tdt_viterbi_loss",
+    "rnnt_best_path",
+    "tdt_best_path",
+    "rnnt_alignment_path",
+    "tdt_alignment_path",
+    "alignment_frames",
+    "path_log_probs",
+    "TransducerPath",
 ]

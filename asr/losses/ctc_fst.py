@@ -148,6 +148,51 @@ class Alignment:
                 spans[-1] = (x, spans[-1][1], t)
         return spans
 
+    def token_frames(
+        self, targets: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """The first frame of each transcript token, [B, max U] int64 (-1 past target_lengths): the
+        token frames a transducer's external alignment takes (asr.losses.viterbi).
+
+        Args:
+            targets: [B, U] the transcripts aligned; logit_lengths: [B] the frames of the
+                transducer's utterances; target_lengths: [B].
+        Raises: ValueError naming the utterance where the alignment has no path (score -inf), or
+        covers other frames, emits another number of tokens or other tokens than those given.
+        """
+        targets, logit_lengths, target_lengths = (x.to(torch.int64) for x in (targets, logit_lengths, target_lengths))
+        labels, starts = self.labels.to(targets.device), self.starts.to(targets.device)
+        b = targets.shape[0]
+        if labels.dim() != 2 or labels.shape[0] != b or starts.shape != labels.shape:
+            raise ValueError(f"alignment must cover B={b} utterances, got labels {tuple(labels.shape)}")
+        n_frames, n_tokens = (labels >= 0).sum(1), starts.sum(1)
+        for i in range(b):
+            if not torch.isfinite(self.scores[i]):
+                raise ValueError(f"alignment of utterance {i}: none (score -inf: the transcript did not fit)")
+            if int(n_frames[i]) != int(logit_lengths[i]):
+                raise ValueError(
+                    f"alignment of utterance {i} covers {int(n_frames[i])} frames, but logit_lengths says "
+                    f"{int(logit_lengths[i])}"
+                )
+            if int(n_tokens[i]) != int(target_lengths[i]):
+                raise ValueError(
+                    f"alignment of utterance {i} emits {int(n_tokens[i])} tokens, but target_lengths says "
+                    f"{int(target_lengths[i])}"
+                )
+        utt, t = starts.nonzero(as_tuple=True)  # row-major: by utterance, then frame
+        rank = torch.arange(len(utt), device=utt.device) - (torch.cumsum(n_tokens, 0) - n_tokens)[utt]
+        max_u = int(target_lengths.max()) if b else 0
+        frames = torch.full((b, max_u), -1, dtype=torch.int64, device=targets.device)
+        frames[utt, rank] = t
+        wrong = labels[utt, t] != targets[utt, rank]
+        if bool(wrong.any()):
+            j = int(wrong.nonzero()[0])
+            raise ValueError(
+                f"alignment of utterance {int(utt[j])} emits token {int(labels[utt[j], t[j]])} at frame {int(t[j])}, "
+                f"but target {int(rank[j])} is {int(targets[utt[j], rank[j]])}"
+            )
+        return frames
+
 
 @torch.no_grad()
 def forced_align(

@@ -35,14 +35,13 @@ def row_layout(
     """
     b = logit_lengths.shape[0]
     dev = logits.device
+    longest = int(logit_lengths.max()) if b else 0  # an empty batch (B = 0) has no frames
     if logits.dim() == 4:
         B, T, U1, V = logits.shape
         if B != b:
             raise ValueError(f"logits batch {B} != {b} lengths")
-        if int(logit_lengths.max()) > T or max_u + 1 > U1:
-            raise ValueError(
-                f"logits [B, T={T}, U+1={U1}, V] too small for max T {int(logit_lengths.max())} and max U {max_u}"
-            )
+        if longest > T or max_u + 1 > U1:
+            raise ValueError(f"logits [B, T={T}, U+1={U1}, V] too small for max T {longest} and max U {max_u}")
         rows = logits.reshape(B * T * U1, V)
         offsets = torch.arange(B, device=dev, dtype=torch.int64) * (T * U1)
         strides = torch.full((B,), U1, device=dev, dtype=torch.int64)
@@ -54,7 +53,7 @@ def row_layout(
                 f"packed logits have {logits.shape[0]} rows; lengths need sum(T_b*(U_b+1)) = {int(sizes.sum())}"
             )
         offsets = torch.cumsum(sizes, 0) - sizes
-        return logits, offsets, target_lengths + 1, int(logit_lengths.max())
+        return logits, offsets, target_lengths + 1, longest
     raise ValueError("logits must be [B, T, U+1, V] (padded) or [sum_b T_b*(U_b+1), V] (packed)")
 
 
@@ -92,9 +91,16 @@ def row_softmax_and_logsumexp(rows: torch.Tensor, out: torch.Tensor) -> torch.Te
     -inf, or a probability that underflows) use logsumexp instead.
     """
     lse = torch.empty(rows.shape[0], dtype=rows.dtype, device=rows.device)
+    # aten::_softmax.out writes a non-contiguous `out` (a column slice) as if it were contiguous:
+    # such an out gets each chunk through a contiguous buffer
+    step = max(1, CHUNK_ELEMENTS // max(1, rows.shape[1]))
+    buf = None if out.is_contiguous() else rows.new_empty(min(rows.shape[0], step), rows.shape[1])
     for i, j in row_chunks(rows.shape[0], rows.shape[1]):
-        torch.ops.aten._softmax.out(rows[i:j], -1, False, out=out[i:j])
-        torch.sub(rows[i:j, 0], torch.log(out[i:j, 0]), out=lse[i:j])
+        dst = out[i:j] if buf is None else buf[: j - i]
+        torch.ops.aten._softmax.out(rows[i:j], -1, False, out=dst)
+        torch.sub(rows[i:j, 0], torch.log(dst[:, 0]), out=lse[i:j])
+        if buf is not None:
+            out[i:j].copy_(dst)
     bad = ~torch.isfinite(lse)
     if bool(bad.any()):
         lse[bad] = torch.logsumexp(rows[bad], dim=-1)
@@ -123,9 +129,18 @@ def check_inputs(
     target_lengths: torch.Tensor,
     blank: int,
     vocab: int,
-) -> None:
-    """Raise ValueError on targets [B, U] outside [0, vocab) or holding blank within target_lengths,
-    lengths that are not [B], a blank outside the vocabulary, or target_lengths wider than targets."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(targets [B, U], logit_lengths [B], target_lengths [B]) as contiguous int64, checked.
+
+    Raises ValueError on targets that are not [B, U], outside [0, vocab) or holding blank within
+    target_lengths, lengths that are not [B], a blank outside the vocabulary, or target_lengths
+    wider than targets. `logits` is not read (the callers' vocab comes from it).
+    """
+    targets, logit_lengths, target_lengths = (
+        x.to(torch.int64).contiguous() for x in (targets, logit_lengths, target_lengths)
+    )
+    if targets.dim() != 2:
+        raise ValueError("targets must be [B, U]")
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
         raise ValueError(f"targets must be in [0, {vocab})")
     for name, t in (("logit_lengths", logit_lengths), ("target_lengths", target_lengths)):
@@ -140,6 +155,7 @@ def check_inputs(
     valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < target_lengths[:, None]
     if bool((targets.eq(blank) & valid).any()):
         raise ValueError(f"targets contain the blank id {blank}")
+    return targets, logit_lengths, target_lengths
 
 
 def finish_loss(loss: torch.Tensor, reduction: str, zero_infinity: bool, name: str) -> torch.Tensor:
@@ -159,7 +175,9 @@ def finish_loss(loss: torch.Tensor, reduction: str, zero_infinity: bool, name: s
 
 
 def reduce_loss(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Per-utterance losses [B] -> [B] (none), or a scalar: their sum or mean (over the batch)."""
+    """Per-utterance losses [B] -> [B] (none), or a scalar: their sum or mean (over the batch).
+
+    An empty batch (B = 0) gives [0], 0 and nan (torch's mean of nothing) respectively."""
     if reduction == "none":
         return loss
     if reduction == "sum":

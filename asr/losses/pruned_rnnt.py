@@ -131,6 +131,34 @@ def rnnt_loss_simple(
     return finish_loss(-out, reduction, zero_infinity, "rnnt_loss_simple")
 
 
+def smoothed_simple_logprobs(
+    lm: torch.Tensor,
+    am: torch.Tensor,
+    symbols: torch.Tensor,
+    termination_symbol: int,
+    lm_only_scale: float = 0.0,
+    am_only_scale: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symbol and blank log-probs of the joiner lm + am mixed with the lm-only and am-only
+    distributions (rnnt_loss_smoothed): (px_body [B, S, T], py [B, S+1, T]), padding not masked."""
+    sym = symbols.to(torch.int64)
+    px, py = _simple_logprobs(lm, am, sym, termination_symbol)
+    if lm_only_scale == 0.0 and am_only_scale == 0.0:
+        return px, py
+    b, s1, _ = lm.shape
+    t = am.shape[1]
+    lm_lp = lm.log_softmax(-1)
+    am_lp = am.log_softmax(-1)
+    px_lm = torch.gather(lm_lp[:, :-1], 2, sym[:, :, None]).expand(b, sym.shape[1], t)
+    px_am = _gather_symbols(am_lp, sym)
+    py_lm = lm_lp[:, :, termination_symbol][:, :, None].expand(b, s1, t)
+    py_am = am_lp[:, :, termination_symbol][:, None, :].expand(b, s1, t)
+    joint_scale = 1.0 - lm_only_scale - am_only_scale
+    px = joint_scale * px + lm_only_scale * px_lm + am_only_scale * px_am
+    py = joint_scale * py + lm_only_scale * py_lm + am_only_scale * py_am
+    return px, py
+
+
 def rnnt_loss_smoothed(
     lm: torch.Tensor,
     am: torch.Tensor,
@@ -154,20 +182,8 @@ def rnnt_loss_smoothed(
     The delay penalty and the topology (constrained's forced blank) apply to the mixture, unscaled.
     """
     check_topology(rnnt_type)
-    b, s1, _ = lm.shape
-    t = am.shape[1]
-    bd = _boundary(boundary, b, s1 - 1, t, lm.device)
-    sym = symbols.to(torch.int64)
-    px, py = _simple_logprobs(lm, am, sym, termination_symbol)
-    lm_lp = lm.log_softmax(-1)
-    am_lp = am.log_softmax(-1)
-    px_lm = torch.gather(lm_lp[:, :-1], 2, sym[:, :, None]).expand(b, sym.shape[1], t)
-    px_am = _gather_symbols(am_lp, sym)
-    py_lm = lm_lp[:, :, termination_symbol][:, :, None].expand(b, s1, t)
-    py_am = am_lp[:, :, termination_symbol][:, None, :].expand(b, s1, t)
-    joint_scale = 1.0 - lm_only_scale - am_only_scale
-    px = joint_scale * px + lm_only_scale * px_lm + am_only_scale * px_am
-    py = joint_scale * py + lm_only_scale * py_lm + am_only_scale * py_am
+    bd = _boundary(boundary, lm.shape[0], lm.shape[1] - 1, am.shape[1], lm.device)
+    px, py = smoothed_simple_logprobs(lm, am, symbols, termination_symbol, lm_only_scale, am_only_scale)
     px, py = _recursion_inputs(px, py, bd, rnnt_type, delay_penalty)
     out = mutual_information_recursion(px, py, bd, return_grad=return_grad)
     if return_grad:
@@ -180,6 +196,12 @@ _widen_logged = False
 
 
 WINDOW_SCORES = ("occupancy", "paper")
+
+
+def window_sums(occ: torch.Tensor, s_range: int) -> torch.Tensor:
+    """occ [B, S+1, T] summed over every window [s, s + s_range) of positions: [B, S+2-s_range, T]."""
+    csum = torch.cat([torch.zeros_like(occ[:, :1]), occ.cumsum(1)], dim=1)  # [B, S+2, T]
+    return csum[:, s_range:] - csum[:, :-s_range]
 
 
 def _window_scores(px_grad: torch.Tensor, py_grad: torch.Tensor, s_range: int, score: str) -> torch.Tensor:
@@ -198,8 +220,7 @@ def _window_scores(px_grad: torch.Tensor, py_grad: torch.Tensor, s_range: int, s
         occ = py_grad
     else:
         raise ValueError(f"score must be one of {WINDOW_SCORES}, not {score!r}")
-    csum = torch.cat([torch.zeros_like(occ[:, :1]), occ.cumsum(1)], dim=1)  # [B, S+2, T]
-    window = csum[:, s_range:] - csum[:, :-s_range]  # [B, S+2-s_range, T]: sum over [s, s+s_range)
+    window = window_sums(occ, s_range)
     if score == "paper":
         entering = torch.cat([torch.zeros_like(px_grad[:, :1, :t]), px_grad[:, :, :t]], dim=1)  # arc s-1 -> s
         window = window - entering[:, : window.shape[1]]
@@ -236,37 +257,57 @@ def get_rnnt_prune_ranges(
     Returns:
         ranges [B, T, s_range'] int64: the symbol positions s kept at each frame.
     """
-    global _widen_logged
     b, s1, t = py_grad.shape
-    s_range = int(s_range)
-    if s_range < 1:
-        raise ValueError("s_range must be >= 1")
     shape_type = topology_of(px_grad, py_grad)
     rnnt_type = shape_type if rnnt_type is None else check_topology(rnnt_type)
     if one_output_per_frame(rnnt_type) != (shape_type != "regular"):
         raise ValueError(f"px_grad {tuple(px_grad.shape)} has the {shape_type} shape, not {rnnt_type}'s")
-    need = min_prune_range(boundary, rnnt_type)
-    if need > s_range:
-        log.log(
-            logging.DEBUG if _widen_logged else logging.INFO,
-            "get_rnnt_prune_ranges: s_range %d widened to %d for this batch: an utterance has more symbols "
-            "than narrower windows can connect (min_prune_range), which would leave no path",
-            s_range,
-            need,
-        )
-        _widen_logged = True
-        s_range = need
+    s_range = widen_prune_range(s_range, min_prune_range(boundary, rnnt_type), "get_rnnt_prune_ranges")
     if s_range >= s1:  # the whole lattice: every position once
         return torch.arange(s1, device=py_grad.device).expand(b, t, s1).clone()
-    begin = _window_scores(px_grad, py_grad, s_range, score).argmax(dim=1)  # [B, T]
+    # consecutive windows share at least one position; a path of a one-output-per-frame
+    # topology advances at most one position per frame, so its windows may not move faster
+    step = 1 if one_output_per_frame(rnnt_type) else max(1, s_range - 1)
+    return windows_from_scores(_window_scores(px_grad, py_grad, s_range, score), boundary, s_range, step)
+
+
+def widen_prune_range(s_range: int, need: int, caller: str) -> int:
+    """max(s_range, need), logging a widening (INFO the first time in a process, then DEBUG)."""
+    global _widen_logged
+    s_range = int(s_range)
+    if s_range < 1:
+        raise ValueError("s_range must be >= 1")
+    if need <= s_range:
+        return s_range
+    log.log(
+        logging.DEBUG if _widen_logged else logging.INFO,
+        "%s: s_range %d widened to %d for this batch: an utterance has more symbols "
+        "than narrower windows can connect (min_prune_range), which would leave no path",
+        caller,
+        s_range,
+        need,
+    )
+    _widen_logged = True
+    return need
+
+
+def windows_from_scores(scores: torch.Tensor, boundary: torch.Tensor, s_range: int, step: int) -> torch.Tensor:
+    """The best-scoring window per frame, made connected: ranges [B, T, s_range] int64.
+
+    The windows start at 0, never move backwards, move at most `step` positions from one frame
+    to the next and cover S_b at the last frame T_b - 1 (step <= s_range - 1: consecutive windows
+    share a position).
+    Args:
+        scores: [B, S+2-s_range, T], the score of window [s, s + s_range) at frame t (s_range <= S).
+        boundary: [B, 4] of (0, 0, S_b, T_b); s_range, step: >= 1.
+    """
+    t = scores.shape[2]
+    begin = scores.argmax(dim=1)  # [B, T]
     s_len = boundary[:, 2].to(torch.int64)
     t_len = boundary[:, 3].to(torch.int64)
     max_begin = (s_len + 1 - s_range).clamp(min=0)[:, None]
     begin = torch.minimum(begin, max_begin)
     begin[:, 0] = 0
-    # consecutive windows share at least one position; a path of a one-output-per-frame
-    # topology advances at most one position per frame, so its windows may not move faster
-    step = 1 if one_output_per_frame(rnnt_type) else max(1, s_range - 1)
     for i in range(1, t):  # forward: monotonic and reachable
         begin[:, i] = torch.minimum(torch.maximum(begin[:, i], begin[:, i - 1]), begin[:, i - 1] + step)
     last = torch.arange(t, device=begin.device)[None, :] >= (t_len - 1)[:, None]
@@ -291,6 +332,59 @@ def do_rnnt_pruning(am: torch.Tensor, lm: torch.Tensor, ranges: torch.Tensor) ->
     return am_pruned, lm_pruned
 
 
+def check_ranges(ranges: torch.Tensor, b: int, t: int, r: int, s: int) -> None:
+    """ValueError unless ranges is [B, T, s_range] of positions in [0, S], strictly increasing per window.
+
+    A position kept twice would get its gradient once per copy (the scatters into the full lattice).
+    """
+    if ranges.shape != (b, t, r):
+        raise ValueError(f"ranges {tuple(ranges.shape)} must be [B, T, s_range] = {(b, t, r)} like the logits")
+    if ranges.numel() and (int(ranges.min()) < 0 or int(ranges.max()) > s):
+        raise ValueError(f"ranges must hold symbol positions in [0, S={s}]")
+    if r > 1 and bool((ranges[..., 1:] <= ranges[..., :-1]).any()):
+        raise ValueError("ranges must be strictly increasing along s_range: each symbol position kept once")
+
+
+def symbols_at(symbols: torch.Tensor, ranges: torch.Tensor, s_len: torch.Tensor, filler: int) -> torch.Tensor:
+    """The next symbol y_{s+1} at each kept position s: [B, S], [B, T, r] -> [B, T, r].
+
+    Positions s >= S_b (no next symbol; their symbol arcs are masked by the callers) get `filler`,
+    so padding values in `symbols` are never used as indices.
+    """
+    b, t, r = ranges.shape
+    sym = symbols.to(torch.int64)
+    pad = torch.arange(sym.shape[1], device=sym.device)[None, :] >= s_len[:, None].to(sym.device)
+    sym_ext = torch.cat([sym.masked_fill(pad, filler), sym.new_full((b, 1), filler)], dim=1)  # [B, S+1]
+    return torch.gather(sym_ext, 1, ranges.reshape(b, t * r)).reshape(b, t, r)
+
+
+def pruned_rnnt_log_likelihood(
+    px_k: torch.Tensor,
+    py_k: torch.Tensor,
+    ranges: torch.Tensor,
+    s: int,
+    boundary: torch.Tensor,
+    rnnt_type: str = "regular",
+    delay_penalty: float = 0.0,
+) -> torch.Tensor:
+    """log P of the RNN-T lattice whose only arcs are the kept ones.
+
+    Args:
+        px_k, py_k: [B, T, r] log-probs of the next symbol and of blank at (t, ranges[b, t, k]).
+        ranges: [B, T, r]; s: S, the symbols' padded length; boundary: [B, 4].
+    Returns:
+        [B], -inf where the windows hold no path.
+    """
+    b, t, _ = ranges.shape
+    neg = torch.tensor(float("-inf"), dtype=px_k.dtype, device=px_k.device)
+    # Scatter into the full lattice: -inf wherever the window does not reach.
+    idx = ranges.transpose(1, 2)  # [B, r, T]
+    px_full = neg.expand(b, s + 1, t).clone().scatter(1, idx, px_k.transpose(1, 2))
+    py_full = neg.expand(b, s + 1, t).clone().scatter(1, idx, py_k.transpose(1, 2))
+    px, py = _recursion_inputs(px_full[:, :s], py_full, boundary, rnnt_type, delay_penalty)
+    return mutual_information_recursion(px, py, boundary)
+
+
 def rnnt_loss_pruned(
     logits: torch.Tensor,
     symbols: torch.Tensor,
@@ -312,28 +406,13 @@ def rnnt_loss_pruned(
     a position (ValueError): its gradient would be counted once per copy.
     """
     check_topology(rnnt_type)
-    b, t, r, v = logits.shape
+    b, t, r, _ = logits.shape
     s = symbols.shape[1]
-    if ranges.shape != (b, t, r):
-        raise ValueError(f"ranges {tuple(ranges.shape)} must be [B, T, s_range] = {(b, t, r)} like the logits")
-    if r > 1 and bool((ranges[..., 1:] <= ranges[..., :-1]).any()):
-        # a position kept twice would get its gradient once per copy (the scatter below)
-        raise ValueError("ranges must be strictly increasing along s_range: each symbol position kept once")
+    check_ranges(ranges, b, t, r, s)
     bd = _boundary(boundary, b, s, t, logits.device)
     lp = logits.log_softmax(-1)
-    sym = symbols.to(torch.int64)
-    # symbol at each kept position: y_{s+1} for s < S (positions at S get a dummy, masked below)
-    sym_ext = torch.cat([sym, torch.full_like(sym[:, :1], termination_symbol)], dim=1)  # [B, S+1]
-    pos_sym = torch.gather(sym_ext, 1, ranges.reshape(b, t * r)).reshape(b, t, r)
+    pos_sym = symbols_at(symbols, ranges, bd[:, 2], termination_symbol)
     px_k = torch.gather(lp, 3, pos_sym[..., None]).squeeze(3)  # [B, T, r]
     py_k = lp[..., termination_symbol]  # [B, T, r]
-    neg = torch.tensor(float("-inf"), dtype=lp.dtype, device=lp.device)
-    # Scatter into the full lattice: -inf wherever the window does not reach.
-    px_full = neg.expand(b, s + 1, t).clone()
-    py_full = neg.expand(b, s + 1, t).clone()
-    idx = ranges.transpose(1, 2)  # [B, r, T]
-    px_full = px_full.scatter(1, idx, px_k.transpose(1, 2))
-    py_full = py_full.scatter(1, idx, py_k.transpose(1, 2))
-    px, py = _recursion_inputs(px_full[:, :s], py_full, bd, rnnt_type, delay_penalty)
-    ans = mutual_information_recursion(px, py, bd)
+    ans = pruned_rnnt_log_likelihood(px_k, py_k, ranges, s, bd, rnnt_type, delay_penalty)
     return finish_loss(-ans, reduction, zero_infinity, "rnnt_loss_pruned")

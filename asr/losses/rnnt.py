@@ -160,12 +160,9 @@ def rnnt_loss(
             modified | rna | constrained (one output per frame; S_b > T_b has no alignment), through
             the mutual-information recursion (clamp unsupported there).
     """
-    targets = targets.to(torch.int64).contiguous()
-    logit_lengths = logit_lengths.to(torch.int64).contiguous()
-    target_lengths = target_lengths.to(torch.int64).contiguous()
-    if targets.dim() != 2:
-        raise ValueError("targets must be [B, U]")
-    check_inputs(logits, targets, logit_lengths, target_lengths, blank, logits.shape[-1])
+    targets, logit_lengths, target_lengths = check_inputs(
+        logits, targets, logit_lengths, target_lengths, blank, logits.shape[-1]
+    )
     if check_topology(rnnt_type) != "regular":
         if clamp > 0:
             raise ValueError(f"clamp is supported with rnnt_type='regular' only, not {rnnt_type!r}")

@@ -1,4 +1,4 @@
-// Log-semiring helpers shared by the CPU kernels.
+// Log-semiring helpers and the semirings of the lattice recursions, shared by the CPU kernels.
 #pragma once
 #include <cmath>
 #include <limits>
@@ -28,5 +28,21 @@ inline T log_sum_exp(const T* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) s += std::exp(x[i] - m);
   return m + std::log(s);
 }
+
+// The "plus" of a lattice recursion: the forward recursions are templated on it, so that one
+// recursion gives both the loss (log semiring: log-sum over all paths) and the best path's
+// score (tropical semiring: max over paths, for Viterbi training and alignment).
+struct LogSemiring {
+  template <typename T>
+  static T plus(T a, T b) {
+    return log_add(a, b);
+  }
+};
+struct MaxSemiring {
+  template <typename T>
+  static T plus(T a, T b) {
+    return a < b ? b : a;
+  }
+};
 
 }  // namespace asr

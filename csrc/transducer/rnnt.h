@@ -48,6 +48,18 @@ void rnnt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& 
                                       const torch::Tensor& beta, const torch::Tensor& loss, const torch::Tensor& scale,
                                       int64_t blank);
 
+// Viterbi: the best path of each utterance (the max semiring on the same lattice and recursion as
+// rnnt_forward's alpha). Returns {score [B] float64: the best path's log-prob, -inf without a path
+// (T_b == 0); arcs [B, max_t + max_u, 3] int64: the path's T_b + U_b arcs in order, each
+// (t, u, token) = its source node and the token it emits (blank, or y_{u+1}), -1 past the path}.
+// Ties between the two arcs into a node go to the blank while backtracking from the end: among
+// equally good paths, the last label is emitted as early as possible, then the one before it, etc.
+std::vector<torch::Tensor> rnnt_viterbi_cpu(const torch::Tensor& logits, const torch::Tensor& denom,
+                                            const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                                            const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                            const torch::Tensor& t_strides, int64_t max_t, int64_t max_u,
+                                            int64_t blank);
+
 #ifdef ASR_WITH_CUDA
 // CUDA kernels (rnnt_cuda.cu) with the same contracts, for tensors on one GPU.
 std::vector<torch::Tensor> rnnt_forward_cuda(const torch::Tensor& logits, const torch::Tensor& denom,
@@ -66,6 +78,11 @@ void rnnt_subtract_arc_posteriors_cuda(torch::Tensor& grad, const torch::Tensor&
                                        const torch::Tensor& t_strides, const torch::Tensor& alpha,
                                        const torch::Tensor& beta, const torch::Tensor& loss,
                                        const torch::Tensor& scale, int64_t blank);
+std::vector<torch::Tensor> rnnt_viterbi_cuda(const torch::Tensor& logits, const torch::Tensor& denom,
+                                             const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                                             const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                             const torch::Tensor& t_strides, int64_t max_t, int64_t max_u,
+                                             int64_t blank);
 #endif
 
 }  // namespace asr

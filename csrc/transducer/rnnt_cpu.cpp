@@ -41,6 +41,51 @@ Layout make_layout(const torch::Tensor& targets, const torch::Tensor& logit_leng
                 max_u,                             targets.size(1)};
 }
 
+void check_rows(const torch::Tensor& logits, const torch::Tensor& denom) {
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "logits must be contiguous rows [N, V]");
+  TORCH_CHECK(denom.dim() == 1 && denom.size(0) == logits.size(0) && denom.is_contiguous() &&
+                  denom.scalar_type() == logits.scalar_type(),
+              "denom must be [N] of the logits' dtype");
+}
+
+// The log-probs of the two arcs leaving node (t, u) of utterance b, in float64: blank (to
+// (t + 1, u), or the end from (T - 1, U)) and y_{u+1} (to (t, u + 1)).
+template <typename scalar_t>
+struct RnntArcs {
+  Layout L;
+  const scalar_t* x;
+  const scalar_t* den;
+  int64_t V, blank;
+  acc_t lp_blank(int64_t b, int64_t t, int64_t u) const {
+    const int64_t r = L.row(b, t, u);
+    return acc_t(x[r * V + blank]) - acc_t(den[r]);
+  }
+  acc_t lp_emit(int64_t b, int64_t t, int64_t u) const {
+    const int64_t r = L.row(b, t, u);
+    return acc_t(x[r * V + L.label(b, u)]) - acc_t(den[r]);
+  }
+};
+
+// alpha[b, t, u] for t < T_b, u <= U_b in the semiring S: the log-sum (LogSemiring: the loss) or
+// the max (MaxSemiring: Viterbi) over the paths from (0, 0) to (t, u).
+template <typename S, typename scalar_t>
+void rnnt_alpha(const RnntArcs<scalar_t>& A, int64_t b, acc_t* a) {
+  const Layout& L = A.L;
+  for (int64_t t = 0; t < L.T[b]; ++t) {
+    for (int64_t u = 0; u <= L.U[b]; ++u) {
+      acc_t v;
+      if (t == 0 && u == 0) {
+        v = 0;
+      } else {
+        v = neg_inf<acc_t>();
+        if (t > 0) v = a[L.node(b, t - 1, u)] + A.lp_blank(b, t - 1, u);
+        if (u > 0) v = S::plus(v, a[L.node(b, t, u - 1)] + A.lp_emit(b, t, u - 1));
+      }
+      a[L.node(b, t, u)] = v;
+    }
+  }
+}
+
 void check_acc(const torch::Tensor& alpha, const torch::Tensor& beta) {
   TORCH_CHECK(alpha.scalar_type() == torch::kFloat64 && beta.scalar_type() == torch::kFloat64 &&
                   alpha.is_contiguous() && beta.is_contiguous(),
@@ -54,10 +99,7 @@ std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const t
                                             const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
                                             const torch::Tensor& t_strides, int64_t max_t, int64_t max_u,
                                             int64_t blank) {
-  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "logits must be contiguous rows [N, V]");
-  TORCH_CHECK(denom.dim() == 1 && denom.size(0) == logits.size(0) && denom.is_contiguous() &&
-                  denom.scalar_type() == logits.scalar_type(),
-              "denom must be [N] of the logits' dtype");
+  check_rows(logits, denom);
   const Layout L = make_layout(targets, logit_lengths, target_lengths, row_offsets, t_strides, max_t, max_u);
   const int64_t B = logit_lengths.size(0), V = logits.size(1);
   auto loss = torch::empty({B}, logits.options());
@@ -67,8 +109,7 @@ std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const t
   auto beta = torch::full({B, max_t, max_u + 1}, -std::numeric_limits<double>::infinity(), acc_opts);
 
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "rnnt_forward_cpu", [&] {
-    const scalar_t* x = logits.data_ptr<scalar_t>();
-    const scalar_t* den = denom.data_ptr<scalar_t>();
+    const RnntArcs<scalar_t> A{L, logits.data_ptr<scalar_t>(), denom.data_ptr<scalar_t>(), V, blank};
     acc_t* a = alpha.data_ptr<acc_t>();
     acc_t* be = beta.data_ptr<acc_t>();
     scalar_t* l = loss.data_ptr<scalar_t>();
@@ -79,27 +120,9 @@ std::vector<torch::Tensor> rnnt_forward_cpu(const torch::Tensor& logits, const t
           l[b] = std::numeric_limits<scalar_t>::infinity();
           continue;
         }
-        auto lp_blank = [&](int64_t t, int64_t u) {
-          const int64_t r = L.row(b, t, u);
-          return acc_t(x[r * V + blank]) - acc_t(den[r]);
-        };
-        auto lp_emit = [&](int64_t t, int64_t u) {
-          const int64_t r = L.row(b, t, u);
-          return acc_t(x[r * V + L.label(b, u)]) - acc_t(den[r]);
-        };
-        for (int64_t t = 0; t < T; ++t) {
-          for (int64_t u = 0; u <= U; ++u) {
-            acc_t v;
-            if (t == 0 && u == 0) {
-              v = 0;
-            } else {
-              v = neg_inf<acc_t>();
-              if (t > 0) v = a[L.node(b, t - 1, u)] + lp_blank(t - 1, u);
-              if (u > 0) v = log_add(v, a[L.node(b, t, u - 1)] + lp_emit(t, u - 1));
-            }
-            a[L.node(b, t, u)] = v;
-          }
-        }
+        auto lp_blank = [&](int64_t t, int64_t u) { return A.lp_blank(b, t, u); };
+        auto lp_emit = [&](int64_t t, int64_t u) { return A.lp_emit(b, t, u); };
+        rnnt_alpha<LogSemiring>(A, b, a);
         for (int64_t t = T - 1; t >= 0; --t) {
           for (int64_t u = U; u >= 0; --u) {
             acc_t v;
@@ -192,6 +215,55 @@ void rnnt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& 
       }
     });
   });
+}
+
+std::vector<torch::Tensor> rnnt_viterbi_cpu(const torch::Tensor& logits, const torch::Tensor& denom,
+                                            const torch::Tensor& targets, const torch::Tensor& logit_lengths,
+                                            const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
+                                            const torch::Tensor& t_strides, int64_t max_t, int64_t max_u,
+                                            int64_t blank) {
+  check_rows(logits, denom);
+  const Layout L = make_layout(targets, logit_lengths, target_lengths, row_offsets, t_strides, max_t, max_u);
+  const int64_t B = logit_lengths.size(0), V = logits.size(1);
+  auto acc_opts = logits.options().dtype(torch::kFloat64);
+  auto score = torch::full({B}, -std::numeric_limits<double>::infinity(), acc_opts);
+  auto arcs = torch::full({B, max_t + max_u, 3}, -1, logits.options().dtype(torch::kInt64));
+  // the same recursion as the loss's alpha, in the max semiring: best score of a path to each node
+  auto alpha = torch::full({B, max_t, max_u + 1}, -std::numeric_limits<double>::infinity(), acc_opts);
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "rnnt_viterbi_cpu", [&] {
+    const RnntArcs<scalar_t> A{L, logits.data_ptr<scalar_t>(), denom.data_ptr<scalar_t>(), V, blank};
+    acc_t* a = alpha.data_ptr<acc_t>();
+    acc_t* sc = score.data_ptr<acc_t>();
+    int64_t* out = arcs.data_ptr<int64_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t T = L.T[b], U = L.U[b];
+        if (T == 0) continue;  // no path: score -inf, no arcs
+        rnnt_alpha<MaxSemiring>(A, b, a);
+        sc[b] = a[L.node(b, T - 1, U)] + A.lp_blank(b, T - 1, U);
+        // Backtrack from the final blank. The path has T blanks and U labels; arc k goes to
+        // out[b, k]. Each step recomputes both incoming arcs' scores exactly as the recursion did
+        // and follows the better one; a tie goes to the blank (see rnnt.h).
+        int64_t k = T + U - 1, t = T - 1, u = U;
+        auto put = [&](int64_t tt, int64_t uu, int64_t token) {
+          int64_t* o = out + (b * (max_t + max_u) + k--) * 3;
+          o[0] = tt, o[1] = uu, o[2] = token;
+        };
+        put(t, u, blank);
+        while (t > 0 || u > 0) {
+          const acc_t via_blank = t > 0 ? a[L.node(b, t - 1, u)] + A.lp_blank(b, t - 1, u) : neg_inf<acc_t>();
+          const acc_t via_label = u > 0 ? a[L.node(b, t, u - 1)] + A.lp_emit(b, t, u - 1) : neg_inf<acc_t>();
+          if (t > 0 && (u == 0 || via_blank >= via_label)) {
+            put(--t, u, blank);
+          } else {
+            --u;
+            put(t, u, L.label(b, u));
+          }
+        }
+      }
+    });
+  });
+  return {score, arcs};
 }
 
 }  // namespace asr

@@ -32,6 +32,19 @@ void tdt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& l
                                      const torch::Tensor& beta, const torch::Tensor& loss, const torch::Tensor& scale,
                                      int64_t num_tokens, int64_t blank, double sigma);
 
+// Viterbi: the best path of each utterance (the loss's alpha recursion in the max semiring).
+// Returns {score [B] float64: the best path's log-prob (with sigma), -inf where no path exists;
+// arcs [B, max_t + max_u, 4] int64: the path's arcs in order, each (t, u, token, duration index)
+// = its source node, the token it emits (blank or y_{u+1}) and the index of its duration in
+// `durations`, -1 past the path (at most T_b + U_b arcs)}. Ties: backtracking from (T, U), the
+// first best arc into a node wins, blank arcs before label arcs, each in the order of `durations`.
+std::vector<torch::Tensor> tdt_viterbi_cpu(const torch::Tensor& logits, const torch::Tensor& den_tok,
+                                           const torch::Tensor& den_dur, const torch::Tensor& targets,
+                                           const torch::Tensor& logit_lengths, const torch::Tensor& target_lengths,
+                                           const torch::Tensor& row_offsets, const torch::Tensor& t_strides,
+                                           const torch::Tensor& durations, int64_t num_tokens, int64_t max_t,
+                                           int64_t max_u, int64_t blank, double sigma);
+
 #ifdef ASR_WITH_CUDA
 // CUDA kernels (tdt_cuda.cu) with the same contracts, for tensors on one GPU.
 std::vector<torch::Tensor> tdt_forward_cuda(const torch::Tensor& logits, const torch::Tensor& den_tok,
@@ -47,6 +60,12 @@ void tdt_subtract_arc_posteriors_cuda(torch::Tensor& grad, const torch::Tensor& 
                                       const torch::Tensor& durations, const torch::Tensor& alpha,
                                       const torch::Tensor& beta, const torch::Tensor& loss, const torch::Tensor& scale,
                                       int64_t num_tokens, int64_t blank, double sigma);
+std::vector<torch::Tensor> tdt_viterbi_cuda(const torch::Tensor& logits, const torch::Tensor& den_tok,
+                                            const torch::Tensor& den_dur, const torch::Tensor& targets,
+                                            const torch::Tensor& logit_lengths, const torch::Tensor& target_lengths,
+                                            const torch::Tensor& row_offsets, const torch::Tensor& t_strides,
+                                            const torch::Tensor& durations, int64_t num_tokens, int64_t max_t,
+                                            int64_t max_u, int64_t blank, double sigma);
 #endif
 
 }  // namespace asr

@@ -1,17 +1,21 @@
 #!/usr/bin/env python
 """RNN-T loss speed and peak memory against the memory-bandwidth floor.
 
-    python scripts/bench/bench_rnnt.py [--B 32 --T 500 --U 100 --V 500] [--threads N]
+    python scripts/bench/bench_rnnt.py [--B 32 --T 500 --U 100 --V 500] [--threads N] [--variants a,b,...]
 
 Lengths are random in 70-100% of the maxima (seed 0), logits float32 [B, T, U+1, V].
 Each variant runs in its own process, so its peak RSS above the inputs is its own:
   log_softmax   one torch.log_softmax pass over the logits (forward only): the floor
   full          asr.losses.rnnt_loss forward + backward (fused log-softmax)
   tdt           asr.losses.tdt_loss forward + backward, durations (0..4): logits [B, T, U+1, V+5]
+  viterbi       asr.losses.rnnt_viterbi_loss forward + backward (best path only)
+  tdt_viterbi   asr.losses.tdt_viterbi_loss forward + backward, durations (0..4)
 End to end from encoder/predictor outputs am [B, T, V], lm [B, U+1, V] (joiner = am + lm),
 counting the joiner output and its gradient:
   full_e2e      joiner on the whole lattice [B, T, U+1, V] + rnnt_loss, backward
   pruned_e2e    rnnt_loss_simple + prune ranges + joiner on [B, T, s_range, V] + rnnt_loss_pruned, backward
+  viterbi_e2e   joiner on the whole lattice without grad + rnnt_best_path, then the joiner with grad
+                on the path's nodes only + path_log_probs, backward (what the head's viterbi option does)
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import time
 
 from common import add_size_args, random_lengths  # scripts/bench/common.py
 
+VARIANTS = ("log_softmax", "full", "tdt", "viterbi", "tdt_viterbi", "full_e2e", "pruned_e2e", "viterbi_e2e")
+
 
 def child(args) -> None:
     import torch
@@ -32,10 +38,14 @@ def child(args) -> None:
     from asr.losses import (
         do_rnnt_pruning,
         get_rnnt_prune_ranges,
+        path_log_probs,
+        rnnt_best_path,
         rnnt_loss,
         rnnt_loss_pruned,
         rnnt_loss_simple,
+        rnnt_viterbi_loss,
         tdt_loss,
+        tdt_viterbi_loss,
     )
 
     torch.set_num_threads(args.threads)
@@ -48,7 +58,7 @@ def child(args) -> None:
         lm = torch.randn(B, U + 1, V, generator=g).requires_grad_()
         bd = torch.stack([torch.zeros_like(tl), torch.zeros_like(tl), ul, tl], dim=1)
     else:
-        logits = torch.randn(B, T, U + 1, V + (5 if args.variant == "tdt" else 0), generator=g)
+        logits = torch.randn(B, T, U + 1, V + (5 if args.variant.startswith("tdt") else 0), generator=g)
     targets = torch.randint(1, V, (B, U), generator=g)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -68,9 +78,21 @@ def child(args) -> None:
             loss.backward()
             am.grad = lm.grad = None
             return loss
+        if args.variant == "viterbi_e2e":
+            with torch.no_grad():
+                path = rnnt_best_path(am[:, :, None, :] + lm[:, None, :, :], targets, tl, ul)
+            loss = -path_log_probs(am[path.utt, path.t] + lm[path.utt, path.u], path).sum()
+            loss.backward()
+            am.grad = lm.grad = None
+            return loss
         x = logits.requires_grad_()
+        durations = (0, 1, 2, 3, 4)
         if args.variant == "tdt":
-            loss = tdt_loss(x, targets, tl, ul, durations=(0, 1, 2, 3, 4), reduction="sum")
+            loss = tdt_loss(x, targets, tl, ul, durations=durations, reduction="sum")
+        elif args.variant == "tdt_viterbi":
+            loss = tdt_viterbi_loss(x, targets, tl, ul, durations=durations, reduction="sum")
+        elif args.variant == "viterbi":
+            loss = rnnt_viterbi_loss(x, targets, tl, ul, reduction="sum")
         else:
             loss = rnnt_loss(x, targets, tl, ul, reduction="sum")
         loss.backward()
@@ -102,12 +124,20 @@ def main() -> None:
     add_size_args(p)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--s-range", dest="s_range", type=int, default=5)
+    p.add_argument(
+        "--variants",
+        default="log_softmax,full,tdt,full_e2e,pruned_e2e",
+        help=f"comma-separated, the first is the floor the others are divided by (of: {', '.join(VARIANTS)})",
+    )
     p.add_argument("--variant", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.variant:
         return child(a)
+    variants = a.variants.split(",")
+    if set(variants) - set(VARIANTS):
+        p.error(f"unknown variants {sorted(set(variants) - set(VARIANTS))}; choose from {', '.join(VARIANTS)}")
     rows = []
-    for variant in ("log_softmax", "full", "tdt", "full_e2e", "pruned_e2e"):
+    for variant in variants:
         cmd = [
             sys.executable,
             __file__,
@@ -117,12 +147,12 @@ def main() -> None:
             *[f"--{k}={getattr(a, k)}" for k in ("B", "T", "U", "V", "threads", "repeats")],
         ]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()))
-    floor = rows[0]["median_s"]
+    floor = rows[0]["median_s"]  # the first variant (log_softmax by default)
     print(
         f"B={a.B} T={a.T} U={a.U} V={a.V} s_range={a.s_range} float32, logits {rows[0]['logits_gib']:.2f} GiB, "
         f"{a.threads} threads"
     )
-    print("| variant | median time | x log_softmax | peak memory above inputs |")
+    print(f"| variant | median time | x {variants[0]} | peak memory above inputs |")
     print("| --- | --- | --- | --- |")
     for r in rows:
         print(

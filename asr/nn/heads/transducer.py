@@ -1,5 +1,5 @@
 """Transducer head: a predictor (label context) and a joint network, trained with the
-full RNN-T, pruned RNN-T or TDT loss (strategies in transducer_loss.py).
+full RNN-T, pruned RNN-T, TDT or pruned TDT loss (strategies in transducer_loss.py).
 
 Shapes: enc[B, T, D_enc] from the encoder, targets[B, U]. The predictor reads the
 label history with a leading blank ("start of sequence"), so it yields U+1 outputs.
@@ -127,7 +127,7 @@ class TransducerHead(Head):
 
     Args:
         enc_dim, vocab_size: encoder width and tokenizer size (blank = 0).
-        loss: the criterion, "rnnt" | "pruned_rnnt" | "tdt" or {"kind": ..., **its options}
+        loss: the criterion, "rnnt" | "pruned_rnnt" | "tdt" | "pruned_tdt" or {"kind": ..., **its options}
             (asr/nn/heads/transducer_loss.py). TDT's durations add outputs to the joint.
         predictor: {"kind": stateless|lstm, **kwargs of that predictor}.
         pred_dim, joint_dim: predictor output and joint hidden widths.
