@@ -21,6 +21,7 @@ from .data.features import Fbank, FbankOptions, GlobalCMVN
 from .data.tokenizer import Tokenizer
 from .decoding import DecodeOptions, Hypothesis, build_model_search, run_search
 from .nn.encoders import build_encoder
+from .nn.encoders.chunking import FULL
 from .nn.heads import build_head
 
 
@@ -90,11 +91,14 @@ class ASRModel(L.LightningModule):
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """{"loss": weighted sum, head name: its loss, "head/part": parts some heads report}."""
-        enc, enc_lens = self(batch.audio, batch.audio_lens)
+        # one chunking for the encoder and the heads: TAED's decoder attends chunk by chunk as the
+        # encoder's mask does (full context outside training)
+        chunk, left = self.encoder.training_chunking() if self.training else (FULL, FULL)
+        enc, enc_lens = self.encoder(*self.features(batch.audio, batch.audio_lens), chunk, left)
         out: dict[str, torch.Tensor] = {}
         total = 0.0
         for name, head in self.heads.items():
-            res = head.loss(enc, enc_lens, batch.tokens, batch.token_lens, step=self.global_step)
+            res = head.loss(enc, enc_lens, batch.tokens, batch.token_lens, step=self.global_step, chunk_size=chunk)
             out.update({f"{name}/{k}": v for k, v in res.items() if k != "loss"})
             out[name] = res["loss"]
             total = total + self.head_weights[name] * res["loss"]

@@ -152,7 +152,7 @@ def test_rescoring_fed_in_chunks_equals_one_pass():
 def test_attention_methods_need_an_attention_head():
     heads = {"ctc": _hybrid()["ctc"]}
     for method in ("attention", "attention_rescoring"):
-        with pytest.raises(ValueError, match="needs an attention head"):
+        with pytest.raises(ValueError, match="needs an attention decoder"):
             build_model_search(heads, "ctc", DecodeOptions(method))
     with pytest.raises(ValueError, match="rescores a CTC or transducer"):
         build_model_search(_hybrid(), "attention", DecodeOptions("attention_rescoring"))

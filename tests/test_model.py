@@ -169,6 +169,9 @@ MODEL_CONFIGS = [
     "conformer_ctc_streaming",
     "conformer_transducer_streaming",
     "conformer_ctc_attention",
+    "conformer_ctc_attention_streaming",
+    "conformer_taed",
+    "conformer_taed_streaming",
 ]
 
 
@@ -199,6 +202,9 @@ def tiny_model(name: str, vocab_size: int, overrides: list[str] | None = None) -
             over += [f"model.heads.{h}.pred_dim=16", f"model.heads.{h}.joint_dim=16"]
         if cfg.model.heads[h].kind == "attention":
             over += [f"model.heads.{h}.d_model=32", f"model.heads.{h}.num_layers=1", f"model.heads.{h}.num_heads=2"]
+        if cfg.model.heads[h].kind == "taed":
+            dec = f"model.heads.{h}.decoder"
+            over += [f"{dec}.d_model=16", f"{dec}.num_layers=1", f"{dec}.num_heads=2", f"model.heads.{h}.joint_dim=16"]
     cfg = compose([f"model={name}", *over, *(overrides or [])])
     m = OmegaConf.to_container(cfg.model, resolve=True)
     return ASRModel(
@@ -242,8 +248,11 @@ MIN_LOSS_RATIO = 2.0
 MIN_AUDIO_RATIO = 1.8
 # The full-lattice and pruned RNN-T losses first learn the predictor and leave the encoder on a
 # plateau (README: conformer_transducer and lstm_transducer are still on it after 6 demo epochs);
-# after 100 steps their ratio is 1.00 (full lattice) and 1.1-1.25 (pruned), so only their loss is checked.
+# after 100 steps their ratio is 1.00 (full lattice: TAED's too) and 1.1-1.25 (pruned), so only their
+# loss is checked.
 PREDICTOR_FIRST = {
+    "conformer_taed",
+    "conformer_taed_streaming",
     "conformer_transducer",
     "conformer_pruned_transducer",
     "lstm_transducer",
@@ -297,7 +306,8 @@ def test_every_model_config_learns_a_batch_and_decodes(name, speech_batches, one
         )
 
     model.eval()
-    attention = ("attention", "attention_rescoring") if any(h.kind == "attention" for h in model.heads.values()) else ()
+    has_decoder = any(h.attention_decoder() is not None for h in model.heads.values())
+    attention = ("attention", "attention_rescoring") if has_decoder else ()
     for method in ("greedy", "beam", *attention):
         ids = [h.tokens for h in model.decode(batch.audio, batch.audio_lens, method=method, beam=3)]
         assert len(ids) == 2 and all(0 < t < len(tok) for hyp in ids for t in hyp)

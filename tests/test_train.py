@@ -49,6 +49,7 @@ MIN_SHIFT_S = 0.02  # half an encoder frame
 STREAM_MARGIN = 0.05
 # conformer_ctc_attention (figures in the module docstring)
 ATTENTION_EPOCHS = 12
+TAED_THRESHOLD = 0.40
 ATTENTION_CTC_THRESHOLD = 0.50
 JOINT_GAIN = 0.05
 # num_threads pinned: float sums depend on the thread count, so the figures above hold on any
@@ -150,6 +151,30 @@ def test_ctc_attention_learns_and_every_attention_method_decodes(prepared):
     # decoding is clearly better (a decoder that learnt nothing would add noise to both)
     assert wer["rescoring"] <= wer["ctc"], wer
     assert wer["joint"] <= wer["ctc"] - JOINT_GAIN, wer
+
+
+@pytest.mark.slow
+def test_taed_learns_and_its_decoder_rescores(prepared):
+    """conformer_taed (the transducer's predictor is the attention decoder) learns the task with
+    transducer greedy and beam search, and its decoder rescores the beam's n-best (figures in the
+    module docstring)."""
+    tmp, corpus, man = prepared
+    exp = tmp / "taed"
+    overrides = [f"model.heads.taed.decoder.{k}={v}" for k, v in (("d_model", 96), ("num_layers", 2))]
+    args = ["train", "model=conformer_taed", f"exp_dir={exp}", f"data.manifest_dir={man}"]
+    assert main([*args, f"trainer.max_epochs={TRANSDUCER_EPOCHS}", *COMMON, *overrides]) == 0
+    wer = {
+        "greedy": _test_wer(exp, corpus, man, exp / "hyp_greedy.txt"),
+        "beam": _test_wer(exp, corpus, man, exp / "hyp_beam.txt", "--method", "beam", "--beam", "4"),
+        "rescoring": _test_wer(
+            exp, corpus, man, exp / "hyp_resc.txt", "--method", "attention_rescoring", "--beam", "4"
+        ),
+        "attention": _test_wer(exp, corpus, man, exp / "hyp_att.txt", "--method", "attention", "--beam", "4"),
+    }
+    print("conformer_taed", {k: f"{100 * v:.2f}%" for k, v in wer.items()})
+    assert wer["greedy"] < TAED_THRESHOLD, wer
+    assert wer["beam"] <= wer["greedy"] + 0.03, wer
+    assert wer["rescoring"] <= wer["beam"] + 0.03, wer
 
 
 def _ctc_overrides(exp: Path, man: Path) -> list[str]:

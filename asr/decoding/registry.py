@@ -27,11 +27,14 @@ SEARCHES: dict[tuple[str, str], SearchFactory] = {
     ("ctc", "beam"): lambda head, o: CTCPrefixBeamSearch(head, o.beam),
     ("transducer", "greedy"): lambda head, o: TransducerGreedySearch(head, o.max_symbols),
     ("transducer", "beam"): lambda head, o: TransducerBeamSearch(head, o.beam, o.max_symbols),
+    # TAED is a transducer whose predictor attends to the encoder: the same searches
+    ("taed", "greedy"): lambda head, o: TransducerGreedySearch(head, o.max_symbols),
+    ("taed", "beam"): lambda head, o: TransducerBeamSearch(head, o.beam, o.max_symbols),
     ("attention", "greedy"): lambda head, o: AttentionSearch(head),
     ("attention", "beam"): lambda head, o: AttentionSearch(head, o.beam),
 }
 # the weight of the first pass in attention rescoring, by the first pass head's kind
-FIRST_PASS_WEIGHT = {"ctc": "ctc_weight", "transducer": "transducer_weight"}
+FIRST_PASS_WEIGHT = {"ctc": "ctc_weight", "transducer": "transducer_weight", "taed": "transducer_weight"}
 
 
 def methods(kind: str) -> list[str]:
@@ -49,25 +52,27 @@ def build_search(head: Head, options: DecodeOptions) -> Search:
 
 def build_model_search(heads: Mapping[str, Head], head: str, options: DecodeOptions) -> Search:
     """The search for a model's heads: `options.method` of head `head`, or a method that combines
-    heads: `attention` (the attention head's beam search), `attention_rescoring` (head's beam
-    n-best rescored by the attention head) and `joint` (CTC head `head` and the attention head in
-    one beam search)."""
+    heads: `attention` (the attention decoder's beam search), `attention_rescoring` (head's beam
+    n-best rescored by the attention decoder) and `joint` (CTC head `head` and the attention
+    decoder in one beam search). The attention decoder is the first head's that has one
+    (`Head.attention_decoder`: an attention head, or TAED's)."""
     if options.method not in ("attention", "attention_rescoring", "joint"):
         return build_search(heads[head], options)
-    attention = [name for name, h in heads.items() if h.kind == "attention"]
-    if not attention:
-        raise ValueError(f"method {options.method!r} needs an attention head; the heads are {list(heads)}")
+    decoders = [d for d in (h.attention_decoder() for h in heads.values()) if d is not None]
+    if not decoders:
+        raise ValueError(f"method {options.method!r} needs an attention decoder; the heads are {list(heads)}")
+    decoder = decoders[0]
     if options.method == "attention":
-        return build_search(heads[attention[0]], replace(options, method="beam"))
+        return build_search(decoder, replace(options, method="beam"))
     first = heads[head]
     if options.method == "joint":
         if first.kind != "ctc":
             raise ValueError(
                 f"joint decoding combines a CTC head's prefix scores with attention; {head!r} is {first.kind}"
             )
-        return JointSearch(first, heads[attention[0]], options.beam, options.ctc_weight)
+        return JointSearch(first, decoder, options.beam, options.ctc_weight)
     if first.kind not in FIRST_PASS_WEIGHT:
         raise ValueError(f"attention_rescoring rescores a CTC or transducer head's n-best; {head!r} is {first.kind}")
     weight = getattr(options, FIRST_PASS_WEIGHT[first.kind])
     first_pass = build_search(first, replace(options, method="beam"))
-    return AttentionRescoringSearch(first_pass, heads[attention[0]], weight, options.reverse_weight)
+    return AttentionRescoringSearch(first_pass, decoder, weight, options.reverse_weight)

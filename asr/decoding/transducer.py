@@ -80,6 +80,16 @@ def _split(
     return (torch.where(is_blank, head.blank, lab), torch.where(is_blank, durations[blank_idx], durations[dur_idx]), lp)
 
 
+def _attend(
+    head, pred_state: Any, pred_p: torch.Tensor, enc: torch.Tensor, enc_lens: torch.Tensor
+) -> tuple[Any, torch.Tensor]:
+    """The predictor state and projected outputs [N, J] once the predictor has seen this call's
+    encoder frames: unchanged unless its outputs depend on them (TAED: every hypothesis's
+    decoder state is recomputed against the frames up to the end of this chunk)."""
+    pred_state, out = head.predictor.attend(pred_state, enc, enc_lens)
+    return pred_state, (pred_p if out is None else head.joint.project_pred(out))
+
+
 @dataclass
 class GreedyState:
     """Where a greedy search stands between chunks of encoder frames (streaming)."""
@@ -144,7 +154,7 @@ def transducer_greedy_continue(
     )
     enc_p = head.joint.project_enc(enc)
     pred = head.predictor
-    pred_state, pred_p = state.pred_state, state.pred_p  # [B, J]
+    pred_state, pred_p = _attend(head, state.pred_state, state.pred_p, enc, enc_lens)  # [B, J]
     lens = enc_lens.to(device)
     t, on_frame = state.t.clone(), state.on_frame.clone()  # on_frame: labels emitted on the current frame
     active = t < lens
@@ -293,7 +303,7 @@ def transducer_beam_continue(
     pred = head.predictor
     lens = enc_lens.to(device)[:, None]
     score, t, on_frame, hsh = state.score, state.t, state.on_frame, state.hsh
-    pred_state, pred_p = state.pred_state, state.pred_p
+    pred_state, pred_p = _attend(head, state.pred_state, state.pred_p, enc, enc_lens)
     parents: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     arange_b = torch.arange(b, device=device)[:, None]

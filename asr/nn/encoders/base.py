@@ -26,15 +26,31 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .chunking import FULL
+
 
 @runtime_checkable
 class Encoder(Protocol):
-    """forward(x[B, T, F], x_lens[B]) -> (y[B, T', output_dim], y_lens[B])."""
+    """forward(x[B, T, F], x_lens[B], chunk_size, left_context) -> (y[B, T', output_dim], y_lens[B]).
+
+    chunk_size / left_context (encoder frames, -1 = full) give the chunk mask of an encoder that
+    has one (Conformer); None is full context, except in training with dynamic chunks, where the
+    encoder samples. Encoders without a mask (the recurrent ones are causal by construction) take
+    and ignore them.
+    """
 
     output_dim: int  # D, the width of the output frames
     subsampling_factor: int  # input frames per output frame
 
-    def __call__(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def __call__(
+        self, x: torch.Tensor, x_lens: torch.Tensor, chunk_size: int | None = None, left_context: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def training_chunking(self) -> tuple[int, int]:
+        """(chunk_size, left_context) for one training batch: a sample of the configured dynamic
+        chunks, or (-1, -1). The model passes it to the encoder and to the heads, so that a head
+        whose outputs depend on the chunks (TAED's decoder) sees the encoder's."""
+        ...
 
     @property
     def streams(self) -> bool:
@@ -64,6 +80,13 @@ class StreamingEncoder(Encoder, Protocol):
         """The next feature frames x[B, n, F] (x_lens[B] valid; a stream's last call may be
         shorter) -> (y[B, T', D], y_lens[B], next state)."""
         ...
+
+
+class Unchunked:
+    """training_chunking for encoders without a chunk mask: always full context."""
+
+    def training_chunking(self) -> tuple[int, int]:
+        return FULL, FULL
 
 
 def check_streaming_args(chunk_size: int, left_context: int) -> None:

@@ -239,16 +239,19 @@ class ConformerEncoder(nn.Module):
         self.output_dim = c.d_model
         self.subsampling_factor = 4
 
+    def training_chunking(self) -> tuple[int, int]:
+        """One (chunk_size, left_context) sampled from the configured dynamic chunks, else full."""
+        if self.config.chunk_sizes:
+            return sample_chunking(self.config.chunk_sizes, self.config.left_contexts)
+        return FULL, FULL
+
     def forward(
         self, x: torch.Tensor, x_lens: torch.Tensor, chunk_size: int | None = None, left_context: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """chunk_size / left_context: encoder frames (-1 = full). Default: full context, except
         in training with `chunk_sizes` configured, where each call samples a pair."""
         if chunk_size is None:
-            if self.training and self.config.chunk_sizes:
-                chunk_size, left_context = sample_chunking(self.config.chunk_sizes, self.config.left_contexts)
-            else:
-                chunk_size, left_context = FULL, FULL
+            chunk_size, left_context = self.training_chunking() if self.training else (FULL, FULL)
         y, lens = self.subsampling(x, x_lens)
         valid = padding_mask(lens, y.shape[1])
         pos = torch.arange(y.shape[1], device=y.device)

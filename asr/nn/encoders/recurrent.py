@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .base import check_streaming_args
+from .base import Unchunked, check_streaming_args
 from .conformer import padding_mask
 from .subsampling import Conv2dSubsampling4
 
@@ -151,7 +151,7 @@ class MinRNNConfig:
     scan_chunk: int = 64  # frames per parallel-scan block
 
 
-class MinRNNEncoder(nn.Module):
+class MinRNNEncoder(Unchunked, nn.Module):
     """Conv2d subsampling (4x) + minGRU/minLSTM blocks; causal after the subsampling.
 
     forward(x[B, T, F], x_lens[B]) -> (y[B, T', d_model], y_lens[B]).
@@ -230,7 +230,10 @@ class MinRNNEncoder(nn.Module):
         y = self.norm(y).masked_fill(~valid[..., None], 0.0)
         return y, torch.stack(new_state) if new_state else state
 
-    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, x_lens: torch.Tensor, chunk_size: int | None = None, left_context: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """chunk_size / left_context: ignored (the Encoder signature; causal by construction)."""
         y, lens = self.subsampling(x, x_lens)
         y, _ = self.recurrent(self.drop(y), lens)
         return y, lens
@@ -247,7 +250,7 @@ class LSTMConfig:
     subsampling_channels: int = 64
 
 
-class LSTMEncoder(nn.Module):
+class LSTMEncoder(Unchunked, nn.Module):
     """Conv2d subsampling (4x) + an (optionally bidirectional) LSTM stack + projection.
 
     forward(x[B, T, F], x_lens[B]) -> (y[B, T', d_model], y_lens[B]). Sequences are
@@ -315,7 +318,10 @@ class LSTMEncoder(nn.Module):
         y = self.norm(self.proj(out))
         return y.masked_fill(~valid[..., None], 0.0), lens, RecurrentState(sub_cache, h, c, state.chunk_size)
 
-    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, x_lens: torch.Tensor, chunk_size: int | None = None, left_context: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """chunk_size / left_context: ignored (the Encoder signature; no chunk mask)."""
         y, lens = self.subsampling(x, x_lens)
         t = y.shape[1]
         packed = pack_padded_sequence(self.drop(y), lens.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)

@@ -7,12 +7,14 @@ from __future__ import annotations
 from .attention import AttentionHead
 from .base import Head
 from .ctc import CTCHead
+from .taed import TAEDHead
 from .transducer import TransducerHead
 
 HEADS: dict[str, type[Head]] = {
     CTCHead.kind: CTCHead,
     TransducerHead.kind: TransducerHead,
     AttentionHead.kind: AttentionHead,
+    TAEDHead.kind: TAEDHead,
 }
 
 __all__ = ["HEADS", "Head", "build_head"]

@@ -53,6 +53,11 @@ class TransformerDecoder(nn.Module):
     def forward(
         self, ys: torch.Tensor, ys_lens: torch.Tensor, memory: torch.Tensor, memory_valid: torch.Tensor
     ) -> torch.Tensor:
+        return self.out(self.hidden(ys, memory, memory_valid))
+
+    def hidden(self, ys: torch.Tensor, memory: torch.Tensor, memory_valid: torch.Tensor) -> torch.Tensor:
+        """The last layer's normalized states [B, L, d_model] before the output layer (TAED's
+        predictor output). Right padding of ys needs no mask: the causal mask keeps it unread."""
         n = ys.shape[1]
         x = self.embed(ys) * math.sqrt(self.d_model) + sinusoidal_positions(n, self.d_model, ys.device)
         causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=ys.device), diagonal=1)
@@ -65,7 +70,7 @@ class TransformerDecoder(nn.Module):
             memory_key_padding_mask=~memory_valid,
             tgt_is_causal=True,
         )
-        return self.out(y)
+        return y
 
 
 def reverse_padded(tokens: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
@@ -121,6 +126,9 @@ class AttentionHead(Head):
             else None
         )
 
+    def attention_decoder(self) -> AttentionHead:
+        return self
+
     def memory(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoders' cross-attention input: (projected enc [B, T, d], valid[B, T])."""
         return self.enc_proj(enc), padding_mask(enc_lens.to(enc.device), enc.shape[1])
@@ -136,7 +144,13 @@ class AttentionHead(Head):
         return ys_in, ys_out
 
     def loss(
-        self, enc: torch.Tensor, enc_lens: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor, step: int = 0
+        self,
+        enc: torch.Tensor,
+        enc_lens: torch.Tensor,
+        tokens: torch.Tensor,
+        token_lens: torch.Tensor,
+        step: int = 0,
+        chunk_size: int = -1,
     ) -> dict[str, torch.Tensor]:
         """{"loss": label-smoothed cross-entropy per output token (targets and eos), "acc": the
         left-to-right decoder's token accuracy, and each direction's loss when both train}."""

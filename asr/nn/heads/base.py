@@ -31,7 +31,13 @@ class Head(nn.Module, ABC):
 
     @abstractmethod
     def loss(
-        self, enc: torch.Tensor, enc_lens: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor, step: int = 0
+        self,
+        enc: torch.Tensor,
+        enc_lens: torch.Tensor,
+        tokens: torch.Tensor,
+        token_lens: torch.Tensor,
+        step: int = 0,
+        chunk_size: int = -1,
     ) -> dict[str, torch.Tensor]:
         """{"loss": scalar per target token of the batch, **parts to log (detached)}.
 
@@ -39,4 +45,11 @@ class Head(nn.Module, ABC):
             enc: [B, T, D] encoder output; enc_lens: [B] valid frames.
             tokens: [B, U] target ids (padded); token_lens: [B].
             step: the training step (for loss schedules such as the pruned RNN-T warm-up).
+            chunk_size: the encoder's chunk (encoder frames, -1 = full context) for this batch;
+                only heads whose outputs depend on it (TAED) read it.
         """
+
+    def attention_decoder(self) -> Head | None:
+        """The attention decoder that the `attention`, `attention_rescoring` and `joint` methods
+        use, when this head has one (an attention head is its own; TAED's predictor is one)."""
+        return None

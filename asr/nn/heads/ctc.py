@@ -51,7 +51,13 @@ class CTCHead(Head):
         return F.log_softmax(self.proj(self.drop(enc)).float(), dim=-1)
 
     def loss(
-        self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor, step: int = 0
+        self,
+        enc: torch.Tensor,
+        enc_lens: torch.Tensor,
+        targets: torch.Tensor,
+        target_lens: torch.Tensor,
+        step: int = 0,
+        chunk_size: int = -1,
     ) -> dict[str, torch.Tensor]:
         """{"loss": CTC loss per target token of the batch}: long and short batches weigh the same per token."""
         if self.loss_kind == "ctc":

@@ -12,6 +12,8 @@ Decoding never calls `Joint.forward`: it projects encoder frames once
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -19,7 +21,20 @@ from .base import Head
 from .transducer_loss import build_transducer_loss
 
 
-class StatelessPredictor(nn.Module):
+class Predictor(nn.Module):
+    """What the transducer searches call on a predictor: init_state(batch, device),
+    forward(tokens[N, U], state) -> (out[N, U, dim], state), select_state, merge_state, and
+    attend. Predictors that read only labels inherit attend as it is here."""
+
+    def attend(self, state: Any, enc: torch.Tensor, enc_lens: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        """The next encoder frames enc[B, T, D_enc] (enc_lens[B] valid; a search calls this once per
+        chunk, before reading the chunk) -> (state, out[N, dim] for every row's current labels, or
+        None when the outputs do not depend on the encoder, as here). TAED's predictor attends to
+        them."""
+        return state, None
+
+
+class StatelessPredictor(Predictor):
     """Embedding + depthwise causal conv over the last `context_size` labels (icefall's
     "stateless" decoder, Ghodsi et al. 2020): a bigram-like predictor with no recurrence.
 
@@ -60,7 +75,7 @@ class StatelessPredictor(nn.Module):
         return torch.where(mask[:, None], new, old)
 
 
-class LSTMPredictor(nn.Module):
+class LSTMPredictor(Predictor):
     """Embedding + LSTM + linear projection. State: (h, c), each [layers, B, hidden].
     forward(tokens[B, U], state) -> (out[B, U, dim], new_state)."""
 
@@ -96,10 +111,22 @@ class LSTMPredictor(nn.Module):
 PREDICTORS = {"stateless": StatelessPredictor, "lstm": LSTMPredictor}
 
 
+def _build_predictor(spec: dict | None, vocab_size: int, dim: int, blank: int, dropout: float) -> Predictor:
+    """A predictor from its config {"kind": stateless|lstm, **kwargs}."""
+    spec = dict(spec or {"kind": "stateless"})
+    kind = spec.pop("kind", "stateless")
+    if kind not in PREDICTORS:
+        raise ValueError(f"unknown predictor {kind!r}; choose from {sorted(PREDICTORS)}")
+    spec.setdefault("dropout", dropout)
+    return PREDICTORS[kind](vocab_size, dim, blank=blank, **spec)
+
+
 class Joint(nn.Module):
     """logits = out(tanh(enc_proj(enc) + pred_proj(pred))).
 
-    forward(enc[B, T, D_enc], pred[B, U+1, D_pred]) -> logits[B, T, U+1, num_outputs].
+    forward(enc[B, T, D_enc], pred[B, U+1, D_pred] or per frame [B, T, U+1, D_pred]) ->
+    logits[B, T, U+1, num_outputs]. Per-frame predictor outputs are TAED's, whose decoder
+    states depend on the chunk a frame is in.
     """
 
     def __init__(self, enc_dim: int, pred_dim: int, joint_dim: int, num_outputs: int):
@@ -119,7 +146,8 @@ class Joint(nn.Module):
         return self.out(torch.tanh(enc_p + pred_p))
 
     def forward(self, enc: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        return self.combine(self.project_enc(enc)[:, :, None], self.project_pred(pred)[:, None])
+        pred_p = self.project_pred(pred)
+        return self.combine(self.project_enc(enc)[:, :, None], pred_p if pred.dim() == 4 else pred_p[:, None])
 
 
 class TransducerHead(Head):
@@ -129,7 +157,8 @@ class TransducerHead(Head):
         enc_dim, vocab_size: encoder width and tokenizer size (blank = 0).
         loss: the criterion, "rnnt" | "pruned_rnnt" | "tdt" | "pruned_tdt" or {"kind": ..., **its options}
             (asr/nn/heads/transducer_loss.py). TDT's durations add outputs to the joint.
-        predictor: {"kind": stateless|lstm, **kwargs of that predictor}.
+        predictor: {"kind": stateless|lstm, **kwargs of that predictor}, or a built Predictor
+            (TAED passes its attention decoder's).
         pred_dim, joint_dim: predictor output and joint hidden widths.
         max_symbols: default cap of labels emitted on one frame by the searches.
     """
@@ -141,7 +170,7 @@ class TransducerHead(Head):
         enc_dim: int,
         vocab_size: int,
         loss: str | dict = "rnnt",
-        predictor: dict | None = None,
+        predictor: dict | Predictor | None = None,
         pred_dim: int = 256,
         joint_dim: int = 256,
         max_symbols: int = 10,
@@ -155,12 +184,11 @@ class TransducerHead(Head):
         self.blank = blank
         self.max_symbols = int(max_symbols)
         self.criterion = build_transducer_loss(loss, enc_dim, pred_dim, vocab_size)
-        spec = dict(predictor or {"kind": "stateless"})
-        kind = spec.pop("kind", "stateless")
-        if kind not in PREDICTORS:
-            raise ValueError(f"unknown predictor {kind!r}; choose from {sorted(PREDICTORS)}")
-        spec.setdefault("dropout", dropout)
-        self.predictor = PREDICTORS[kind](vocab_size, pred_dim, blank=blank, **spec)
+        self.predictor = (
+            predictor
+            if isinstance(predictor, Predictor)
+            else _build_predictor(predictor, vocab_size, pred_dim, blank, dropout)
+        )
         self.drop = nn.Dropout(dropout)
         self.joint = Joint(enc_dim, pred_dim, joint_dim, vocab_size + len(self.durations))
 
@@ -185,7 +213,13 @@ class TransducerHead(Head):
         return out
 
     def loss(
-        self, enc: torch.Tensor, enc_lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor, step: int = 0
+        self,
+        enc: torch.Tensor,
+        enc_lens: torch.Tensor,
+        targets: torch.Tensor,
+        target_lens: torch.Tensor,
+        step: int = 0,
+        chunk_size: int = -1,
     ) -> dict[str, torch.Tensor]:
         """{"loss": scalar per target token of the batch, plus the criterion's parts for logging}."""
         enc = self.drop(enc)
