@@ -213,3 +213,24 @@ def test_joint_search_batched_equals_alone_and_needs_a_ctc_head():
         assert alone.tokens == batched[b].tokens and alone.score == pytest.approx(batched[b].score, abs=1e-4)
     with pytest.raises(ValueError, match="combines a CTC head"):
         build_model_search(heads, "attention", DecodeOptions("joint"))
+
+
+def test_cached_decoder_steps_equal_the_full_decoder():
+    """The searches' incremental decoder (one token a step, keys and values cached) gives at every
+    position the logits of the full decoder over the whole prefix, with padded memory, and a
+    beam's reordering (cache.select) follows its rows."""
+    torch.manual_seed(0)
+    head = build_head("attention", D, V, d_model=16, num_layers=2, num_heads=4, dropout=0.3).eval()
+    enc, lens = torch.randn(3, 11, D), torch.tensor([11, 7, 2])
+    ys = torch.cat([torch.full((3, 1), head.sos), torch.randint(0, V, (3, 6))], dim=1)
+    memory, valid = head.memory(enc, lens)
+    with torch.no_grad():
+        full = head.decoder(ys, torch.full((3,), 7), memory, valid).log_softmax(-1)
+        cache = head.start(enc, lens)
+        for t in range(ys.shape[1]):
+            lp, cache = head.step(cache, ys[:, t])
+            torch.testing.assert_close(lp, full[:, t], atol=1e-5, rtol=1e-5)
+        order = torch.tensor([2, 0, 0])
+        lp, _ = head.step(cache.select(order), ys[order, 0])
+    full_next = head.decoder(torch.cat([ys[order], ys[order, :1]], 1), torch.full((3,), 8), memory[order], valid[order])
+    torch.testing.assert_close(lp, full_next[:, -1].log_softmax(-1), atol=1e-5, rtol=1e-5)

@@ -40,13 +40,14 @@ def attention_greedy_search(head, enc: torch.Tensor, enc_lens: torch.Tensor) -> 
     """Batched greedy decoding with an AttentionHead. enc[B, T, D], enc_lens[B] -> hypotheses
     (score: log-probability of the tokens and, when emitted, `<eos>`)."""
     b, device = enc.shape[0], enc.device
-    memory, valid = head.memory(enc, enc_lens)
+    cache = head.start(enc, enc_lens)
     max_len = enc_lens.to(device).clamp(min=1)
     ys = torch.full((b, 1), head.sos, dtype=torch.long, device=device)
     score = torch.zeros(b, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     for step in range(int(max_len.max())):
-        best, tok = head.next_log_probs(ys, memory, valid).max(-1)
+        lp, cache = head.step(cache, ys[:, -1])
+        best, tok = lp.max(-1)
         tok = tok.masked_fill(done, head.eos)
         score = score + best.masked_fill(done, 0.0)
         ys = torch.cat([ys, tok[:, None]], dim=1)
@@ -65,8 +66,7 @@ def attention_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam:
     """Batched beam search with an AttentionHead: `beam` prefixes per utterance, n-best ranked by
     length-normalized score (Hypothesis.score is that normalized score)."""
     b, k, device = enc.shape[0], beam, enc.device
-    memory, valid = head.memory(enc, enc_lens)
-    memory, valid = memory.repeat_interleave(k, 0), valid.repeat_interleave(k, 0)
+    cache = head.start(enc.repeat_interleave(k, 0), enc_lens.repeat_interleave(k, 0))
     max_len = enc_lens.to(device).clamp(min=1)[:, None]  # [B, 1]
     n_out = head.vocab_size + 1
     neg = float("-inf")
@@ -81,13 +81,15 @@ def attention_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam:
     length = torch.zeros(b, k, dtype=torch.long, device=device)  # tokens, counting <eos>
     rows = torch.arange(b, device=device)[:, None] * k
     for step in range(int(max_len.max())):
-        lp = head.next_log_probs(ys, memory, valid).view(b, k, n_out)
+        lp, cache = head.step(cache, ys[:, -1])
+        lp = lp.view(b, k, n_out)
         lp = torch.where(done[..., None], stay, lp)
         top, idx = (score[..., None] + lp).view(b, k * n_out).topk(k, dim=1)
         parent, tok = idx // n_out, idx % n_out
         flat = (rows + parent).view(-1)
         was_done = done.gather(1, parent)
         ys = torch.cat([ys[flat], tok.view(-1, 1)], dim=1)
+        cache = cache.select(flat)
         length = length.gather(1, parent) + (~was_done).long()
         done = was_done | (tok == head.eos) | (step + 1 >= max_len)
         score = top

@@ -34,13 +34,16 @@ def _ctc_init(ctc_lp: torch.Tensor, blank: int) -> torch.Tensor:
 
 
 def _ctc_extend(
-    r: torch.Tensor, last: torch.Tensor, ctc_lp: torch.Tensor, valid: torch.Tensor, blank: int
+    r: torch.Tensor, last: torch.Tensor, ctc_lp: torch.Tensor, valid: torch.Tensor, blank: int, first: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Extend every prefix by every token.
 
     Args:
         r: [N, T, 2] the prefixes' (r^n, r^b); last: [N] their last token (-1 for the empty prefix).
         ctc_lp: [N, T, V] CTC log-probs; valid: [N, T] real frames.
+        first: the earliest frame >= 1 on which the new token can start: a prefix of L tokens
+            fills frames 0..L-1 at least, so the recursion starts at frame L (before it every
+            term is -inf).
     Returns:
         psi[N, V]: log CTC prefix probability of prefix + token; r_new[N, T, 2, V].
     """
@@ -55,7 +58,7 @@ def _ctc_extend(
     start = torch.where(empty[:, None], ctc_lp[:, 0], torch.full_like(ctc_lp[:, 0], NEG))
     r_new[:, 0, 0] = start
     psi = start.clone()
-    for t in range(1, t_max):
+    for t in range(max(1, first), t_max):
         rn = torch.logaddexp(r_new[:, t - 1, 0], phi[:, t - 1]) + ctc_lp[:, t]
         rb = torch.logaddexp(r_new[:, t - 1, 0], r_new[:, t - 1, 1]) + ctc_lp[:, t, blank : blank + 1]
         r_new[:, t, 0], r_new[:, t, 1] = rn, rb
@@ -83,8 +86,7 @@ def joint_beam_search(
     lens = enc_lens.to(device)
     lens_k = lens.repeat_interleave(k)
     valid = torch.arange(ctc_lp.shape[1], device=device)[None, :] < lens_k[:, None]
-    memory, mvalid = att_head.memory(enc, enc_lens)
-    memory, mvalid = memory.repeat_interleave(k, 0), mvalid.repeat_interleave(k, 0)
+    cache = att_head.start(enc.repeat_interleave(k, 0), enc_lens.repeat_interleave(k, 0))
     eos = att_head.eos  # == v: candidates 0..v-1 are tokens (blank excluded below), v is <eos>
     ys = torch.full((b * k, 1), att_head.sos, dtype=torch.long, device=device)
     r = _ctc_init(ctc_lp, ctc_head.blank)
@@ -96,8 +98,8 @@ def joint_beam_search(
     max_len = lens.clamp(min=1)[:, None]
     rows = torch.arange(b, device=device)[:, None] * k
     for step in range(int(max_len.max()) + 1):
-        att_lp = att_head.next_log_probs(ys, memory, mvalid)  # [B*K, V+1]
-        psi, r_new = _ctc_extend(r, last, ctc_lp, valid, ctc_head.blank)
+        att_lp, cache = att_head.step(cache, ys[:, -1])  # [B*K, V+1]
+        psi, r_new = _ctc_extend(r, last, ctc_lp, valid, ctc_head.blank, first=step)
         ctc_c = torch.cat([psi, _ctc_final(r, lens_k)[:, None]], dim=1).view(b, k, v + 1)
         att_c = (att.view(-1, 1) + att_lp).view(b, k, v + 1)
         # (0 * -inf would be nan: with w = 0 an alignment CTC cannot make is no obstacle)
@@ -115,6 +117,7 @@ def joint_beam_search(
         was_done = done.gather(1, parent)
         new_tok = tok.view(-1)
         ys = torch.cat([ys[flat], new_tok[:, None]], dim=1)
+        cache = cache.select(flat)
         is_tok = (new_tok != eos) & ~was_done.view(-1)
         r_keep = r[flat]
         r_ext = r_new[flat, :, :, new_tok.clamp(max=v - 1)]  # [B*K, T, 2]

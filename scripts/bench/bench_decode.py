@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Decoding speed (RTFx = seconds of audio per second of compute) of trained checkpoints.
+"""Decoding speed (RTFx = seconds of audio per second of compute) and WER of trained checkpoints.
 
     python scripts/bench/bench_decode.py --data data/synthetic/LibriSpeech/test-clean \\
         --ckpt exp/bench_configs/conformer_ctc/best.ckpt exp/bench_configs/conformer_tdt/best.ckpt
 
 For each checkpoint and each of its heads, the split is decoded greedily and with beam 4
-in batches of --batch-seconds of audio. Features + encoder run once per batch and are
+in batches of --batch-seconds of audio; a model with an attention decoder (an attention or
+TAED head) is also decoded with the methods that use it: `attention` (the decoder's beam
+search), `attention_rescoring` (the first head's beam n-best rescored, weight 0.5) and, when
+the first head is CTC, `joint` CTC/attention beam search (weight 0.5). WER is against the
+split's transcripts. Features + encoder run once per batch and are
 timed apart from the searches, so the table gives the end-to-end RTFx and the search
 alone. Every timing is the fastest of --repeats runs (noise on a shared machine only
 ever adds time). "steps" counts the search's loop iterations (joint calls; for CTC, one
@@ -21,7 +25,8 @@ from collections.abc import Callable
 import torch
 
 from asr.data.audio import pad_waves
-from asr.decoding import DecodeOptions, build_search, run_search
+from asr.decoding import DecodeOptions, build_model_search, build_search, run_search
+from asr.metrics import score
 from asr.model import load_model
 from asr.transcribe import audio_batches, split_items
 
@@ -61,34 +66,47 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    items, _, problems = split_items(a.data)
+    items, refs, problems = split_items(a.data)
     # the same loading and batching as `asr transcribe --data` (longest first, <= batch_seconds)
-    groups = [waves for _, waves in audio_batches(items, a.batch_seconds, problems)]
+    grouped = list(audio_batches(items, a.batch_seconds, problems))
+    groups = [waves for _, waves in grouped]
+    ids = [i for batch_ids, _ in grouped for i in batch_ids]
     waves = [w for g in groups for w in g]
     audio_s = sum(len(w) for w in waves) / 16000
     batches = [pad_waves(g) for g in groups]
     print(f"{len(waves)} utterances, {audio_s:.0f} s of audio, {len(batches)} batches, {a.threads} threads")
-    print("| checkpoint | head | search | steps | search RTFx | end-to-end RTFx |")
-    print("|---|---|---|---|---|---|")
+    print("| checkpoint | head | search | steps | WER | search RTFx | end-to-end RTFx |")
+    print("|---|---|---|---|---|---|---|")
     for ckpt in a.ckpt:
         model = load_model(ckpt).eval()
+        first = next(iter(model.heads))
+        has_decoder = any(h.attention_decoder() is not None for h in model.heads.values())
         with torch.inference_mode():
             encs = [model(audio, lens) for audio, lens in batches]
             enc_t = best_time(lambda m=model: [m(audio, lens) for audio, lens in batches], a.repeats)
+            runs = []  # (head label, method label, search, joint whose calls count the steps)
             for name, head in model.heads.items():
-                kind = ("tdt" if head.durations else "rnnt") if head.kind == "transducer" else head.kind
-                searches = {}
+                transducer = head.kind in ("transducer", "taed")
+                kind = ("tdt" if head.durations else "rnnt") if transducer else head.kind
+                joint = head.joint if transducer else None
                 for label, opts in (("greedy", DecodeOptions()), (f"beam {a.beam}", DecodeOptions("beam", a.beam))):
-                    search = build_search(head, opts)
-                    searches[label] = lambda s=search, encs=encs: [run_search(s, e, n) for e, n in encs]
-                for method, fn in searches.items():
-                    s_t = best_time(fn, a.repeats)
-                    steps = count_calls(head.joint, "combine", fn) if head.kind == "transducer" else len(encs)
-                    print(
-                        f"| {ckpt} | {name} ({kind}) | {method} | {steps} | {audio_s / s_t:.0f} "
-                        f"| {audio_s / (enc_t + s_t):.0f} |",
-                        flush=True,
-                    )
+                    runs.append((f"{name} ({kind})", label, build_search(head, opts), joint))
+            if has_decoder:
+                methods = ["attention", "attention_rescoring"] + (["joint"] if model.heads[first].kind == "ctc" else [])
+                for method in methods:
+                    opts = DecodeOptions(method, a.beam)
+                    runs.append((first, f"{method} {a.beam}", build_model_search(model.heads, first, opts), None))
+            for head_label, method, search, joint in runs:
+                fn = lambda s=search, encs=encs: [h for e, n in encs for h in run_search(s, e, n)]  # noqa: E731
+                s_t = best_time(fn, a.repeats)
+                steps = count_calls(joint, "combine", fn) if joint is not None else len(encs)
+                hyps = {i: model.tokenizer.decode(h.tokens) for i, h in zip(ids, fn())}
+                wer = score({i: refs[i] for i in ids}, hyps).error_rate
+                print(
+                    f"| {ckpt} | {head_label} | {method} | {steps} | {100 * wer:.2f}% | {audio_s / s_t:.0f} "
+                    f"| {audio_s / (enc_t + s_t):.0f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

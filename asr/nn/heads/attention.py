@@ -13,6 +13,7 @@ Shapes: enc[B, T, D_enc], tokens[B, U] (padded), lengths[B]; decoder logits [B, 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,86 @@ class TransformerDecoder(nn.Module):
             tgt_is_causal=True,
         )
         return y
+
+
+@dataclass
+class DecoderCache:
+    """Incremental decoding state of a TransformerDecoder for N prefixes (searches): per layer the
+    self-attention keys and values of the positions fed so far, [N, H, L, d/H] each, and the
+    cross-attention keys and values of the memory, [N, H, T, d/H], projected once."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mem_keys: list[torch.Tensor]
+    mem_values: list[torch.Tensor]
+    mem_valid: torch.Tensor  # [N, 1, 1, T] bool: the memory's real frames
+    length: int  # positions fed so far
+
+    def select(self, index: torch.Tensor) -> DecoderCache:
+        """Rows reordered by index[N'] (a beam's parents)."""
+        pick = lambda xs: [x[index] for x in xs]  # noqa: E731
+        return DecoderCache(
+            pick(self.keys),
+            pick(self.values),
+            pick(self.mem_keys),
+            pick(self.mem_values),
+            self.mem_valid[index],
+            self.length,
+        )
+
+
+def _heads(x: torch.Tensor, attn: nn.MultiheadAttention) -> torch.Tensor:
+    """[N, L, d] -> [N, H, L, d/H]."""
+    return x.unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(1, 2)
+
+
+def _project(attn: nn.MultiheadAttention, x: torch.Tensor, part: int) -> torch.Tensor:
+    """The query (0), key (1) or value (2) projection of nn.MultiheadAttention's packed in_proj, by heads."""
+    d = attn.embed_dim
+    w, b = attn.in_proj_weight[part * d : (part + 1) * d], attn.in_proj_bias[part * d : (part + 1) * d]
+    return _heads(F.linear(x, w, b), attn)
+
+
+def _attend(attn: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None) -> torch.Tensor:
+    """Scaled dot-product attention by heads, merged and through the output projection: [N, 1, d]."""
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attn.out_proj(y.transpose(1, 2).flatten(2))
+
+
+def decoder_start(decoder: TransformerDecoder, memory: torch.Tensor, valid: torch.Tensor) -> DecoderCache:
+    """The cache before any token: the memory's cross-attention keys and values of every layer."""
+    layers = decoder.layers.layers
+    mem_k = [_project(layer.multihead_attn, memory, 1) for layer in layers]
+    mem_v = [_project(layer.multihead_attn, memory, 2) for layer in layers]
+    n, h = memory.shape[0], layers[0].self_attn.num_heads
+    empty = memory.new_zeros(n, h, 0, layers[0].self_attn.head_dim)
+    return DecoderCache([empty] * len(layers), [empty] * len(layers), mem_k, mem_v, valid[:, None, None, :], 0)
+
+
+def decoder_step(
+    decoder: TransformerDecoder, cache: DecoderCache, tokens: torch.Tensor
+) -> tuple[torch.Tensor, DecoderCache]:
+    """Feed one token per row (tokens[N], <sos> first) -> (logits [N, num_outputs] of the next token,
+    cache). Computes what `decoder(ys, ...)[:, -1]` computes for the prefixes fed so far (eval mode:
+    nn.TransformerDecoderLayer's pre-norm blocks with dropout off), one position at a time: the
+    earlier positions' keys and values come from the cache."""
+    d = decoder.d_model
+    pos = sinusoidal_positions(cache.length + 1, d, tokens.device)[-1]
+    x = decoder.embed(tokens)[:, None] * math.sqrt(d) + pos  # [N, 1, d]
+    keys, values = [], []
+    for i, layer in enumerate(decoder.layers.layers):
+        h = layer.norm1(x)
+        sa = layer.self_attn
+        k = torch.cat([cache.keys[i], _project(sa, h, 1)], dim=2)
+        v = torch.cat([cache.values[i], _project(sa, h, 2)], dim=2)
+        keys.append(k)
+        values.append(v)
+        x = x + _attend(sa, _project(sa, h, 0), k, v)  # causal: the cache holds only earlier positions
+        ca = layer.multihead_attn
+        x = x + _attend(ca, _project(ca, layer.norm2(x), 0), cache.mem_keys[i], cache.mem_values[i], cache.mem_valid)
+        x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+    y = decoder.out(decoder.layers.norm(x))[:, 0]
+    return y, DecoderCache(keys, values, cache.mem_keys, cache.mem_values, cache.mem_valid, cache.length + 1)
 
 
 def reverse_padded(tokens: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
@@ -174,10 +255,14 @@ class AttentionHead(Head):
         w = self.reverse_weight
         return {"loss": (1 - w) * l2r + w * r2l, "acc": acc.detach(), "l2r": l2r.detach(), "r2l": r2l.detach()}
 
-    def next_log_probs(self, ys: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities [N, V+1] of the token after each prefix ys[N, L] (sos first, no padding)."""
-        lens = torch.full((ys.shape[0],), ys.shape[1], dtype=torch.long, device=ys.device)
-        return self.decoder(ys, lens, memory, valid)[:, -1].float().log_softmax(-1)
+    def start(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> DecoderCache:
+        """The left-to-right decoder's search state before any token, for enc[N, T, D_enc]."""
+        return decoder_start(self.decoder, *self.memory(enc, enc_lens))
+
+    def step(self, cache: DecoderCache, tokens: torch.Tensor) -> tuple[torch.Tensor, DecoderCache]:
+        """Feed tokens[N] (`sos` first) -> (log-probabilities [N, V+1] of the next token, cache)."""
+        logits, cache = decoder_step(self.decoder, cache, tokens)
+        return logits.float().log_softmax(-1), cache
 
     @torch.no_grad()
     def score(
