@@ -4,12 +4,16 @@
     python scripts/bench/bench_train_step.py [--model conformer_ctc] [--batch-seconds 100] [overrides...]
 
 The batch is `--batch-seconds` of audio split into 3-second utterances with 30 tokens each,
-like a demo batch.
+like a demo batch. `--chunk N` fixes the encoder's chunk (encoder frames) for every step, as
+dynamic chunk training samples it per batch (TAED's decoder then runs once per chunk).
+Memory: how much the process's peak resident set size grew during the steps (a step's
+working memory and the optimizer state, above the model and the batch).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import torch
@@ -28,6 +32,7 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=28)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--chunk", type=int, default=None, help="encoder chunk for every step (default: the config's)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for the model group, e.g. model.encoder.num_layers=12")
     a = p.parse_args()
     if a.threads:
@@ -42,8 +47,13 @@ def main() -> None:
     waves = [0.1 * torch.randn(int(a.utt_seconds * 16000), generator=g) for _ in range(b)]
     toks = [torch.randint(1, a.vocab, (30,), generator=g).tolist() for _ in range(b)]
     batch = collate(waves, toks, [""] * b, [str(i) for i in range(b)])
+    if a.chunk is not None:  # every step trains with this chunk, as if dynamic chunk training drew it
+        model.encoder.training_chunking = lambda: (a.chunk, -1)
     times = []
+    rss = 0
     for i in range(a.steps + 2):
+        if i == 0:  # the peak so far: model and batch
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t = time.perf_counter()
         loss = model.losses(batch)["loss"]
         opt.zero_grad()
@@ -52,11 +62,12 @@ def main() -> None:
         if i >= 2:  # skip warm-up steps
             times.append(time.perf_counter() - t)
     med = sorted(times)[len(times) // 2]
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 2**20
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     print(
         f"{a.model} ({n_params:.2f}M params), batch {b} x {a.utt_seconds:.0f} s = {b * a.utt_seconds:.0f} s audio, "
         f"{torch.get_num_threads()} threads: median step {med * 1000:.0f} ms "
-        f"({b * a.utt_seconds / med:.0f} s of audio per second)"
+        f"({b * a.utt_seconds / med:.0f} s of audio per second), peak memory +{grown:.2f} GiB"
     )
 
 
