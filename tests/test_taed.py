@@ -230,3 +230,16 @@ def test_streaming_recognizer_equals_chunked_greedy(speech_wave):
         assert stream_decode(StreamingRecognizer(model, chunk, left), waves, 3000) == ref
         emitted += sum(map(len, ref))
     assert emitted > 0
+
+
+def test_viterbi_training_reads_each_frames_chunk_states():
+    """With viterbi: true the loss is minus the best path's log-prob in the chunked training lattice."""
+    from asr.losses import rnnt_best_path
+
+    head = _head(loss={"kind": "rnnt", "viterbi": True}, aed_weight=0.0)
+    enc, lens, targets, tl = _inputs()
+    with torch.no_grad():
+        logits = head.joint(enc, head.predict_chunks(enc, lens, targets, tl, 4))
+        best = rnnt_best_path(logits, targets, lens, tl, 0).score
+    out = head.loss(enc, lens, targets, tl, chunk_size=4)
+    torch.testing.assert_close(out["loss"].double(), -best.sum() / tl.sum(), atol=1e-4, rtol=1e-5)

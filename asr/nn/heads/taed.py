@@ -15,8 +15,8 @@ recomputes every hypothesis's state against the frames seen so far, and run the 
 hypothesis's labels whenever it emits one; so chunked decoding makes the decisions of one
 offline pass over the chunk-masked encoder output (tests check it).
 
-The loss is the transducer loss (full rnnt or tdt: the pruned losses' simple joiner reads one
-predictor output per label, not per chunk) plus `aed_weight` times the AED's label-smoothed
+The loss is the transducer loss (full rnnt or tdt, full-sum or Viterbi: the pruned losses' simple
+joiner reads one predictor output per label, not per chunk) plus `aed_weight` times the AED's label-smoothed
 cross-entropy over the full encoder output (`AttentionHead.loss`: both directions with
 `reverse_weight`). The AED also decodes on its own (`--method attention`) and rescores the
 transducer's n-best (`attention_rescoring`).

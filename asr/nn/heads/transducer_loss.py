@@ -91,8 +91,11 @@ class ViterbiOptions:
 
 
 def path_joint(joint: Joint, enc: torch.Tensor, pred: torch.Tensor, path: TransducerPath) -> torch.Tensor:
-    """The joint's outputs [P, C] at the source nodes of a path's arcs: enc[utt, t] with pred[utt, u]."""
-    return joint.combine(joint.project_enc(enc)[path.utt, path.t], joint.project_pred(pred)[path.utt, path.u]).float()
+    """The joint's outputs [P, C] at the source nodes of a path's arcs: enc[utt, t] with pred[utt, u], or
+    pred[utt, t, u] for per-frame predictor outputs [B, T, U+1, D] (TAED)."""
+    pred_p = joint.project_pred(pred)
+    at = pred_p[path.utt, path.t, path.u] if pred.dim() == 4 else pred_p[path.utt, path.u]
+    return joint.combine(joint.project_enc(enc)[path.utt, path.t], at).float()
 
 
 class TransducerLoss(nn.Module, ABC):
