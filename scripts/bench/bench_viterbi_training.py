@@ -12,7 +12,9 @@ same seed:
   viterbi  Viterbi training from scratch: {kind: <its kind>, viterbi: true}
   warm     full-sum for the first --warm-epochs epochs, then Viterbi ({full_sum_steps: N},
            N = the training steps of those epochs, read off the full run's log)
-For each: training wall time (validation included), steps, and greedy and beam-4 WER on the
+With --corpus/--manifests an existing prepared corpus replaces the synthesized one (e.g. the
+demo corpus of `make demo`: data/synthetic/LibriSpeech and data/synthetic/manifests); the
+model overrides stay. For each: training wall time (validation included), steps, and greedy and beam-4 WER on the
 test split with best.ckpt (by dev WER). Each run starts afresh in --work/<model>_<run>
 (warm: <model>_warm<warm epochs>; an earlier run's folder there is removed); the corpus there
 is reused. The step time alone (features + forward + backward + optimizer on one demo-like
@@ -78,9 +80,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--warm-epochs", type=int, default=4)
     p.add_argument("--runs", default="full,viterbi,warm")
+    p.add_argument("--corpus", type=Path, help="a prepared LibriSpeech-style root to use instead (with --manifests)")
+    p.add_argument("--manifests", type=Path, help="its manifests folder (asr prepare's --out)")
     p.add_argument("overrides", nargs="*", help="more Hydra overrides for every run")
     a = p.parse_args()
-    corpus, man = prepare(a.work)
+    if (a.corpus is None) != (a.manifests is None):
+        raise SystemExit("--corpus and --manifests go together")
+    corpus, man = (a.corpus, a.manifests) if a.corpus else prepare(a.work)
     extra = f",{a.loss_options}" if a.loss_options else ""
     results = []
     for run in a.runs.split(","):
@@ -103,7 +109,7 @@ def main() -> None:
         beam = wer(exp, corpus, man, "beam4", "--method", "beam", "--beam", "4")
         results.append((run, " ".join(loss) or "(config's loss)", seconds, steps, greedy, beam))
     overrides = " ".join([*COMMON, *a.overrides])
-    print(f"{a.model}, {a.epochs} epochs, warm start {a.warm_epochs} epochs; overrides: {overrides}")
+    print(f"{a.model} on {corpus}, {a.epochs} epochs, warm start {a.warm_epochs} epochs; overrides: {overrides}")
     print("| run | loss override | train wall time | steps | s / step (with validation) | test WER greedy | beam 4 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for run, loss, seconds, steps, greedy, beam in results:
