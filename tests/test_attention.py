@@ -234,3 +234,29 @@ def test_cached_decoder_steps_equal_the_full_decoder():
         lp, _ = head.step(cache.select(order), ys[order, 0])
     full_next = head.decoder(torch.cat([ys[order], ys[order, :1]], 1), torch.full((3,), 8), memory[order], valid[order])
     torch.testing.assert_close(lp, full_next[:, -1].log_softmax(-1), atol=1e-5, rtol=1e-5)
+
+
+def test_cached_decoder_prefill_and_ragged_steps():
+    """Prefixes of different lengths (TAED's hypotheses): one prefill pass gives decoder.hidden's states,
+    then one step per row at its own next position gives the state of the prefix plus that token; a
+    merge keeps the lengths of the rows that did not take the step."""
+    from asr.nn.heads.attention import decoder_prefill, decoder_step
+
+    torch.manual_seed(1)
+    head = build_head("attention", D, V, d_model=16, num_layers=2, num_heads=4).eval()
+    dec = head.decoder
+    enc, lens_t = torch.randn(3, 9, D), torch.tensor([9, 5, 3])
+    memory, valid = head.memory(enc, lens_t)
+    ys = torch.cat([torch.full((3, 1), head.sos), torch.randint(0, V, (3, 5))], dim=1)
+    lens = torch.tensor([6, 3, 1])
+    new = torch.tensor([2, 4, 1])
+    with torch.no_grad():
+        states, cache = decoder_prefill(dec, ys, lens, memory, valid)
+        torch.testing.assert_close(states, dec.hidden(ys, memory, valid), atol=1e-5, rtol=1e-5)
+        out, stepped = decoder_step(dec, cache, new)
+        for n in range(3):
+            longer = torch.cat([ys[n, : lens[n]], new[n : n + 1]])[None]
+            ref = dec.hidden(longer, memory[n : n + 1], valid[n : n + 1])[0, -1]
+            torch.testing.assert_close(out[n], ref, atol=1e-5, rtol=1e-5)
+        assert stepped.lens.tolist() == [7, 4, 2]
+        assert stepped.merge(torch.tensor([True, False, True]), cache).lens.tolist() == [7, 3, 2]

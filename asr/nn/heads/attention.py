@@ -13,7 +13,8 @@ Shapes: enc[B, T, D_enc], tokens[B, U] (padded), lengths[B]; decoder logits [B, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -76,8 +77,9 @@ class TransformerDecoder(nn.Module):
 
 @dataclass
 class DecoderCache:
-    """Incremental decoding state of a TransformerDecoder for N prefixes (searches): per layer the
-    self-attention keys and values of the positions fed so far, [N, H, L, d/H] each, and the
+    """Incremental decoding state of a TransformerDecoder for N prefixes of their own lengths
+    (searches): per layer the self-attention keys and values of the positions fed so far,
+    [N, H, C, d/H] each (row n's first lens[n] positions are real, the rest is scratch), and the
     cross-attention keys and values of the memory, [N, H, T, d/H], projected once."""
 
     keys: list[torch.Tensor]
@@ -85,7 +87,7 @@ class DecoderCache:
     mem_keys: list[torch.Tensor]
     mem_values: list[torch.Tensor]
     mem_valid: torch.Tensor  # [N, 1, 1, T] bool: the memory's real frames
-    length: int  # positions fed so far
+    lens: torch.Tensor  # [N] int64: positions fed per row
 
     def select(self, index: torch.Tensor) -> DecoderCache:
         """Rows reordered by index[N'] (a beam's parents)."""
@@ -96,8 +98,13 @@ class DecoderCache:
             pick(self.mem_keys),
             pick(self.mem_values),
             self.mem_valid[index],
-            self.length,
+            self.lens[index],
         )
+
+    def merge(self, mask: torch.Tensor, old: DecoderCache) -> DecoderCache:
+        """This cache where mask[N], else `old`: a step after `old` leaves every row's earlier
+        positions as they were, so only the lengths differ."""
+        return replace(self, lens=torch.where(mask, self.lens, old.lens))
 
 
 def _heads(x: torch.Tensor, attn: nn.MultiheadAttention) -> torch.Tensor:
@@ -113,9 +120,32 @@ def _project(attn: nn.MultiheadAttention, x: torch.Tensor, part: int) -> torch.T
 
 
 def _attend(attn: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None) -> torch.Tensor:
-    """Scaled dot-product attention by heads, merged and through the output projection: [N, 1, d]."""
+    """Scaled dot-product attention by heads (mask: True = attend), merged and through the output
+    projection: [N, Lq, d]."""
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return attn.out_proj(y.transpose(1, 2).flatten(2))
+
+
+def _run(
+    decoder: TransformerDecoder,
+    x: torch.Tensor,
+    cache: DecoderCache,
+    self_mask: torch.Tensor,
+    store: Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """nn.TransformerDecoderLayer's pre-norm blocks (eval mode: dropout off) over the embedded
+    positions x[N, Lq, d]. store(layer, k, v) puts the new positions' keys and values [N, H, Lq, d/H]
+    beside the cached ones and returns all of them. Returns (final-norm states [N, Lq, d], keys, values)."""
+    keys, values = [], []
+    for i, layer in enumerate(decoder.layers.layers):
+        h, sa, ca = layer.norm1(x), layer.self_attn, layer.multihead_attn
+        k, v = store(i, _project(sa, h, 1), _project(sa, h, 2))
+        keys.append(k)
+        values.append(v)
+        x = x + _attend(sa, _project(sa, h, 0), k, v, self_mask)
+        x = x + _attend(ca, _project(ca, layer.norm2(x), 0), cache.mem_keys[i], cache.mem_values[i], cache.mem_valid)
+        x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+    return decoder.layers.norm(x), keys, values
 
 
 def decoder_start(decoder: TransformerDecoder, memory: torch.Tensor, valid: torch.Tensor) -> DecoderCache:
@@ -125,33 +155,46 @@ def decoder_start(decoder: TransformerDecoder, memory: torch.Tensor, valid: torc
     mem_v = [_project(layer.multihead_attn, memory, 2) for layer in layers]
     n, h = memory.shape[0], layers[0].self_attn.num_heads
     empty = memory.new_zeros(n, h, 0, layers[0].self_attn.head_dim)
-    return DecoderCache([empty] * len(layers), [empty] * len(layers), mem_k, mem_v, valid[:, None, None, :], 0)
+    lens = torch.zeros(n, dtype=torch.int64, device=memory.device)
+    return DecoderCache([empty] * len(layers), [empty] * len(layers), mem_k, mem_v, valid[:, None, None, :], lens)
+
+
+def decoder_prefill(
+    decoder: TransformerDecoder, ys: torch.Tensor, lens: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, DecoderCache]:
+    """Feed whole prefixes ys[N, L] (right-padded; row n's first lens[n] real) at once -> (states
+    [N, L, d] as `decoder.hidden` gives them, the cache after them)."""
+    cache = decoder_start(decoder, memory, valid)
+    n = ys.shape[1]
+    x = decoder.embed(ys) * math.sqrt(decoder.d_model) + sinusoidal_positions(n, decoder.d_model, ys.device)
+    causal = torch.tril(torch.ones(n, n, dtype=torch.bool, device=ys.device))
+    y, keys, values = _run(decoder, x, cache, causal, lambda i, k, v: (k, v))
+    return y, replace(cache, keys=keys, values=values, lens=lens.clone())
 
 
 def decoder_step(
     decoder: TransformerDecoder, cache: DecoderCache, tokens: torch.Tensor
 ) -> tuple[torch.Tensor, DecoderCache]:
-    """Feed one token per row (tokens[N], <sos> first) -> (logits [N, num_outputs] of the next token,
-    cache). Computes what `decoder(ys, ...)[:, -1]` computes for the prefixes fed so far (eval mode:
-    nn.TransformerDecoderLayer's pre-norm blocks with dropout off), one position at a time: the
-    earlier positions' keys and values come from the cache."""
-    d = decoder.d_model
-    pos = sinusoidal_positions(cache.length + 1, d, tokens.device)[-1]
-    x = decoder.embed(tokens)[:, None] * math.sqrt(d) + pos  # [N, 1, d]
-    keys, values = [], []
-    for i, layer in enumerate(decoder.layers.layers):
-        h = layer.norm1(x)
-        sa = layer.self_attn
-        k = torch.cat([cache.keys[i], _project(sa, h, 1)], dim=2)
-        v = torch.cat([cache.values[i], _project(sa, h, 2)], dim=2)
-        keys.append(k)
-        values.append(v)
-        x = x + _attend(sa, _project(sa, h, 0), k, v)  # causal: the cache holds only earlier positions
-        ca = layer.multihead_attn
-        x = x + _attend(ca, _project(ca, layer.norm2(x), 0), cache.mem_keys[i], cache.mem_values[i], cache.mem_valid)
-        x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
-    y = decoder.out(decoder.layers.norm(x))[:, 0]
-    return y, DecoderCache(keys, values, cache.mem_keys, cache.mem_values, cache.mem_valid, cache.length + 1)
+    """Feed one token per row (tokens[N], <sos> first) at each row's next position -> (the final-norm
+    state [N, d] there, cache). Gives what `decoder.hidden(ys, ...)[n, lens[n]]` gives for each row's
+    prefix (eval mode), one position at a time: the earlier positions' keys and values come from the
+    cache. The cache's tensors are not modified (scatter returns new ones)."""
+    d, n = decoder.d_model, tokens.shape[0]
+    lens = cache.lens
+    cap = cache.keys[0].shape[2]
+    top = int(lens.max()) + 1 if n else 1
+    pad = 0 if top <= cap else max(top, 2 * cap) - cap  # room for the new positions (doubling)
+    pos = sinusoidal_positions(top, d, tokens.device)[lens]  # [N, d]
+    x = (decoder.embed(tokens) * math.sqrt(d) + pos)[:, None]  # [N, 1, d]
+    at = lens[:, None, None, None]  # where each row's new key goes
+
+    def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        old_k, old_v = F.pad(cache.keys[i], (0, 0, 0, pad)), F.pad(cache.values[i], (0, 0, 0, pad))
+        return old_k.scatter(2, at.expand_as(k), k), old_v.scatter(2, at.expand_as(v), v)
+
+    visible = torch.arange(cap + pad, device=tokens.device)[None, :] <= lens[:, None]  # [N, C]
+    y, keys, values = _run(decoder, x, cache, visible[:, None, None, :], store)
+    return y[:, 0], replace(cache, keys=keys, values=values, lens=lens + 1)
 
 
 def reverse_padded(tokens: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
@@ -261,8 +304,8 @@ class AttentionHead(Head):
 
     def step(self, cache: DecoderCache, tokens: torch.Tensor) -> tuple[torch.Tensor, DecoderCache]:
         """Feed tokens[N] (`sos` first) -> (log-probabilities [N, V+1] of the next token, cache)."""
-        logits, cache = decoder_step(self.decoder, cache, tokens)
-        return logits.float().log_softmax(-1), cache
+        state, cache = decoder_step(self.decoder, cache, tokens)
+        return self.decoder.out(state).float().log_softmax(-1), cache
 
     @torch.no_grad()
     def score(

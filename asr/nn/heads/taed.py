@@ -11,8 +11,9 @@ of t's chunk. Training runs the decoder once per chunk c over all U+1 label posi
 frames after chunk c masked, so the joint sees states that depend on (chunk, u):
 pred[B, T, U+1, d] with pred[b, t] = states of chunk t // chunk_size (one chunk: [B, U+1, d]).
 The transducer searches call the predictor's `attend` once per chunk of encoder frames, which
-recomputes every hypothesis's state against the frames seen so far, and run the decoder over a
-hypothesis's labels whenever it emits one; so chunked decoding makes the decisions of one
+recomputes every hypothesis's states against the frames seen so far (one pass over its labels,
+keeping the keys and values), and feed the decoder one position whenever a hypothesis emits a
+label (the earlier positions' keys and values cached); so chunked decoding makes the decisions of one
 offline pass over the chunk-masked encoder output (tests check it).
 
 The loss is the transducer loss (full rnnt or tdt, full-sum or Viterbi: the pruned losses' simple
@@ -29,7 +30,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..encoders.chunking import FULL
-from .attention import AttentionHead
+from .attention import AttentionHead, DecoderCache, decoder_prefill, decoder_step
 from .transducer import Predictor, TransducerHead
 
 
@@ -42,6 +43,7 @@ class DecoderPrefix:
     lens: torch.Tensor  # [N] int64: valid positions of ys
     memory: torch.Tensor | None  # [B, Tm, d]: the projected encoder frames seen so far (None: none yet)
     valid: torch.Tensor | None  # [B, Tm] bool
+    cache: DecoderCache | None  # the decoder's keys and values for ys against that memory
 
 
 def some_key(valid: torch.Tensor) -> torch.Tensor:
@@ -69,54 +71,61 @@ class AttentionPredictor(Predictor):
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> DecoderPrefix:
         zeros = torch.zeros(batch_size, dtype=torch.int64, device=device)
-        return DecoderPrefix(zeros[:, None][:, :0], zeros, None, None)
-
-    def _states(self, state: DecoderPrefix) -> torch.Tensor:
-        """Decoder states [N, L, d] of every row's prefix against its utterance's memory."""
-        n, b = state.ys.shape[0], state.memory.shape[0]
-        k = n // b  # rows per utterance
-        memory, valid = state.memory.repeat_interleave(k, 0), state.valid.repeat_interleave(k, 0)
-        return self.aed.decoder.hidden(state.ys, memory, valid)
+        return DecoderPrefix(zeros[:, None][:, :0], zeros, None, None, None)
 
     def forward(self, tokens: torch.Tensor, state: DecoderPrefix | None = None) -> tuple[torch.Tensor, DecoderPrefix]:
         n, u = tokens.shape
         if state is None:
             state = self.init_state(n, tokens.device)
+        tokens = tokens.long().masked_fill(tokens == self.blank, self.aed.sos)
         width = int(state.lens.max()) + u if n else u
         ys = torch.full((n, width), self.aed.sos, dtype=torch.int64, device=tokens.device)
         keep = min(width, state.ys.shape[1])
         ys[:, :keep] = state.ys[:, :keep]
-        pos = state.lens[:, None] + torch.arange(u, device=tokens.device)  # [N, U]
-        ys.scatter_(1, pos, tokens.long().masked_fill(tokens == self.blank, self.aed.sos))
-        new = replace(state, ys=ys, lens=state.lens + u)
-        if state.memory is None or n == 0:
-            return torch.zeros(n, u, self.dim, device=tokens.device), new
-        out = self._states(new).gather(1, pos[..., None].expand(-1, -1, self.dim))
-        return out, new
+        ys.scatter_(1, state.lens[:, None] + torch.arange(u, device=tokens.device), tokens)
+        if state.cache is None or n == 0:
+            out = torch.zeros(n, u, self.dim, device=tokens.device)
+            return out, replace(state, ys=ys, lens=state.lens + u)
+        cache, outs = state.cache, []
+        for j in range(u):  # one position a step, the earlier ones' keys and values cached
+            out, cache = decoder_step(self.aed.decoder, cache, tokens[:, j])
+            outs.append(out)
+        return torch.stack(outs, 1), replace(state, ys=ys, lens=state.lens + u, cache=cache)
 
     def attend(
         self, state: DecoderPrefix, enc: torch.Tensor, enc_lens: torch.Tensor
     ) -> tuple[DecoderPrefix, torch.Tensor | None]:
-        """Append the chunk's frames to the memory; every row's state for its last label, [N, d]."""
+        """Append the chunk's frames to the memory and run every row's prefix against it again (each
+        decoder state depends on the memory): [N, d] for each row's last label."""
         if enc.shape[1] == 0:
             return state, None
         memory, valid = self.aed.memory(enc, enc_lens)
         if state.memory is not None:
             memory, valid = torch.cat([state.memory, memory], 1), torch.cat([state.valid, valid], 1)
-        new = replace(state, memory=memory, valid=some_key(valid))
-        rows = torch.arange(new.ys.shape[0], device=enc.device)
-        return new, self._states(new)[rows, new.lens - 1]
+        valid = some_key(valid)
+        k = state.ys.shape[0] // memory.shape[0]  # rows per utterance
+        states, cache = decoder_prefill(
+            self.aed.decoder,
+            state.ys,
+            state.lens,
+            memory.repeat_interleave(k, 0),
+            valid.repeat_interleave(k, 0),
+        )
+        rows = torch.arange(state.ys.shape[0], device=enc.device)
+        return replace(state, memory=memory, valid=valid, cache=cache), states[rows, state.lens - 1]
 
     def select_state(self, state: DecoderPrefix, index: torch.Tensor) -> DecoderPrefix:
         """Reorder rows by index[N]; a row keeps its utterance (beam search picks parents within it)."""
-        return replace(state, ys=state.ys[index], lens=state.lens[index])
+        cache = state.cache.select(index) if state.cache is not None else None
+        return replace(state, ys=state.ys[index], lens=state.lens[index], cache=cache)
 
     def merge_state(self, mask: torch.Tensor, new: DecoderPrefix, old: DecoderPrefix) -> DecoderPrefix:
         """new where mask[N] else old."""
         width = max(new.ys.shape[1], old.ys.shape[1])
         pad = lambda ys: torch.nn.functional.pad(ys, (0, width - ys.shape[1]), value=self.aed.sos)  # noqa: E731
         ys = torch.where(mask[:, None], pad(new.ys), pad(old.ys))
-        return replace(new, ys=ys, lens=torch.where(mask, new.lens, old.lens))
+        cache = new.cache.merge(mask, old.cache) if new.cache is not None else None
+        return replace(new, ys=ys, lens=torch.where(mask, new.lens, old.lens), cache=cache)
 
 
 class TAEDHead(TransducerHead):
