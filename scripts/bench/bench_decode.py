@@ -32,12 +32,17 @@ from asr.transcribe import audio_batches, split_items
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+    return timed(fn, repeats)[0]
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """The fastest of `repeats` runs of fn() and the last run's result."""
+    times, out = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        out = fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(times), out
 
 
 def count_calls(obj: object, name: str, fn: Callable[[], object]) -> int:
@@ -98,9 +103,9 @@ def main() -> None:
                     runs.append((first, f"{method} {a.beam}", build_model_search(model.heads, first, opts), None))
             for head_label, method, search, joint in runs:
                 fn = lambda s=search, encs=encs: [h for e, n in encs for h in run_search(s, e, n)]  # noqa: E731
-                s_t = best_time(fn, a.repeats)
+                s_t, found = timed(fn, a.repeats)
                 steps = count_calls(joint, "combine", fn) if joint is not None else len(encs)
-                hyps = {i: model.tokenizer.decode(h.tokens) for i, h in zip(ids, fn())}
+                hyps = {i: model.tokenizer.decode(h.tokens) for i, h in zip(ids, found)}
                 wer = score({i: refs[i] for i in ids}, hyps).error_rate
                 print(
                     f"| {ckpt} | {head_label} | {method} | {steps} | {100 * wer:.2f}% | {audio_s / s_t:.0f} "
