@@ -97,7 +97,10 @@ def main() -> None:
                 for label, opts in (("greedy", DecodeOptions()), (f"beam {a.beam}", DecodeOptions("beam", a.beam))):
                     runs.append((f"{name} ({kind})", label, build_search(head, opts), joint))
             if has_decoder:
-                methods = ["attention", "attention_rescoring"] + (["joint"] if model.heads[first].kind == "ctc" else [])
+                # `attention` is the decoder's beam search: already in the table when an attention head has it
+                own = any(h.kind == "attention" for h in model.heads.values())
+                methods = ([] if own else ["attention"]) + ["attention_rescoring"]
+                methods += ["joint"] if model.heads[first].kind == "ctc" else []
                 for method in methods:
                     opts = DecodeOptions(method, a.beam)
                     runs.append((first, f"{method} {a.beam}", build_model_search(model.heads, first, opts), None))

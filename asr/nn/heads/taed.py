@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..encoders.chunking import FULL
+from ..encoders.chunking import FULL, chunk_attention_mask
 from .attention import AttentionHead, DecoderCache, decoder_prefill, decoder_step
 from .transducer import Predictor, TransducerHead
 
@@ -200,8 +200,9 @@ class TAEDHead(TransducerHead):
             return self.aed.decoder.hidden(ys, memory, some_key(valid))
         c = -(-t // chunk_size)
         frames = torch.arange(t, device=enc.device)
-        ends = (torch.arange(c, device=enc.device) + 1) * chunk_size
-        valid_c = some_key(valid[:, None, :] & (frames[None, None, :] < ends[None, :, None]))  # [B, C, T]
+        # chunk c sees the frames the encoder's chunk mask shows a query of chunk c (left context aside)
+        seen = chunk_attention_mask(torch.arange(c, device=enc.device) * chunk_size, frames, chunk_size)  # [C, T]
+        valid_c = some_key(valid[:, None, :] & seen[None])  # [B, C, T]
         states = self.aed.decoder.hidden(
             ys.repeat_interleave(c, 0), memory.repeat_interleave(c, 0), valid_c.flatten(0, 1)
         ).unflatten(0, (b, c))  # [B, C, U+1, d]
