@@ -4,6 +4,7 @@ No audio framework is used: torchaudio is not assumed to load. The resampler is 
 windowed-sinc polyphase filter; it serves both for wrong-sample-rate input and for
 speed perturbation.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,7 +62,7 @@ def audio_blocks(path: str | Path, block_samples: int, target_sr: int = SAMPLE_R
         if f.samplerate != target_sr:
             wave, _ = load_audio(path, target_sr)
             for i in range(0, len(wave), block_samples):
-                yield wave[i:i + block_samples]
+                yield wave[i : i + block_samples]
             return
         while True:
             data = f.read(block_samples, dtype="float32", always_2d=True)

@@ -1,4 +1,5 @@
 """SpecAugment on batched features (speed perturbation lives in asr.data.audio)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

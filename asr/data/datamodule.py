@@ -5,6 +5,7 @@ GPU when there is one; the loader only reads, resamples and speed-perturbs audio
 Batches are duration-bucketed by lhotse's DynamicBucketingSampler (`max_duration`
 seconds of audio per batch).
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,9 +43,15 @@ class Batch:
     texts: list[str]
     ids: list[str]
 
-    def to(self, device) -> "Batch":
-        return Batch(self.audio.to(device), self.audio_lens.to(device), self.tokens.to(device),
-                     self.token_lens.to(device), self.texts, self.ids)
+    def to(self, device) -> Batch:
+        return Batch(
+            self.audio.to(device),
+            self.audio_lens.to(device),
+            self.tokens.to(device),
+            self.token_lens.to(device),
+            self.texts,
+            self.ids,
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -73,8 +80,13 @@ class AudioDataset(Dataset):
     warning.
     """
 
-    def __init__(self, tokenizer: Tokenizer, speed_factors: tuple[float, ...] = (1.0,), subsampling: int = 4,
-                 fbank: FbankOptions | None = None):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        speed_factors: tuple[float, ...] = (1.0,),
+        subsampling: int = 4,
+        fbank: FbankOptions | None = None,
+    ):
         self.tokenizer = tokenizer
         self.speed_factors = tuple(speed_factors)
         self.subsampling = subsampling
@@ -96,9 +108,15 @@ class AudioDataset(Dataset):
         if len(fits) < len(self.speed_factors):
             self.num_slowed += 1
             if self.num_slowed & (self.num_slowed - 1) == 0:  # 1, 2, 4, 8, ...: counts without flooding the log
-                log.warning("%s: speed factors > %g skipped: %d tokens need %d encoder frames (%d utterances "
-                            "so far in this worker)", name, max(fits, default=min(self.speed_factors)),
-                            len(tokens), need, self.num_slowed)
+                log.warning(
+                    "%s: speed factors > %g skipped: %d tokens need %d encoder frames (%d utterances "
+                    "so far in this worker)",
+                    name,
+                    max(fits, default=min(self.speed_factors)),
+                    len(tokens),
+                    need,
+                    self.num_slowed,
+                )
         return random.choice(fits or [min(self.speed_factors)])
 
     def __getitem__(self, cuts: CutSet) -> Batch | None:
@@ -109,7 +127,12 @@ class AudioDataset(Dataset):
                 wave, _ = load_audio(path, SAMPLE_RATE)
             except AudioError as e:
                 self.num_failed += 1
-                log.warning("skipping utterance %s: %s (%d failed so far in this worker)", cut.supervisions[0].id, e, self.num_failed)
+                log.warning(
+                    "skipping utterance %s: %s (%d failed so far in this worker)",
+                    cut.supervisions[0].id,
+                    e,
+                    self.num_failed,
+                )
                 continue
             if cut.start > 0 or cut.duration < cut.recording.duration - 1e-3:
                 a = int(round(cut.start * SAMPLE_RATE))
@@ -131,8 +154,15 @@ def ctc_min_frames(tokens: list[int]) -> int:
     return len(tokens) + sum(1 for a, b in zip(tokens, tokens[1:]) if a == b)
 
 
-def filter_cuts(cuts: CutSet, tokenizer: Tokenizer, subsampling: int, fbank: FbankOptions,
-                min_duration: float, max_duration: float, name: str) -> CutSet:
+def filter_cuts(
+    cuts: CutSet,
+    tokenizer: Tokenizer,
+    subsampling: int,
+    fbank: FbankOptions,
+    min_duration: float,
+    max_duration: float,
+    name: str,
+) -> CutSet:
     """Drop training cuts that cannot or should not be trained on, with counted warnings.
 
     Removed: duration outside [min, max], text with characters outside the vocabulary,
@@ -154,14 +184,25 @@ def filter_cuts(cuts: CutSet, tokenizer: Tokenizer, subsampling: int, fbank: Fba
         t_enc = t // subsampling  # conservative estimate of frames after subsampling
         if t_enc < ctc_min_frames(toks):
             counts["T shorter than U"] += 1
-            log.warning("%s: dropped from %s, %d encoder frames < %d needed for %d tokens",
-                        src, name, t_enc, ctc_min_frames(toks), len(toks))
+            log.warning(
+                "%s: dropped from %s, %d encoder frames < %d needed for %d tokens",
+                src,
+                name,
+                t_enc,
+                ctc_min_frames(toks),
+                len(toks),
+            )
             continue
         kept.append(cut)
     dropped = sum(counts.values())
     if dropped:
-        log.warning("%s: kept %d of %d utterances; dropped %s", name, len(kept), len(kept) + dropped,
-                    ", ".join(f"{k}: {v}" for k, v in counts.items() if v))
+        log.warning(
+            "%s: kept %d of %d utterances; dropped %s",
+            name,
+            len(kept),
+            len(kept) + dropped,
+            ", ".join(f"{k}: {v}" for k, v in counts.items() if v),
+        )
     return CutSet.from_cuts(kept)
 
 
@@ -176,10 +217,22 @@ class ASRDataModule(L.LightningDataModule):
         speed_perturb: speed factors sampled per training utterance, e.g. [0.9, 1.0, 1.1].
     """
 
-    def __init__(self, manifest_dir: str, train_splits: list[str], valid_splits: list[str], tokenizer: Tokenizer,
-                 max_duration: float = 200.0, num_buckets: int = 10, speed_perturb: tuple[float, ...] = (1.0,),
-                 num_workers: int = 2, min_utt_duration: float = 0.5, max_utt_duration: float = 30.0,
-                 subsampling: int = 4, fbank: FbankOptions | None = None, seed: int = 0):
+    def __init__(
+        self,
+        manifest_dir: str,
+        train_splits: list[str],
+        valid_splits: list[str],
+        tokenizer: Tokenizer,
+        max_duration: float = 200.0,
+        num_buckets: int = 10,
+        speed_perturb: tuple[float, ...] = (1.0,),
+        num_workers: int = 2,
+        min_utt_duration: float = 0.5,
+        max_utt_duration: float = 30.0,
+        subsampling: int = 4,
+        fbank: FbankOptions | None = None,
+        seed: int = 0,
+    ):
         super().__init__()
         self.manifest_dir = Path(manifest_dir)
         self.train_splits, self.valid_splits = list(train_splits), list(valid_splits)
@@ -204,19 +257,37 @@ class ASRDataModule(L.LightningDataModule):
 
     def train_cuts(self) -> CutSet:
         if self._train is None:
-            self._train = filter_cuts(self.load_cuts(self.train_splits), self.tokenizer, self.subsampling, self.fbank,
-                                      self.min_utt, self.max_utt, "train")
+            self._train = filter_cuts(
+                self.load_cuts(self.train_splits),
+                self.tokenizer,
+                self.subsampling,
+                self.fbank,
+                self.min_utt,
+                self.max_utt,
+                "train",
+            )
             if len(self._train) == 0:
                 raise ValueError("no training utterances left after filtering")
         return self._train
 
     def _loader(self, dataset: AudioDataset, sampler) -> DataLoader:
-        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
-        sampler = DynamicBucketingSampler(self.train_cuts(), max_duration=self.max_duration, shuffle=True,
-                                          num_buckets=self.num_buckets, seed=self.seed, drop_last=True)
+        sampler = DynamicBucketingSampler(
+            self.train_cuts(),
+            max_duration=self.max_duration,
+            shuffle=True,
+            num_buckets=self.num_buckets,
+            seed=self.seed,
+            drop_last=True,
+        )
         return self._loader(AudioDataset(self.tokenizer, self.speed, self.subsampling, self.fbank), sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -7,6 +7,7 @@ rounded to a power of two, power spectrum, triangular mel bins on the
 in [-1, 1]; they are scaled to the int16 range as Kaldi expects, so the features
 have Kaldi's absolute level. tests/test_features.py checks the match.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,9 @@ def mel_filterbank(opts: FbankOptions) -> torch.Tensor:
     n_bins = opts.n_fft // 2
     fft_freqs = torch.arange(n_bins, dtype=torch.float64) * opts.sample_rate / opts.n_fft
     mel_f = _mel(fft_freqs)  # [n_bins]
-    mel_low, mel_high = _mel(torch.tensor(opts.low_freq, dtype=torch.float64)), _mel(
-        torch.tensor(high, dtype=torch.float64)
+    mel_low, mel_high = (
+        _mel(torch.tensor(opts.low_freq, dtype=torch.float64)),
+        _mel(torch.tensor(high, dtype=torch.float64)),
     )
     delta = (mel_high - mel_low) / (opts.num_mel_bins + 1)
     left = mel_low + delta * torch.arange(opts.num_mel_bins, dtype=torch.float64)[:, None]

@@ -5,6 +5,7 @@ Reads `<split>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac` with
 split plus a Kaldi-style reference text. Nothing is dropped silently: every problem
 is logged with the file it concerns and counted in a summary.
 """
+
 from __future__ import annotations
 
 import logging
@@ -97,10 +98,14 @@ def to_cutset(utts: list[Utterance]) -> CutSet:
         for u in utts
     ]
     sups = [
-        SupervisionSegment(id=u.id, recording_id=u.id, start=0.0, duration=u.duration, channel=0, text=u.text, speaker=u.speaker)
+        SupervisionSegment(
+            id=u.id, recording_id=u.id, start=0.0, duration=u.duration, channel=0, text=u.text, speaker=u.speaker
+        )
         for u in utts
     ]
-    return CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs), supervisions=SupervisionSet.from_segments(sups))
+    return CutSet.from_manifests(
+        recordings=RecordingSet.from_recordings(recs), supervisions=SupervisionSet.from_segments(sups)
+    )
 
 
 def prepare_librispeech(

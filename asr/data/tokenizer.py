@@ -3,6 +3,7 @@
 Id 0 is `<blk>` (CTC/transducer blank) and id 1 is `<unk>`. The serialized model
 travels inside every checkpoint, so a checkpoint decodes on its own.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,10 +23,12 @@ class Tokenizer:
         self.model_proto = model_proto
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
         if self.sp.piece_to_id("<blk>") != BLANK_ID or self.sp.unk_id() != UNK_ID:
-            raise ValueError("tokenizer must have <blk>=0 and <unk>=1; train it with asr.data.tokenizer.train_tokenizer")
+            raise ValueError(
+                "tokenizer must have <blk>=0 and <unk>=1; train it with asr.data.tokenizer.train_tokenizer"
+            )
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
+    def load(cls, path: str | Path) -> Tokenizer:
         return cls(Path(path).read_bytes())
 
     def __len__(self) -> int:
