@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ASR := $(VENV)/bin/asr
 TORCH_VERSION := 2.13.0
-APT_PACKAGES := espeak-ng flite sox
+APT_PACKAGES := espeak-ng flite sox fortunes wordnet-base
 DATA := data/synthetic
 EXP := exp/demo
 DEMO_EPOCHS ?= 14
@@ -15,9 +15,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: system-deps $(VENV)/.installed
 
-# Debian packages for speech synthesis (only installed when missing).
+# Debian packages for speech synthesis and the open-vocabulary corpus's text (only installed when missing).
 system-deps:
 	@missing=""; for c in espeak-ng flite sox; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	[ -f /usr/share/games/fortunes/literature ] || missing="$$missing fortunes"; \
+	[ -f /usr/share/wordnet/data.noun ] || missing="$$missing wordnet-base"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing from Debian"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \

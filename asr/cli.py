@@ -8,12 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+from .data.sizes import SIZES as SYNTH_SIZES
+
 EXAMPLES = {
     "prepare": """examples:
   asr prepare librispeech --root /data/LibriSpeech --out data/librispeech/manifests
   asr prepare librispeech --root /data/LibriSpeech --out data/ls \
       --splits train-clean-100 dev-clean test-clean --tokenizer char
-  asr prepare synthetic --corpus-dir data/synthetic/LibriSpeech --out data/synthetic/manifests --size demo""",
+  asr prepare synthetic --corpus-dir data/synthetic/LibriSpeech --out data/synthetic/manifests --size demo
+  asr prepare synthetic --text open --size small --corpus-dir data/open/LibriSpeech --out data/open/manifests
+      # open-vocabulary English (~10 h of training audio, BPE 500); an interrupted synthesis resumes""",
     "train": """examples:
   asr train                                   # conf/train.yaml defaults (synthetic data, conformer_ctc)
   asr train data=synthetic model=conformer_ctc trainer.max_epochs=20 exp_dir=exp/x
@@ -81,13 +85,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .data.librispeech import prepare_librispeech
 
     if args.corpus == "synthetic":
+        from .data.sizes import SIZES
         from .data.synthetic import synthesize_corpus
 
-        sizes = SYNTH_SIZES[args.size]
+        size = args.size or ("demo" if args.text == "grammar" else "small")
+        if size not in SIZES[args.text]:
+            raise SystemExit(
+                f"asr prepare synthetic: --size {size} does not exist for --text {args.text}; "
+                f"choose from {sorted(SIZES[args.text])}"
+            )
         corpus = Path(args.corpus_dir)
-        synthesize_corpus(corpus, sizes, seed=args.seed, jobs=args.jobs)
+        synthesize_corpus(corpus, SIZES[args.text][size], seed=args.seed, jobs=args.jobs, text=args.text)
+        if (corpus / "TEXT.txt").exists():
+            print((corpus / "TEXT.txt").read_text(), end="")
         root = corpus
-        tokenizer = args.tokenizer or "char"
+        # a 150-word grammar needs no subwords; open vocabulary is what BPE is for
+        tokenizer = args.tokenizer or ("char" if args.text == "grammar" else "bpe")
     else:
         if not args.root:
             raise SystemExit("asr prepare librispeech: --root is required")
@@ -103,12 +116,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     )
     print(f"manifests written to {args.out}; tokenizer {out['tokenizer']}")
     return 0
-
-
-SYNTH_SIZES = {
-    "tiny": {"train-clean": 480, "dev-clean": 48, "test-clean": 64},
-    "demo": {"train-clean": 2400, "dev-clean": 160, "test-clean": 240},
-}
 
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -329,16 +336,24 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument(
         "--tokenizer",
         choices=["bpe", "unigram", "char"],
-        help="tokenizer kind (default: bpe for librispeech, char for synthetic)",
+        help="tokenizer kind (default: bpe for librispeech and --text open, char for the grammar corpus)",
     )
     pp.add_argument("--vocab-size", type=int, default=500, help="bpe/unigram vocabulary size (default 500)")
     pp.add_argument("--tokenizer-model", help="use this existing sentencepiece model instead of training one")
     pp.add_argument("--corpus-dir", default="data/synthetic/LibriSpeech", help="synthetic: where to write audio")
     pp.add_argument(
+        "--text",
+        choices=list(SYNTH_SIZES),
+        default="grammar",
+        help="synthetic: grammar (~150 words, clean espeak-ng voices) or open (open-vocabulary English from "
+        "Debian's fortunes and WordNet; espeak-ng and flite voices through noisy, reverberant, band-limited "
+        "channels)",
+    )
+    pp.add_argument(
         "--size",
-        choices=sorted(SYNTH_SIZES),
-        default="demo",
-        help="synthetic: corpus size (" + "; ".join(f"{k}: {v}" for k, v in SYNTH_SIZES.items()) + ")",
+        choices=sorted({s for sizes in SYNTH_SIZES.values() for s in sizes}),
+        help="synthetic: corpus size, utterances per split (default demo for grammar, small for open): "
+        + "; ".join(f"{t} {k}: {v}" for t, sizes in SYNTH_SIZES.items() for k, v in sizes.items()),
     )
     pp.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
     pp.add_argument("--jobs", type=int, default=None, help="synthetic: parallel synthesis processes")

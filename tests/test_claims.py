@@ -21,8 +21,8 @@ from lhotse import CutSet
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 from test_cli import save_checkpoint
 
-from asr import cli
 from asr.cli import main
+from asr.data.sizes import SIZES
 from asr.data.tokenizer import BLANK_ID, UNK_ID, Tokenizer, train_tokenizer
 from asr.model import ASRModel
 from asr.train import compose
@@ -114,15 +114,15 @@ def test_prepare_synthetic_tiny_writes_corpus_manifests_and_char_tokenizer(tmp_p
     for split in [*data.train_splits, *data.valid_splits, *data.test_splits]:
         assert (out / f"{split}.cuts.jsonl.gz").exists()
 
-    # A rerun neither skips nor refuses: it synthesizes again and replaces each split folder,
-    # so nothing of an earlier, larger corpus (or a stray file) is left for the manifests to
-    # pick up. The rerun uses a smaller `tiny` to keep this test short.
+    # A rerun with another plan (here a smaller `tiny`, which also keeps this test short) replaces
+    # each split folder, so nothing of an earlier, larger corpus (or a stray file) is left for the
+    # manifests to pick up. (A rerun of the same plan resumes: tests/test_open_corpus.py.)
     stray = corpus / "train-clean" / "999" / "9991"
     stray.mkdir(parents=True)
     sf.write(str(stray / "999-9991-0000.flac"), torch.zeros(16000).numpy(), 16000)
     (stray / "999-9991.trans.txt").write_text("999-9991-0000 A STRAY FILE\n")
     small = {"train-clean": 16, "dev-clean": 4, "test-clean": 4}
-    monkeypatch.setitem(cli.SYNTH_SIZES, "tiny", small)
+    monkeypatch.setitem(SIZES["grammar"], "tiny", small)
     assert main(["prepare", "synthetic", "--corpus-dir", str(corpus), "--out", str(out), "--size", "tiny"]) == 0
     for split, n in small.items():
         _check_prepared_split(corpus, out, split, n)

@@ -33,7 +33,7 @@ def test_subcommand_help_has_examples(cmd, capsys):
 def test_train_help_lists_config_groups(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "resume=true" in out and "model: conformer_ctc" in out and "data: librispeech, synthetic" in out
+    assert "resume=true" in out and "model: conformer_ctc" in out and "data: librispeech, open, synthetic" in out
 
 
 def test_top_level_help_lists_commands(capsys):
