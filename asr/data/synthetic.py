@@ -296,6 +296,8 @@ def synthesize_corpus(
     (root / "SPEAKERS.txt").write_text("\n".join(speaker_lines) + "\n")
     if text_report:
         (root / "TEXT.txt").write_text(text_report)
+    else:
+        (root / "TEXT.txt").unlink(missing_ok=True)  # an earlier open-text run's report
     plan_path.write_text(json.dumps(plan_key))
 
     todo = [j for j in jobs_list if not os.path.exists(j[0])]

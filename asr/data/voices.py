@@ -51,8 +51,9 @@ class Channel:
         return ", ".join(parts)
 
     @property
-    def is_clean(self) -> bool:
-        return self.noise is None and self.rt60 is None and self.band_hz is None
+    def is_identity(self) -> bool:
+        """No effect at all: the engine's speech is stored as it comes (the grammar corpus)."""
+        return self.noise is None and self.rt60 is None and self.band_hz is None and self.level_db == Channel.level_db
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,7 @@ class Speaker:
             voice = f"espeak-ng {self.voice}, {self.speed:.0f} wpm, pitch {self.pitch:.0f}"
         else:
             voice = f"flite {self.voice}, rate x{self.speed:.2f}, F0 {self.pitch:.0f} Hz"
-        return (
-            voice if self.channel.is_clean and self.channel.level_db == -20.0 else f"{voice}; {self.channel.describe()}"
-        )
+        return voice if self.channel.is_identity else f"{voice}; {self.channel.describe()}"
 
     def tts_command(self, text: str, wav_path: str) -> list[str]:
         if self.engine == "espeak":
@@ -194,6 +193,6 @@ def render_utterance(speaker: Speaker, text: str, rng: np.random.Generator) -> t
     corpus's speakers: its audio stays what it always was).
     """
     speech = synthesize_speech(speaker, text)
-    if speaker.channel.is_clean and speaker.channel.level_db == Channel().level_db:
+    if speaker.channel.is_identity:
         return speech
     return apply_channel(speech, speaker.channel, rng)
