@@ -199,12 +199,25 @@ def test_an_interrupted_synthesis_resumes_to_the_same_corpus(open_corpus, tmp_pa
         "from asr.data.synthetic import synthesize_corpus\n"
         f"synthesize_corpus({str(root)!r}, {OPEN_SIZES!r}, seed=5, jobs=2, text='open')\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(list(root.rglob("[0-9]*.flac"))) < 15 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the pool's workers too
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(proc.pid, signal.SIGKILL)  # the parent only, as `kill -9 PID` does
     proc.wait()
+    assert workers
+
+    def alive(pid: str) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 15
+    while any(alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(w) for w in workers), "synthesis workers outlived their parent"
     # finished files; a kill in the middle of a write leaves a hidden .partial.flac, never a .flac
     done = {p: p.stat().st_mtime_ns for p in root.rglob("*.flac") if not p.name.startswith(".")}
     assert 15 <= len(done) < sum(OPEN_SIZES.values()), "the kill came too late to test a resume"

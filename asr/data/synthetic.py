@@ -231,9 +231,22 @@ def _synth_one(job: tuple[str, Speaker, str, int, str]) -> str | None:
 
 
 def _worker_init() -> None:
+    import threading
+    import time
+
     import torch
 
     torch.set_num_threads(1)  # one process per core already
+    # A parent killed by a signal of its own (kill PID, not Ctrl-C on the process group) would
+    # leave the pool's workers waiting forever: each exits once its parent is gone.
+    parent = os.getppid()
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()
 
 
 def synthesize_corpus(

@@ -3,7 +3,7 @@
 # The closest stand-in for LibriSpeech this machine allows (recipes/open/README.md).
 # Run from the repository root with the venv active (`make setup; source .venv/bin/activate`).
 # Usage: [SIZE=small|large|tiny] [MODEL=...] [TOKENIZER=char|bpe] [EPOCHS=N] recipes/open/run.sh [extra `asr train` overrides]
-#   SIZE=small (default): 10 h of training audio, char units, 8 epochs: about an hour on a 2-core CPU.
+#   SIZE=small (default): 10 h of training audio, char units, 11 epochs: about an hour on a 2-core CPU.
 #   SIZE=large: 100 h, BPE 500, for a GPU: add trainer=gpu data.max_duration=600 and a larger model
 #     (model.encoder.d_model=256 model.encoder.num_layers=12).
 set -euo pipefail
@@ -13,7 +13,7 @@ model=${MODEL:-conformer_ctc}
 # At the CPU budget BPE 500 does not leave the CTC plateau in time (BENCHMARKS.md, "Open-vocabulary
 # corpus"); characters do. BPE 500 is the tokenizer for the 100 h corpus.
 tokenizer=${TOKENIZER:-$([ "$size" = large ] && echo bpe || echo char)}
-epochs=${EPOCHS:-8}
+epochs=${EPOCHS:-11}
 exp=${EXP:-exp/open_${size}_${model}_$tokenizer}
 man="$data/manifests"
 
