@@ -183,7 +183,10 @@ def test_open_corpus_is_disjoint_by_sentence_and_speaker_and_documented(open_cor
             assert not {u.speaker for u in utts[a]} & {u.speaker for u in utts[b]}
             assert not set(OPEN_ESPEAK_VARIANTS[a]) & set(OPEN_ESPEAK_VARIANTS[b])
             assert not set(OPEN_FLITE_VOICES[a]) & set(OPEN_FLITE_VOICES[b])
-    lines = (open_corpus / "SPEAKERS.txt").read_text().splitlines()[1:]
+    text = (open_corpus / "SPEAKERS.txt").read_text()
+    lines = [ln for ln in text.splitlines() if not ln.startswith(";")]
+    for split in SPLITS:  # each split's recipe, then its speakers
+        assert re.search(rf"^; {split}: espeak-ng: .* flite: .*Channel per speaker", text, re.M)
     assert len(lines) == sum(120 + 2 * 2 if s == "train-clean" else 16 + 2 for s in SPLITS)
     assert any("flite slt" in ln and "| test-clean |" in ln for ln in lines)
     assert any("noise" in ln and "dB" in ln and "RT60" in ln for ln in lines)

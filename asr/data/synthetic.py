@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from .audio import SAMPLE_RATE, save_audio
 from .sizes import SIZES
-from .voices import NOISES, Channel, Speaker, render_utterance, utterance_rng
+from .voices import NOISES, SNR_JITTER_DB, Channel, Speaker, render_utterance, utterance_rng
 
 # espeak-ng English accents present in Debian's espeak-ng-data.
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
@@ -128,12 +128,25 @@ OPEN_FIRST_ID = {"train-clean": 1000, "dev-clean": 2000, "test-clean": 3000}
 TEXT_KINDS = tuple(SIZES)
 
 
+# How open-text speakers are drawn (each speaker once; its utterances share its voice and channel).
+ESPEAK_WPM = range(130, 205, 5)
+ESPEAK_PITCH = range(20, 81, 5)
+FLITE_RATE = (0.85, 1.2)
+NOISE_FREE_SHARE = 0.25
+NOISE_WEIGHTS = (3, 4, 2, 1)  # NOISES: white, pink, brown, hum
+SNR_RANGE_DB = (8.0, 30.0)
+DRY_SHARE = 0.5
+RT60_RANGE_S = (0.15, 0.8)
+BANDS_HZ = (None, None, None, None, (300.0, 3400.0), (200.0, 4000.0), (100.0, 6000.0))
+LEVEL_RANGE_DB = (-32.0, -12.0)
+
+
 def random_channel(rng: random.Random) -> Channel:
     """One speaker's recording channel: a quarter are noise-free, half are dry, most full band."""
-    noise = None if rng.random() < 0.25 else rng.choices(NOISES, weights=(3, 4, 2, 1))[0]
-    rt60 = None if rng.random() < 0.5 else round(rng.uniform(0.15, 0.8), 2)
-    band = rng.choice([None, None, None, None, (300.0, 3400.0), (200.0, 4000.0), (100.0, 6000.0)])
-    return Channel(noise, round(rng.uniform(8, 30), 1), rt60, band, round(rng.uniform(-32, -12), 1))
+    noise = None if rng.random() < NOISE_FREE_SHARE else rng.choices(NOISES, weights=NOISE_WEIGHTS)[0]
+    rt60 = None if rng.random() < DRY_SHARE else round(rng.uniform(*RT60_RANGE_S), 2)
+    band = rng.choice(BANDS_HZ)
+    return Channel(noise, round(rng.uniform(*SNR_RANGE_DB), 1), rt60, band, round(rng.uniform(*LEVEL_RANGE_DB), 1))
 
 
 def open_speakers(split: str, rng: random.Random) -> list[Speaker]:
@@ -144,14 +157,45 @@ def open_speakers(split: str, rng: random.Random) -> list[Speaker]:
     first_id = OPEN_FIRST_ID[split]
     for accent, variant in combos[: OPEN_ESPEAK_SPEAKERS[split]]:
         sid = first_id + len(spks)
-        speed, pitch = rng.randrange(130, 205, 5), rng.randrange(20, 81, 5)
+        speed = rng.randrange(ESPEAK_WPM.start, ESPEAK_WPM.stop, ESPEAK_WPM.step)
+        pitch = rng.randrange(ESPEAK_PITCH.start, ESPEAK_PITCH.stop, ESPEAK_PITCH.step)
         spks.append(Speaker(sid, sid * 10 + 1, f"{accent}+{variant}", speed, pitch, "espeak", random_channel(rng)))
     for voice in OPEN_FLITE_VOICES[split]:
         for _ in range(FLITE_SPEAKERS_PER_VOICE):
             sid = first_id + len(spks)
-            rate, f0 = round(rng.uniform(0.85, 1.2), 2), round(rng.uniform(*FLITE_F0_HZ[voice]))
+            rate, f0 = round(rng.uniform(*FLITE_RATE), 2), round(rng.uniform(*FLITE_F0_HZ[voice]))
             spks.append(Speaker(sid, sid * 10 + 1, voice, rate, f0, "flite", random_channel(rng)))
     return spks
+
+
+def describe_grammar_split(split: str) -> str:
+    return (
+        f"espeak-ng accents {' '.join(ACCENTS)} x variants {' '.join(SPLIT_VARIANTS[split])}; "
+        f"speed from {SPEEDS} wpm, pitch from {PITCHES}; clean channel"
+    )
+
+
+def describe_open_split(split: str) -> str:
+    bands = ", ".join(f"{lo:.0f}-{hi:.0f} Hz" for lo, hi in (b for b in BANDS_HZ if b))
+    n_band = sum(b is not None for b in BANDS_HZ)
+    return (
+        f"espeak-ng: {OPEN_ESPEAK_SPEAKERS[split]} draws of accent x variant over accents {' '.join(ACCENTS)} and "
+        f"variants {' '.join(OPEN_ESPEAK_VARIANTS[split])}, {ESPEAK_WPM.start}-{ESPEAK_WPM[-1]} wpm, pitch "
+        f"{ESPEAK_PITCH.start}-{ESPEAK_PITCH[-1]}; flite: "
+        + ", ".join(
+            f"{v} x{FLITE_SPEAKERS_PER_VOICE} (F0 {FLITE_F0_HZ[v][0]}-{FLITE_F0_HZ[v][1]} Hz)"
+            for v in OPEN_FLITE_VOICES[split]
+        )
+        + f", rate x{FLITE_RATE[0]}-{FLITE_RATE[1]}. Channel per speaker: no noise for {NOISE_FREE_SHARE:.0%}, "
+        f"else {'/'.join(NOISES)} noise (weights {'/'.join(map(str, NOISE_WEIGHTS))}) at {SNR_RANGE_DB[0]:.0f}-"
+        f"{SNR_RANGE_DB[1]:.0f} dB SNR (+-{SNR_JITTER_DB:.0f} dB per utterance); "
+        f"a room (RT60 {RT60_RANGE_S[0]}-{RT60_RANGE_S[1]} s) "
+        f"for {1 - DRY_SHARE:.0%}; band {bands} for {n_band}/{len(BANDS_HZ)}; level {LEVEL_RANGE_DB[0]:.0f} to "
+        f"{LEVEL_RANGE_DB[1]:.0f} dBFS"
+    )
+
+
+DESCRIBE_SPLIT: dict[str, Callable[[str], str]] = {"grammar": describe_grammar_split, "open": describe_open_split}
 
 
 @dataclass(frozen=True)
@@ -287,6 +331,7 @@ def synthesize_corpus(
     speaker_lines = ["; ID | SPLIT | VOICE | CHANNEL"]
     for split, plan in plans.items():
         spks = plan.speakers
+        speaker_lines.append(f"; {split}: {DESCRIBE_SPLIT[text](split)}")
         per_spk: dict[Speaker, list[str]] = {}
         for i, (transcript, spoken) in enumerate(zip(plan.transcripts, plan.spoken)):
             spk = spks[i % len(spks)]
