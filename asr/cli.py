@@ -85,17 +85,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .data.librispeech import prepare_librispeech
 
     if args.corpus == "synthetic":
-        from .data.sizes import SIZES
         from .data.synthetic import synthesize_corpus
 
         size = args.size or ("demo" if args.text == "grammar" else "small")
-        if size not in SIZES[args.text]:
+        if size not in SYNTH_SIZES[args.text]:
             raise SystemExit(
                 f"asr prepare synthetic: --size {size} does not exist for --text {args.text}; "
-                f"choose from {sorted(SIZES[args.text])}"
+                f"choose from {sorted(SYNTH_SIZES[args.text])}"
             )
         corpus = Path(args.corpus_dir)
-        synthesize_corpus(corpus, SIZES[args.text][size], seed=args.seed, jobs=args.jobs, text=args.text)
+        synthesize_corpus(corpus, SYNTH_SIZES[args.text][size], seed=args.seed, jobs=args.jobs, text=args.text)
         if (corpus / "TEXT.txt").exists():
             print((corpus / "TEXT.txt").read_text(), end="")
         root = corpus

@@ -125,9 +125,6 @@ OPEN_ESPEAK_SPEAKERS = {"train-clean": 120, "dev-clean": 16, "test-clean": 16}
 FLITE_SPEAKERS_PER_VOICE = 2
 OPEN_FIRST_ID = {"train-clean": 1000, "dev-clean": 2000, "test-clean": 3000}
 
-TEXT_KINDS = tuple(SIZES)
-
-
 # How open-text speakers are drawn (each speaker once; its utterances share its voice and channel).
 ESPEAK_WPM = range(130, 205, 5)
 ESPEAK_PITCH = range(20, 81, 5)
@@ -195,9 +192,6 @@ def describe_open_split(split: str) -> str:
     )
 
 
-DESCRIBE_SPLIT: dict[str, Callable[[str], str]] = {"grammar": describe_grammar_split, "open": describe_open_split}
-
-
 @dataclass(frozen=True)
 class SplitPlan:
     """What one split holds: its speakers and, per utterance, the transcript and the text spoken."""
@@ -220,7 +214,7 @@ def _plan_grammar(sizes: dict[str, int], seed: int) -> tuple[dict[str, SplitPlan
 
 
 def _plan_open(sizes: dict[str, int], seed: int) -> tuple[dict[str, SplitPlan], str]:
-    from .open_text import collect_sentences, oov_rate, split_disjoint
+    from .open_text import DEBIAN_PACKAGES, collect_sentences, oov_rate, split_disjoint
 
     text = collect_sentences()
     held_out = {s: n for s, n in sizes.items() if s != "train-clean"}
@@ -235,7 +229,7 @@ def _plan_open(sizes: dict[str, int], seed: int) -> tuple[dict[str, SplitPlan], 
         plans[split] = SplitPlan(open_speakers(split, rng), sents, [s.lower() for s in sents])
     train = plans["train-clean"].transcripts if "train-clean" in plans else []
     lines = [
-        "# Open-vocabulary text (asr.data.open_text): Debian packages " + " and ".join(_open_packages()),
+        "# Open-vocabulary text (asr.data.open_text): Debian packages " + " and ".join(DEBIAN_PACKAGES),
         text.report(),
     ]
     for split, plan in plans.items():
@@ -249,16 +243,21 @@ def _plan_open(sizes: dict[str, int], seed: int) -> tuple[dict[str, SplitPlan], 
     return plans, "\n".join(lines) + "\n"
 
 
-def _open_packages() -> tuple[str, ...]:
-    from .open_text import DEBIAN_PACKAGES
+@dataclass(frozen=True)
+class TextKind:
+    """What a `text=` kind needs: its planner (splits + TEXT.txt report), SPEAKERS.txt's split
+    recipe, and the TTS programs it calls."""
 
-    return DEBIAN_PACKAGES
+    plan: Callable[[dict[str, int], int], tuple[dict[str, SplitPlan], str]]
+    describe_split: Callable[[str], str]
+    programs: tuple[str, ...]
 
 
-PLANNERS: dict[str, Callable[[dict[str, int], int], tuple[dict[str, SplitPlan], str]]] = {
-    "grammar": _plan_grammar,
-    "open": _plan_open,
+TEXT_KINDS = {
+    "grammar": TextKind(_plan_grammar, describe_grammar_split, ("espeak-ng",)),
+    "open": TextKind(_plan_open, describe_open_split, ("espeak-ng", "flite")),
 }
+assert set(TEXT_KINDS) == set(SIZES), "every text kind has its sizes (asr/data/sizes.py)"
 
 
 def _synth_one(job: tuple[str, Speaker, str, int, str]) -> str | None:
@@ -303,18 +302,18 @@ def synthesize_corpus(
     replaces the split folders. Files in the split folders that the plan does not name are
     removed. Returns root.
     """
-    if text not in PLANNERS:
-        raise ValueError(f"unknown text kind {text!r}; choose from {TEXT_KINDS}")
+    if text not in TEXT_KINDS:
+        raise ValueError(f"unknown text kind {text!r}; choose from {list(TEXT_KINDS)}")
+    kind = TEXT_KINDS[text]
     for split in sizes:
         if split not in SPLIT_VARIANTS:
             raise ValueError(f"unknown split {split!r}; choose from {list(SPLIT_VARIANTS)}")
-    engines = ["espeak-ng"] + (["flite"] if text == "open" else [])
-    for exe in engines:
+    for exe in kind.programs:
         if shutil.which(exe) is None:
             raise RuntimeError(f"{exe} not found: install it (`apt-get install {exe}`, or `make setup`)")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    plans, text_report = PLANNERS[text](sizes, seed)
+    plans, text_report = kind.plan(sizes, seed)
     # The plan's fingerprint covers every utterance's speaker and text, so a change of the text
     # sources (another Debian release of fortunes) or of the speaker rules is never mixed into
     # an earlier run's files.
@@ -331,15 +330,16 @@ def synthesize_corpus(
     speaker_lines = ["; ID | SPLIT | VOICE | CHANNEL"]
     for split, plan in plans.items():
         spks = plan.speakers
-        speaker_lines.append(f"; {split}: {DESCRIBE_SPLIT[text](split)}")
+        speaker_lines.append(f"; {split}: {kind.describe_split(split)}")
         per_spk: dict[Speaker, list[str]] = {}
+        planned: set[Path] = set()  # this split's files
         for i, (transcript, spoken) in enumerate(zip(plan.transcripts, plan.spoken)):
             spk = spks[i % len(spks)]
             utt = f"{spk.spk_id}-{spk.chapter}-{i // len(spks):04d}"
             per_spk.setdefault(spk, []).append(f"{utt} {transcript}")
             path = root / split / str(spk.spk_id) / str(spk.chapter) / f"{utt}.flac"
             jobs_list.append((str(path), spk, spoken, seed, utt))
-        planned = {Path(j[0]) for j in jobs_list}
+            planned.add(path)
         for spk in spks:
             lines = per_spk.get(spk)
             if lines:
