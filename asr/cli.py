@@ -118,10 +118,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
+    from .guards import TrainingDiverged
     from .train import compose, run_train
 
     cfg = compose(overrides, config_dir=args.config_dir) if args.config_dir else compose(overrides)
-    best = run_train(cfg)
+    try:
+        best = run_train(cfg)
+    except TrainingDiverged as e:
+        raise SystemExit(f"asr train: {e}") from e
     print(f"best checkpoint: {best}")
     return 0
 

@@ -145,7 +145,9 @@ class ASRModel(L.LightningModule):
     # ---- Lightning hooks -----------------------------------------------------------
     def training_step(self, batch: Batch | None, batch_idx: int):
         if batch is None:  # every utterance of the batch failed to load (already logged)
-            return None
+            # a zero loss that reaches every parameter keeps DDP's gradient all-reduce in step
+            # with the other ranks; NonFiniteGuard skips the step when every rank's batch is empty
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         out = self.losses(batch)
         bs = len(batch)
         for k, v in out.items():
@@ -161,7 +163,10 @@ class ASRModel(L.LightningModule):
         self.val_wer.update(hyps, batch.texts)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val_wer", self.val_wer.compute(), prog_bar=True, sync_dist=False)
+        # compute() sums the error and word counts over DDP ranks (torchmetrics syncs on compute),
+        # so every rank holds the gathered WER; sync_dist averages those equal values (and stops
+        # Lightning's warning about epoch-level metrics without it)
+        self.log("val_wer", self.val_wer.compute(), prog_bar=True, sync_dist=True)
         self.val_wer.reset()
 
     def configure_optimizers(self):

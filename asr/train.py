@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +22,7 @@ from .data.datamodule import ASRDataModule
 from .data.features import FbankOptions
 from .data.tokenizer import Tokenizer
 from .decoding import DecodeOptions
+from .guards import AtomicCheckpointIO, NonFiniteGuard, StepSeed
 from .model import ASRModel
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,8 @@ def compose(overrides: list[str], config_dir: str | Path = CONF_DIR, config_name
 def fit_cmvn(model: ASRModel, dm: ASRDataModule, max_utts: int) -> None:
     """Estimate global CMVN statistics on up to max_utts training utterances."""
     cuts = dm.train_cuts().subset(first=min(max_utts, len(dm.train_cuts())))
-    loader = dm.eval_loader(cuts)
+    # every rank of a DDP run estimates the same statistics from the same utterances
+    loader = dm.eval_loader(cuts, world_size=1, rank=0)
 
     def feats():
         for batch in loader:
@@ -60,15 +63,17 @@ def fit_cmvn(model: ASRModel, dm: ASRDataModule, max_utts: int) -> None:
     log.info("CMVN from %d frames", int(model.normalizer.count))
 
 
-def checkpoint_callbacks(ckpt_dir: Path, save_top_k: int) -> tuple[ModelCheckpoint, ModelCheckpoint]:
-    """The top-k checkpoints by val_wer, and last.ckpt written after every validated epoch.
+def checkpoint_callbacks(ckpt_dir: Path, save_top_k: int, every_steps: int = 0) -> tuple[ModelCheckpoint, ...]:
+    """The top-k checkpoints by val_wer, and last.ckpt after every validated epoch and, with
+    every_steps > 0, also every `every_steps` optimizer steps (mid-epoch: a killed run resumes
+    there, with the sampler at the same batch, losing at most that many steps).
 
-    Two callbacks, because Lightning's ``save_last`` of a monitored callback (2.6) writes
+    Separate callbacks, because Lightning's ``save_last`` of a monitored callback (2.6) writes
     last.ckpt only in epochs that also enter the top k (and once more at the very end, with
     the epoch counter already advanced): a crash after epochs that did not improve val_wer
-    would resume several epochs back. The unmonitored callback saves every epoch, always to
-    the same name (no version counter, so a copied experiment resumes into its own last.ckpt
-    rather than writing last-v1.ckpt beside a stale one).
+    would resume several epochs back. The unmonitored callbacks save always to the same name
+    (no version counter, so a copied experiment resumes into its own last.ckpt rather than
+    writing last-v1.ckpt beside a stale one).
     """
     top_k = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -79,20 +84,25 @@ def checkpoint_callbacks(ckpt_dir: Path, save_top_k: int) -> tuple[ModelCheckpoi
         save_top_k=save_top_k,
         save_last=False,
     )
-    last = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
-        monitor=None,
-        save_top_k=1,
-        every_n_epochs=1,
-        save_last=False,
-        enable_version_counter=False,
-    )
-    return top_k, last
+    last = {
+        "dirpath": ckpt_dir,
+        "filename": ModelCheckpoint.CHECKPOINT_NAME_LAST,
+        "monitor": None,
+        "save_top_k": 1,
+        "save_last": False,
+        "enable_version_counter": False,
+    }
+    callbacks = [top_k, ModelCheckpoint(**last, every_n_epochs=1)]
+    if every_steps > 0:
+        callbacks.append(ModelCheckpoint(**last, every_n_train_steps=every_steps))
+    return tuple(callbacks)
 
 
-def run_train(cfg: DictConfig) -> Path:
-    """Train as configured; returns the path of the best checkpoint (also copied to exp_dir/best.ckpt)."""
+def run_train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
+    """Train as configured; returns the path of the best checkpoint (also copied to exp_dir/best.ckpt).
+
+    callbacks: extra Lightning callbacks (Python API), run after asr's own.
+    """
     exp = Path(cfg.exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -147,19 +157,26 @@ def run_train(cfg: DictConfig) -> Path:
         fit_cmvn(model, dm, cfg.cmvn_utterances)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters", n_params / 1e6)
-    ckpt_cb, last_cb = checkpoint_callbacks(ckpt_dir, cfg.save_top_k)
+    ckpt_cbs = checkpoint_callbacks(ckpt_dir, cfg.save_top_k, cfg.checkpoint_every_steps)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=str(exp),
         # versioned log folders (tb/version_N, csv/version_N): a resumed run never overwrites earlier logs
         logger=[TensorBoardLogger(str(exp), name="tb"), CSVLogger(str(exp), name="csv")],
         # the top-k callback first: last.ckpt, written after it, then holds its updated best-k list
-        callbacks=[ckpt_cb, last_cb, LearningRateMonitor(logging_interval="step")],
+        callbacks=[
+            *ckpt_cbs,
+            NonFiniteGuard(exp / "bad_batches.txt", cfg.max_bad_batches_in_a_row),
+            StepSeed(cfg.seed),
+            LearningRateMonitor(logging_interval="step"),
+            *callbacks,
+        ],
+        plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # lhotse samplers shard across ranks themselves
     )
     trainer.fit(model, dm, ckpt_path=resume_from)
-    best = Path(ckpt_cb.best_model_path or last)
+    best = Path(ckpt_cbs[0].best_model_path or last)
     if trainer.is_global_zero:
         shutil.copyfile(best, exp / "best.ckpt")
-        log.info("best checkpoint %s (val_wer %s) copied to %s", best, ckpt_cb.best_model_score, exp / "best.ckpt")
+        log.info("best checkpoint %s (val_wer %s) copied to %s", best, ckpt_cbs[0].best_model_score, exp / "best.ckpt")
     return exp / "best.ckpt"

@@ -36,6 +36,16 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_manifests(tiny_corpus, tmp_path_factory) -> Path:
+    """Manifests and a char tokenizer of `tiny_corpus` (`asr prepare librispeech`)."""
+    from asr.cli import main
+
+    man = tmp_path_factory.mktemp("tiny") / "manifests"
+    assert main(["prepare", "librispeech", "--root", str(tiny_corpus), "--out", str(man), "--tokenizer", "char"]) == 0
+    return man
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Run on one torch thread, restoring the count afterwards. For tensors this small (and the

@@ -34,19 +34,12 @@ def _losses(exp: Path) -> list[float]:
         return [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
 
 
-@pytest.fixture(scope="module")
-def manifests(tiny_corpus, tmp_path_factory) -> Path:
-    man = tmp_path_factory.mktemp("repro") / "manifests"
-    assert main(["prepare", "librispeech", "--root", str(tiny_corpus), "--out", str(man), "--tokenizer", "char"]) == 0
-    return man
-
-
 @pytest.mark.slow
-def test_two_runs_with_one_seed_are_identical_and_another_seed_differs(manifests, tmp_path):
+def test_two_runs_with_one_seed_are_identical_and_another_seed_differs(tiny_manifests, tmp_path):
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         exp = tmp_path / name
-        assert main(["train", f"exp_dir={exp}", f"data.manifest_dir={manifests}", f"seed={seed}", *TINY]) == 0
+        assert main(["train", f"exp_dir={exp}", f"data.manifest_dir={tiny_manifests}", f"seed={seed}", *TINY]) == 0
         state = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         runs[name] = (_losses(exp), state)
     (la, sa), (lb, sb), (lc, _) = runs["a"], runs["b"], runs["c"]

@@ -301,6 +301,45 @@ def test_resume_continues_the_run(prepared, ctc_exp, tmp_path):
     assert (run / "csv" / "version_1" / "metrics.csv").read_text().count("\n") > 1
 
 
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_trains_and_gathers_the_validation_wer(prepared, ctc_exp, tmp_path):
+    """One more epoch of the shared CTC model with Lightning DDP: 2 processes on one machine
+    (gloo), as `trainer.strategy=ddp trainer.devices=2`. The bucketing sampler's dynamic batches
+    do not split evenly, yet lhotse gives every rank as many as the others (the remainder round
+    dropped), so no rank waits forever in the gradient all-reduce (the timeout would catch it);
+    and the validation WER Lightning logs, its counts summed over both ranks' halves of dev,
+    equals the WER `asr transcribe` gets in one process with the same weights."""
+    import csv
+    import shutil
+    import subprocess
+    import sys
+
+    _, corpus, man = prepared
+    run = tmp_path / "ddp"
+    shutil.copytree(ctc_exp / "checkpoints", run / "checkpoints")
+    before = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    overrides = [o for o in _ctc_overrides(run, man) if not o.startswith("num_threads=")]
+    cmd = [str(Path(sys.executable).parent / "asr"), "train", *overrides, "num_threads=1", "resume=true"]
+    cmd += [f"trainer.max_epochs={EPOCHS + 1}", "trainer.strategy=ddp", "trainer.devices=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert after["epoch"] == EPOCHS
+    # each rank took about half of an epoch's batches: one optimizer step per pair
+    per_epoch = before["global_step"] / EPOCHS
+    assert 0.3 * per_epoch < after["global_step"] - before["global_step"] < 0.7 * per_epoch
+
+    with open(run / "csv" / "version_0" / "metrics.csv") as f:  # the copy has no earlier logs
+        val_wer = [float(r["val_wer"]) for r in csv.DictReader(f) if r.get("val_wer")][-1]
+    hyp = tmp_path / "dev_hyp.txt"
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    args = ["transcribe", "--ckpt", ckpt, "--data", str(corpus / "dev-clean"), "--out", str(hyp), "--quiet"]
+    assert main([*args, "--method", "greedy"]) == 0
+    rep = score(read_kaldi_text(man / "dev-clean.ref.txt"), read_kaldi_text(hyp))
+    assert len(rep.utts) == 40 and 0 < rep.error_rate < 1  # a WER that can tell a lost or doubled cut
+    assert val_wer == pytest.approx(rep.error_rate, abs=1e-6)
+
+
 def _mean_token_start(ctm: Path) -> float:
     starts = [float(line.split()[2]) for line in ctm.read_text().splitlines()]
     assert starts

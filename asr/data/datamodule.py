@@ -11,9 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import warnings
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,6 +30,7 @@ from .features import FbankOptions, num_frames
 from .tokenizer import UNK_ID, Tokenizer
 
 log = logging.getLogger(__name__)
+DUPLICATE = re.compile(r"_dup\d+$")  # lhotse's suffix for cuts it repeats to give every DDP rank a batch
 # Cuts are filtered in memory (to count what is dropped), so the sampler gets an eager
 # CutSet on purpose; even LibriSpeech-960's cuts take only a few hundred MB.
 warnings.filterwarnings("ignore", message="You are using DynamicBucketingSampler with an eagerly read CutSet")
@@ -57,6 +62,58 @@ class Batch:
         return len(self.ids)
 
 
+@dataclass(frozen=True)
+class BatchRequest:
+    """What the sampler hands a data-loader worker: the cuts of one batch and the epoch they
+    belong to. Random draws in the worker (speed perturbation) are a function of (seed, epoch,
+    cut id), not of the worker's RNG, whose seed depends on when the iterator was created; so a
+    run resumed mid-epoch perturbs every utterance as the uninterrupted run did."""
+
+    cuts: CutSet
+    epoch: int
+
+
+class ResumableSampler:
+    """Wraps a lhotse sampler: yields BatchRequests and can resume in the middle of an epoch.
+
+    `resume(epoch, batches_done)` makes the next iteration of that epoch skip its first
+    `batches_done` batches (sampling reads only the manifests' metadata, so skipping costs
+    milliseconds). Lhotse's own state_dict counts the batches the sampler produced, which runs
+    ahead of training by the loader's prefetch; the datamodule instead records the batches the
+    trainer finished.
+    """
+
+    def __init__(self, sampler: Any):
+        self.sampler = sampler
+        self.epoch = 0
+        self._skip: tuple[int, int] | None = None  # (epoch, batches to skip)
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning at every epoch start
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        self._skip = (epoch, batches_done)
+
+    def __iter__(self) -> Iterator[BatchRequest]:
+        skip = 0
+        if self._skip is not None:
+            if self._skip[0] == self.epoch:
+                skip = self._skip[1]
+            self._skip = None  # only the first iteration after a restore resumes
+        for i, cuts in enumerate(self.sampler):
+            if i >= skip:
+                yield BatchRequest(cuts, self.epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def utterance_rng(seed: int, epoch: int, cut_id: str) -> random.Random:
+    """A random stream for one utterance in one epoch (crc32, unlike hash(), is stable across runs)."""
+    return random.Random(zlib.crc32(f"{seed}/{epoch}/{cut_id}".encode()))
+
+
 def collate(waves: list[torch.Tensor], token_seqs: list[list[int]], texts: list[str], ids: list[str]) -> Batch:
     audio, audio_lens = pad_waves(waves)
     token_lens = torch.tensor([len(t) for t in token_seqs], dtype=torch.int64)
@@ -86,8 +143,10 @@ class AudioDataset(Dataset):
         speed_factors: tuple[float, ...] = (1.0,),
         subsampling: int = 4,
         fbank: FbankOptions | None = None,
+        seed: int = 0,
     ):
         self.tokenizer = tokenizer
+        self.seed = seed
         self.speed_factors = tuple(speed_factors)
         self.subsampling = subsampling
         self.fbank = fbank or FbankOptions()
@@ -99,7 +158,7 @@ class AudioDataset(Dataset):
         n = math.ceil(num_samples * SAMPLE_RATE / round(SAMPLE_RATE * factor))  # speed_perturb's length
         return int(num_frames(torch.tensor(n), self.fbank)) // self.subsampling
 
-    def speed_factor(self, num_samples: int, tokens: list[int], name: str) -> float:
+    def speed_factor(self, num_samples: int, tokens: list[int], name: str, rng: random.Random) -> float:
         """A random factor among those the transcript fits at (the slowest if none does)."""
         if len(self.speed_factors) == 1:
             return self.speed_factors[0]
@@ -117,11 +176,15 @@ class AudioDataset(Dataset):
                     need,
                     self.num_slowed,
                 )
-        return random.choice(fits or [min(self.speed_factors)])
+        return rng.choice(fits or [min(self.speed_factors)])
 
-    def __getitem__(self, cuts: CutSet) -> Batch | None:
+    def __getitem__(self, request: BatchRequest) -> Batch | None:
         waves, toks, texts, ids = [], [], [], []
-        for cut in cuts:
+        for cut in request.cuts:
+            if DUPLICATE.search(cut.id):
+                # lhotse pads the last validation round with copies when it has fewer cuts than
+                # ranks; scoring a copy would count its words twice in the gathered WER
+                continue
             path = cut.recording.sources[0].source
             try:
                 wave, _ = load_audio(path, SAMPLE_RATE)
@@ -139,7 +202,8 @@ class AudioDataset(Dataset):
                 wave = wave[a : a + int(round(cut.duration * SAMPLE_RATE))]
             text = " ".join(s.text for s in cut.supervisions)
             tokens = self.tokenizer.encode(text)
-            wave = speed_perturb(wave, self.speed_factor(len(wave), tokens, path))
+            rng = utterance_rng(self.seed, request.epoch, cut.id)
+            wave = speed_perturb(wave, self.speed_factor(len(wave), tokens, path, rng))
             waves.append(wave)
             toks.append(tokens)
             texts.append(text)
@@ -245,6 +309,8 @@ class ASRDataModule(L.LightningDataModule):
         self.fbank = fbank or FbankOptions()
         self.seed = seed
         self._train: CutSet | None = None
+        self._train_sampler: ResumableSampler | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     def load_cuts(self, splits: list[str]) -> CutSet:
         cuts = []
@@ -270,7 +336,7 @@ class ASRDataModule(L.LightningDataModule):
                 raise ValueError("no training utterances left after filtering")
         return self._train
 
-    def _loader(self, dataset: AudioDataset, sampler) -> DataLoader:
+    def _loader(self, dataset: AudioDataset, sampler: ResumableSampler) -> DataLoader:
         return DataLoader(
             dataset,
             sampler=sampler,
@@ -280,6 +346,9 @@ class ASRDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        # In DDP the sampler shards batches across ranks (rank and world size from
+        # torch.distributed): every rank gets the same number of batches, the remainder round
+        # dropped (drop_last), so no rank waits for a gradient all-reduce that never comes.
         sampler = DynamicBucketingSampler(
             self.train_cuts(),
             max_duration=self.max_duration,
@@ -288,12 +357,39 @@ class ASRDataModule(L.LightningDataModule):
             seed=self.seed,
             drop_last=True,
         )
-        return self._loader(AudioDataset(self.tokenizer, self.speed, self.subsampling, self.fbank), sampler)
+        self._train_sampler = ResumableSampler(sampler)
+        if self._resume is not None:
+            self._train_sampler.resume(*self._resume)
+            self._resume = None
+        dataset = AudioDataset(self.tokenizer, self.speed, self.subsampling, self.fbank, seed=self.seed)
+        return self._loader(dataset, self._train_sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_loader(self.load_cuts(self.valid_splits))
 
-    def eval_loader(self, cuts: CutSet) -> DataLoader:
-        """Unshuffled, unperturbed batches of `cuts`, sorted by duration (less padding)."""
-        sampler = SimpleCutSampler(cuts.sort_by_duration(), max_duration=self.max_duration)
-        return self._loader(AudioDataset(self.tokenizer), sampler)
+    def eval_loader(self, cuts: CutSet, world_size: int | None = None, rank: int | None = None) -> DataLoader:
+        """Unshuffled, unperturbed batches of `cuts`, sorted by duration (less padding).
+
+        Under DDP (and world_size/rank not given) each rank gets its share; lhotse splits the
+        last round's cuts so that every rank has a batch and no cut is dropped, so a metric
+        summed over ranks equals the single-process one.
+        """
+        sampler = SimpleCutSampler(
+            cuts.sort_by_duration(), max_duration=self.max_duration, world_size=world_size, rank=rank
+        )
+        return self._loader(AudioDataset(self.tokenizer), ResumableSampler(sampler))
+
+    # ---- resuming mid-epoch: Lightning saves this in every checkpoint and restores it
+    # before it asks for the train loader -------------------------------------------
+    def state_dict(self) -> dict[str, int]:
+        """The epoch and how many of its batches this rank has trained on."""
+        if self.trainer is None:
+            return {}
+        loop = self.trainer.fit_loop.epoch_loop
+        # checkpoints are written in on_train_batch_end (every N steps) or after the epoch: in
+        # both, `processed` counts the batches whose optimizer step is done
+        return {"epoch": self.trainer.current_epoch, "batches_done": loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume = (int(state["epoch"]), int(state["batches_done"]))
