@@ -78,7 +78,11 @@ class ASRModel(L.LightningModule):
 
     # ---- forward -------------------------------------------------------------------
     def features(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """audio[B, S] -> normalized (and, in training, augmented) fbank [B, T, F], lens[B]."""
+        """audio[B, S] -> normalized (and, in training, augmented) fbank [B, T, F], lens[B].
+
+        float32 also under mixed precision: Fbank turns autocast off, and CMVN and SpecAugment are
+        element-wise ops, which autocast leaves in their inputs' dtype; the encoder may then run in
+        bfloat16/float16."""
         feats, lens = self.fbank(audio, audio_lens)
         feats = self.normalizer(feats, lens)
         if self.specaug is not None and self.training:

@@ -82,6 +82,7 @@ class Fbank(nn.Module):
 
     forward(wave[B, S] float, wave_lens[B] int64) -> (feats[B, T, F] float32, feat_lens[B] int64).
     Frames beyond each utterance's length are set to zero (and must be masked by callers).
+    Always computed in float32, also under autocast (mixed-precision training).
     """
 
     def __init__(self, opts: FbankOptions | None = None, **kwargs):
@@ -98,6 +99,13 @@ class Fbank(nn.Module):
 
     @torch.no_grad()
     def forward(self, wave: torch.Tensor, wave_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Autocast would run the mel matmul in bfloat16/float16: the power spectrum in int16 units
+        # reaches ~1e11, past float16's 65504 (inf features, nan losses), and bfloat16 keeps 8 bits
+        # of it (log-mel off by up to 0.07, measured on speech). Float32 whatever the precision.
+        with torch.autocast(wave.device.type, enabled=False):
+            return self._compute(wave, wave_lens)
+
+    def _compute(self, wave: torch.Tensor, wave_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.opts
         wave = wave.float()
         if o.int16_scale:

@@ -1,7 +1,9 @@
 """Losses with torch semantics: lengths as int tensors, explicit blank, `reduction=`.
 
 Each compiled loss has a slow pure-torch reference in asr/losses/reference.py, used
-only by the tests.
+only by the tests. Every loss takes float32 or float64 inputs as they are, and computes on
+bfloat16/float16 inputs in float32, with autocast off inside (asr/losses/precision.py): the
+loss comes back in float32, the gradient in the input's dtype.
 """
 
 from .ctc import ctc_loss

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .precision import float32_loss
 
+
+@float32_loss
 def ctc_loss(
     log_probs: torch.Tensor,
     targets: torch.Tensor,

@@ -20,6 +20,7 @@ import torch
 
 from ..fsa import Fsa, ctc_graphs, intersect_dense
 from ..fsa import viterbi as fsa_viterbi
+from .precision import float32_loss
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class _ViterbiScore(torch.autograd.Function):
         return grad, None, None, None, None
 
 
+@float32_loss
 def ctc_fst_loss(
     log_probs: torch.Tensor,
     targets: torch.Tensor,
@@ -88,7 +90,8 @@ def ctc_fst_loss(
     """CTC loss over FSA training graphs (blank = 0).
 
     Args:
-        log_probs: [B, T, V] log-softmax outputs (float32 or float64).
+        log_probs: [B, T, V] log-softmax outputs (float32 or float64; bfloat16/float16 are computed
+            on in float32, asr.losses.precision).
         targets: [B, U] padded token ids > 0 (padding ignored via target_lengths); U may be 0.
         input_lengths, target_lengths: [B] int.
         topology: "standard" (torch's CTC) or "modified" (repeated tokens need no blank).
@@ -194,6 +197,7 @@ class Alignment:
         return frames
 
 
+@float32_loss
 @torch.no_grad()
 def forced_align(
     log_probs: torch.Tensor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._ext import ops
+from .precision import float32_loss
 
 
 class _MutualInformation(torch.autograd.Function):
@@ -57,6 +58,7 @@ def lattice_boundary(symbol_lengths: torch.Tensor, frame_lengths: torch.Tensor) 
     return bd
 
 
+@float32_loss
 def mutual_information_recursion(
     px: torch.Tensor, py: torch.Tensor, boundary: torch.Tensor | None = None, return_grad: bool = False
 ):

@@ -19,6 +19,7 @@ import torch
 
 from .lattice import finish_loss
 from .mutual_information import mutual_information_recursion
+from .precision import float32_loss
 from .topology import check_topology, finish_px, min_prune_range, one_output_per_frame, topology_of
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def _recursion_inputs(
     return finish_px(_delay(_mask_symbols(px_body, bd), bd, delay_penalty), py, rnnt_type), py
 
 
+@float32_loss
 def get_rnnt_logprobs(
     lm: torch.Tensor,
     am: torch.Tensor,
@@ -102,6 +104,7 @@ def get_rnnt_logprobs(
     return _recursion_inputs(px, py, bd, rnnt_type, delay_penalty)
 
 
+@float32_loss
 def rnnt_loss_simple(
     lm: torch.Tensor,
     am: torch.Tensor,
@@ -159,6 +162,7 @@ def smoothed_simple_logprobs(
     return px, py
 
 
+@float32_loss
 def rnnt_loss_smoothed(
     lm: torch.Tensor,
     am: torch.Tensor,
@@ -385,6 +389,7 @@ def pruned_rnnt_log_likelihood(
     return mutual_information_recursion(px, py, boundary)
 
 
+@float32_loss
 def rnnt_loss_pruned(
     logits: torch.Tensor,
     symbols: torch.Tensor,

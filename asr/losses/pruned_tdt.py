@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from .lattice import check_inputs, finish_loss, row_chunks, row_softmax_and_logsumexp
+from .precision import float32_loss
 from .pruned_rnnt import (
     _boundary,
     check_ranges,
@@ -113,6 +114,7 @@ class _NodeLogProbs(torch.autograd.Function):
         return grad, None, None, None
 
 
+@float32_loss
 def tdt_loss_simple(
     lm: torch.Tensor,
     am: torch.Tensor,
@@ -235,6 +237,7 @@ def get_tdt_prune_ranges(
     return windows_from_scores(window_sums(occupancy, s_range), boundary, s_range, step)
 
 
+@float32_loss
 def tdt_loss_pruned(
     logits: torch.Tensor,
     symbols: torch.Tensor,

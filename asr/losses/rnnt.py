@@ -28,6 +28,7 @@ from .lattice import (
     row_values,
 )
 from .mutual_information import lattice_boundary, mutual_information_recursion
+from .precision import float32_loss
 from .topology import check_topology, finish_px
 
 
@@ -132,6 +133,7 @@ def _lattice_logprobs(
     return px.transpose(1, 2), py.transpose(1, 2)
 
 
+@float32_loss
 def rnnt_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,

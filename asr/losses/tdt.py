@@ -15,6 +15,7 @@ import torch
 
 from .._ext import ops
 from .lattice import check_inputs, finish_loss, row_chunks, row_layout, row_logsumexp, row_values
+from .precision import float32_loss
 from .rnnt import rnnt_loss
 
 
@@ -186,6 +187,7 @@ class _TDTArcLoss(torch.autograd.Function):
         return grad, None, None, None, None
 
 
+@float32_loss
 def tdt_arc_loss(
     arcs: torch.Tensor,
     logit_lengths: torch.Tensor,
@@ -248,6 +250,7 @@ def tdt_num_tokens(width: int, num_durations: int, what: str = "logits") -> int:
     return v
 
 
+@float32_loss
 def tdt_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,

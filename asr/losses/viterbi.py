@@ -41,6 +41,7 @@ import torch
 
 from .._ext import ops
 from .lattice import check_inputs, finish_loss, row_layout, row_logsumexp
+from .precision import float32_loss
 from .tdt import check_durations, check_tdt_options, tdt_num_tokens
 
 
@@ -96,6 +97,7 @@ def _from_arcs(score: torch.Tensor, arcs: torch.Tensor, blank: int, durations: t
     )
 
 
+@float32_loss
 @torch.no_grad()
 def rnnt_best_path(
     logits: torch.Tensor,
@@ -135,6 +137,7 @@ def rnnt_best_path(
     return _from_arcs(score, arcs, blank, ())
 
 
+@float32_loss
 @torch.no_grad()
 def tdt_best_path(
     logits: torch.Tensor,
@@ -345,6 +348,7 @@ def _tdt_arcs(
     return arcs
 
 
+@float32_loss
 def path_log_probs(
     path_logits: torch.Tensor, path: TransducerPath, sigma: float = 0.0, num_tokens: int | None = None
 ) -> torch.Tensor:
@@ -358,7 +362,8 @@ def path_log_probs(
         num_tokens: V, when it is not C - D: an RNN-T path scored on TDT joint outputs (the
             token logits only, as `tdt_loss`'s omega term does).
     Only these rows enter the loss, so autograd's gradient is softmax - one-hot on them.
-    The per-utterance sums accumulate in float64; the result has the logits' dtype.
+    The per-utterance sums accumulate in float64; the result has the logits' dtype (float32 for
+    bfloat16/float16 logits, asr.losses.precision).
     """
     d = len(path.durations)
     v = path_logits.shape[-1] - d if num_tokens is None else num_tokens
@@ -433,6 +438,7 @@ def tdt_viterbi_path_loss(
     return (1 - omega) * loss + omega * rnnt
 
 
+@float32_loss
 def rnnt_viterbi_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -467,6 +473,7 @@ def rnnt_viterbi_loss(
     return finish_loss(loss, reduction, zero_infinity, "rnnt_viterbi_loss")
 
 
+@float32_loss
 def tdt_viterbi_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,

@@ -1,11 +1,14 @@
 #!/usr/bin/env python
 """Training step time (features + forward + backward + AdamW step) of a model config.
 
-    python scripts/bench/bench_train_step.py [--model conformer_ctc] [--batch-seconds 100] [overrides...]
+    python scripts/bench/bench_train_step.py [--model conformer_ctc] [--batch-seconds 100] [--autocast bf16]
+        [overrides...]
 
 The batch is `--batch-seconds` of audio split into 3-second utterances with 30 tokens each,
 like a demo batch. `--chunk N` fixes the encoder's chunk (encoder frames) for every step, as
 dynamic chunk training samples it per batch (TAED's decoder then runs once per chunk).
+`--autocast bf16|fp16` runs the forward pass and the losses under torch.autocast on the CPU, as
+Lightning's `trainer.precision=bf16-mixed` does (the backward and the optimizer step outside it).
 Memory: how much the process's peak resident set size grew during the steps (a step's
 working memory and the optimizer state, above the model and the batch).
 """
@@ -32,6 +35,7 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=28)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--autocast", choices=["bf16", "fp16"], default=None, help="mixed precision (default: float32)")
     p.add_argument("--chunk", type=int, default=None, help="encoder chunk for every step (default: the config's)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for the model group, e.g. model.encoder.num_layers=12")
     a = p.parse_args()
@@ -49,13 +53,15 @@ def main() -> None:
     batch = collate(waves, toks, [""] * b, [str(i) for i in range(b)])
     if a.chunk is not None:  # every step trains with this chunk, as if dynamic chunk training drew it
         model.encoder.training_chunking = lambda: (a.chunk, -1)
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[a.autocast]
     times = []
     rss = 0
     for i in range(a.steps + 2):
         if i == 0:  # the peak so far: model and batch
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t = time.perf_counter()
-        loss = model.losses(batch)["loss"]
+        with torch.autocast("cpu", dtype=low or torch.bfloat16, enabled=low is not None):
+            loss = model.losses(batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -66,7 +72,7 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     print(
         f"{a.model} ({n_params:.2f}M params), batch {b} x {a.utt_seconds:.0f} s = {b * a.utt_seconds:.0f} s audio, "
-        f"{torch.get_num_threads()} threads: median step {med * 1000:.0f} ms "
+        f"{torch.get_num_threads()} threads, {a.autocast or 'float32'}: median step {med * 1000:.0f} ms "
         f"({b * a.utt_seconds / med:.0f} s of audio per second), peak memory +{grown:.2f} GiB"
     )
 

@@ -76,7 +76,9 @@ class MinRNN(nn.Module):
 
         Returns (h[B, T, hidden], h at each utterance's last real frame [B, hidden]).
         """
-        log_a, log_b = self.log_coeffs(x)
+        # the scan in float32 also under autocast: its cumulative sums of log-gates lose the state in
+        # bfloat16 (8 bits), and _NEG overflows float16; the gates' matmul may stay in low precision
+        log_a, log_b = (c.float() for c in self.log_coeffs(x))
         pad = ~valid[..., None]
         log_a = log_a.masked_fill(pad, 0.0)  # a = 1, b = 0: the state passes through padding unchanged
         log_b = log_b.masked_fill(pad, _NEG)
