@@ -17,7 +17,16 @@ EXAMPLES = {
       --splits train-clean-100 dev-clean test-clean --tokenizer char
   asr prepare synthetic --corpus-dir data/synthetic/LibriSpeech --out data/synthetic/manifests --size demo
   asr prepare synthetic --text open --size small --corpus-dir data/open/LibriSpeech --out data/open/manifests
-      # open-vocabulary English (~10 h of training audio, BPE 500); an interrupted synthesis resumes""",
+      # open-vocabulary English (~10 h of training audio, BPE 500); an interrupted synthesis resumes
+  asr prepare librispeech --root /data/LibriSpeech --out data/ls --check-audio header --jobs 16
+
+Bad input is named (audio path, or trans.txt:LINE) and counted, never fatal. Skipped: missing,
+unreadable, empty or truncated audio, NaN/Inf samples, non-UTF-8 or malformed transcript lines,
+empty transcripts, repeated ids (the first is kept), audio without a line and lines without
+audio. Kept and counted: other sample rates (resampled), several channels (mixed down),
+8-bit or float samples, float samples beyond [-1, 1], characters outside the tokenizer and
+transcripts too long for their audio (T shorter than U at --encoder-frame-ms; training drops
+both). prepare_report.txt holds the counts per split and then every message.""",
     "train": """examples:
   asr train                                   # conf/train.yaml defaults (synthetic data, conformer_ctc)
   asr train data=synthetic model=conformer_ctc trainer.max_epochs=20 exp_dir=exp/x
@@ -82,7 +91,7 @@ def _conf_groups() -> str:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .data.librispeech import prepare_librispeech
+    from .data.librispeech import CheckOptions, prepare_librispeech
 
     if args.corpus == "synthetic":
         from .data.synthetic import synthesize_corpus
@@ -105,6 +114,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             raise SystemExit("asr prepare librispeech: --root is required")
         root = Path(args.root)
         tokenizer = args.tokenizer or "bpe"
+    try:
+        check = CheckOptions(audio=args.check_audio, jobs=args.jobs, encoder_frame_ms=args.encoder_frame_ms)
+    except ValueError as e:
+        raise SystemExit(f"asr prepare: {e}") from e
     out = prepare_librispeech(
         root,
         args.out,
@@ -112,6 +125,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         tokenizer=tokenizer,
         vocab_size=args.vocab_size,
         tokenizer_path=args.tokenizer_model,
+        check=check,
     )
     print(f"manifests written to {args.out}; tokenizer {out['tokenizer']}")
     return 0
@@ -355,7 +369,26 @@ def build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{t} {k}: {v}" for t, sizes in SYNTH_SIZES.items() for k, v in sizes.items()),
     )
     pp.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
-    pp.add_argument("--jobs", type=int, default=None, help="synthetic: parallel synthesis processes")
+    pp.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="parallel processes for synthesis and for the audio check (default: all cores)",
+    )
+    pp.add_argument(
+        "--check-audio",
+        choices=["full", "header"],
+        default="full",
+        help="full: decode every file, finding truncated files and NaN/Inf samples (default); header: "
+        "open each file only (much faster on a huge corpus; training then skips such files when they fail)",
+    )
+    pp.add_argument(
+        "--encoder-frame-ms",
+        type=float,
+        default=40.0,
+        help="encoder frame duration (10 ms fbank shift x subsampling) for counting transcripts with "
+        "more CTC tokens than their audio has frames (T shorter than U); 0: no such check (default 40)",
+    )
 
     pt = sub.add_parser(
         "train",
