@@ -269,10 +269,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def cmd_align(args: argparse.Namespace) -> int:
     from .align import align_items, plot_alignment, write_ctm
-    from .transcribe import split_items
+    from .transcribe import split_utterances
 
     model, device = _inference_model(args)
-    items, texts, problems = split_items(args.data, progress=not args.quiet)
+    utts, problems = split_utterances(args.data, progress=not args.quiet)
+    items, texts = [(u.id, str(u.path)) for u in utts], {u.id: u.text for u in utts}
     t0 = time.perf_counter()
     try:
         alis, align_problems = align_items(
@@ -284,6 +285,7 @@ def cmd_align(args: argparse.Namespace) -> int:
             device=device,
             progress=not args.quiet,
             keep_log_probs=args.plot,
+            where={u.id: u.where for u in utts},
         )
     except ValueError as e:
         raise SystemExit(f"asr align: {args.ckpt}: {e}") from e

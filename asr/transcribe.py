@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from .data.audio import SAMPLE_RATE, AudioError, load_audio, pad_waves
 from .data.audio_check import check_audio
-from .data.librispeech import CheckOptions, read_split
+from .data.librispeech import CheckOptions, Utterance, read_split
 from .decoding import DecodeOptions
 from .model import ASRModel
 from .problems import Problems
@@ -94,13 +94,19 @@ def file_items(files: list[str], problems: Problems) -> list[tuple[str, str]]:
     return list(items.items())
 
 
-def split_items(split_dir: str | Path, progress: bool = True) -> tuple[list[tuple[str, str]], dict[str, str], Problems]:
-    """Validated (utt_id, path) items of a LibriSpeech-style split, longest first, plus references.
+def split_utterances(split_dir: str | Path, progress: bool = True) -> tuple[list[Utterance], Problems]:
+    """Validated utterances of a LibriSpeech-style split, longest first, and what was wrong.
 
     The audio is checked by its header only: decoding it for the job finds the rest."""
     problems = Problems()
     utts = read_split(split_dir, problems, progress, CheckOptions(audio="header"))
     utts.sort(key=lambda u: -u.duration)  # similar lengths share a batch: less padding
+    return utts, problems
+
+
+def split_items(split_dir: str | Path, progress: bool = True) -> tuple[list[tuple[str, str]], dict[str, str], Problems]:
+    """Validated (utt_id, path) items of a split, longest first, plus references (split_utterances)."""
+    utts, problems = split_utterances(split_dir, progress)
     return [(u.id, str(u.path)) for u in utts], {u.id: u.text for u in utts}, problems
 
 

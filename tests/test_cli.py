@@ -284,7 +284,8 @@ def test_align_writes_ctm_and_skips_bad_transcripts(tmp_path, capsys, caplog, sp
         )
     err = capsys.readouterr().err
     assert "characters outside the vocabulary" in err and "transcript longer than the audio" in err
-    assert "1-2-0001.flac: '24'" in caplog.text and "1-2-0002.flac" in caplog.text
+    assert "1-2.trans.txt:2: '24'" in caplog.text and "1-2-0001.flac)" in caplog.text  # line, then audio
+    assert "1-2.trans.txt:3: " in caplog.text and "1-2-0002.flac" in caplog.text
     assert "aligned 1 of 3 utterances" in err
     words = [line.split() for line in (out / "words.ctm").read_text().splitlines()]
     assert [w[4] for w in words] == text.split() and {w[0] for w in words} == {"1-2-0000"}
