@@ -89,12 +89,14 @@ def align_items(
     device: str | torch.device = "cpu",
     progress: bool = True,
     keep_log_probs: int = 0,
+    where: dict[str, str] | None = None,
 ) -> tuple[dict[str, UttAlignment], Problems]:
     """Align (utt_id, path) items to their transcripts texts[utt_id].
 
     Skipped and counted (with the file named): unreadable audio, transcripts with
     characters outside the vocabulary, transcripts longer than the audio can hold.
     keep_log_probs: keep frames and log-probs of the first N utterances (for plots).
+    where: {utt_id: "trans.txt:LINE"} to name transcripts by their line (default: the audio path).
     """
     name = ctc_head_name(model, head)
     ctc = model.heads[name]
@@ -106,6 +108,7 @@ def align_items(
     problems = Problems()
     out: dict[str, UttAlignment] = {}
     paths = dict(items)
+    where = {uid: where[uid] if where and uid in where else path for uid, path in items}
     usable = []
     for uid, path in items:
         text = texts.get(uid)
@@ -113,7 +116,8 @@ def align_items(
             problems.add("missing transcript", f"{path}: no transcript for {uid}")
         elif tok.unknown_chars(text):
             problems.add(
-                "characters outside the vocabulary", f"{path}: {''.join(sorted(tok.unknown_chars(text)))!r} in {text!r}"
+                "characters outside the vocabulary",
+                f"{where[uid]}: {''.join(sorted(tok.unknown_chars(text)))!r} in {text!r} ({path})",
             )
         else:
             usable.append((uid, path))
@@ -128,7 +132,7 @@ def align_items(
             if not torch.isfinite(ali.scores[i]):
                 problems.add(
                     "transcript longer than the audio",
-                    f"{paths[uid]}: {len(targets[i])} tokens do not fit in {int(enc_lens[i])} frames",
+                    f"{where[uid]}: {len(targets[i])} tokens do not fit in {int(enc_lens[i])} frames ({paths[uid]})",
                 )
                 continue
             spans = ali.token_spans(i)

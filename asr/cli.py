@@ -17,7 +17,16 @@ EXAMPLES = {
       --splits train-clean-100 dev-clean test-clean --tokenizer char
   asr prepare synthetic --corpus-dir data/synthetic/LibriSpeech --out data/synthetic/manifests --size demo
   asr prepare synthetic --text open --size small --corpus-dir data/open/LibriSpeech --out data/open/manifests
-      # open-vocabulary English (~10 h of training audio, BPE 500); an interrupted synthesis resumes""",
+      # open-vocabulary English (~10 h of training audio, BPE 500); an interrupted synthesis resumes
+  asr prepare librispeech --root /data/LibriSpeech --out data/ls --check-audio header --jobs 16
+
+Bad input is named (audio path, or trans.txt:LINE) and counted, never fatal. Skipped: missing,
+unreadable, empty or truncated audio, NaN/Inf samples, non-UTF-8 or malformed transcript lines,
+empty transcripts, repeated ids (the first is kept), audio without a line and lines without
+audio. Kept and counted: other sample rates (resampled), several channels (mixed down),
+8-bit or float samples, float samples beyond [-1, 1], characters outside the tokenizer and
+transcripts too long for their audio (T shorter than U at --encoder-frame-ms; training drops
+both). prepare_report.txt holds the counts per split and then every message.""",
     "train": """examples:
   asr train                                   # conf/train.yaml defaults (synthetic data, conformer_ctc)
   asr train data=synthetic model=conformer_ctc trainer.max_epochs=20 exp_dir=exp/x
@@ -37,7 +46,11 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
   asr transcribe --ckpt exp/hybrid/best.ckpt --data DIR/test-clean --out hyp_ctc.txt --head ctc
 
 --method/--beam/--head/--max-symbols override the decode options saved in the checkpoint
-(conf/decode/ at training time: decode.method, decode.beam, decode.head, decode.max_symbols).""",
+(conf/decode/ at training time: decode.method, decode.beam, decode.head, decode.max_symbols).
+
+Audio that is missing, unreadable, empty, truncated or holds NaN/Inf samples is named on
+stderr, counted and skipped; the other files are decoded. A checkpoint that is missing,
+truncated, not a checkpoint, or another model's is an error naming it and what is wrong.""",
     "stream": """examples:
   asr stream --ckpt exp/stream/best.ckpt a.wav b.flac              # partial hypotheses as they grow, then final
   asr stream --ckpt exp/stream/best.ckpt --chunk-ms 160 --left-context-ms 1280 a.wav
@@ -50,7 +63,8 @@ as one batch. The final hypotheses equal offline decoding (greedy, or beam searc
 --method beam) with the same chunk mask. Needs a streaming model (causal Conformer such as
 model=conformer_ctc_streaming, minGRU/minLSTM, or a unidirectional LSTM). At the end:
 algorithmic latency (the chunk plus the front-end's look-ahead), compute time per chunk,
-and the real-time factor.""",
+and the real-time factor. A file that fails midway (truncated, NaN/Inf samples in a block)
+stops its own stream only: it is named and counted and gets no final line; the others finish.""",
     "align": """examples:
   asr align --ckpt exp/hybrid/best.ckpt --data data/synthetic/LibriSpeech/test-clean --out exp/hybrid/align
   asr align --ckpt exp/ctc/best.ckpt --data DIR/dev-clean --out ali --plot 5
@@ -66,7 +80,8 @@ outside the vocabulary, or more tokens than the audio has frames, are skipped an
 
 Both files hold "utt-id TEXT" lines. Case and whitespace are normalized. A missing
 hypothesis counts as all deletions (with a warning naming it); extra hypotheses are
-reported and ignored.""",
+reported and ignored. An id given twice in one file is an error naming both lines (which
+text to score would be a guess), as are a missing file and a line that is not UTF-8.""",
 }
 
 
@@ -82,7 +97,7 @@ def _conf_groups() -> str:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .data.librispeech import prepare_librispeech
+    from .data.librispeech import CheckOptions, prepare_librispeech
 
     if args.corpus == "synthetic":
         from .data.synthetic import synthesize_corpus
@@ -105,6 +120,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             raise SystemExit("asr prepare librispeech: --root is required")
         root = Path(args.root)
         tokenizer = args.tokenizer or "bpe"
+    try:
+        check = CheckOptions(audio=args.check_audio, jobs=args.jobs, encoder_frame_ms=args.encoder_frame_ms)
+    except ValueError as e:
+        raise SystemExit(f"asr prepare: {e}") from e
     out = prepare_librispeech(
         root,
         args.out,
@@ -112,6 +131,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         tokenizer=tokenizer,
         vocab_size=args.vocab_size,
         tokenizer_path=args.tokenizer_model,
+        check=check,
     )
     print(f"manifests written to {args.out}; tokenizer {out['tokenizer']}")
     return 0
@@ -134,12 +154,15 @@ def _inference_model(args: argparse.Namespace):
     """(model, device) for the decoding commands: --device (default cuda if available), --threads, --ckpt."""
     import torch
 
-    from .model import load_model
+    from .model import CheckpointError, load_model
 
     device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    return load_model(args.ckpt, map_location=device), device
+    try:
+        return load_model(args.ckpt, map_location=device), device
+    except (FileNotFoundError, CheckpointError) as e:  # the message says it all: no traceback
+        raise SystemExit(f"asr {args.command}: {e}") from e
 
 
 def _decode_options(args: argparse.Namespace, model):
@@ -163,18 +186,26 @@ def _decode_options(args: argparse.Namespace, model):
         raise SystemExit(f"asr {args.command}: {e}") from e
 
 
+def _input_items(args: argparse.Namespace):
+    """(utt_id, path) items of --data or the FILEs, and the problems found checking them."""
+    from .problems import Problems
+    from .transcribe import file_items, split_items
+
+    if args.data:
+        items, _, problems = split_items(args.data, progress=not args.quiet)
+        return items, problems
+    if not args.files:
+        raise SystemExit(f"asr {args.command}: give audio FILEs or --data DIR")
+    problems = Problems()
+    return file_items(args.files, problems), problems
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .transcribe import split_items, transcribe_items, write_kaldi_text
+    from .transcribe import transcribe_items, write_kaldi_text
 
     model, device = _inference_model(args)
     options = _decode_options(args, model)
-    if args.data:
-        items, refs, problems = split_items(args.data, progress=not args.quiet)
-    else:
-        if not args.files:
-            raise SystemExit("asr transcribe: give audio FILEs or --data DIR")
-        items = [(Path(f).name.rsplit(".", 1)[0], f) for f in args.files]
-        problems = None
+    items, problems = _input_items(args)
     t0 = time.perf_counter()
     hyps, load_problems = transcribe_items(
         model, items, options, max_seconds=args.max_duration, device=device, progress=not args.quiet
@@ -187,17 +218,17 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         for uid, _ in items:
             if uid in hyps:
                 print(f"{uid} {hyps[uid]}")
-    for p in (problems, load_problems):
-        if p is not None and p.counts:
-            print(p.summary("skipped or changed input"), file=sys.stderr)
-    print(f"decoded {len(hyps)} of {len(items)} utterances in {elapsed:.1f}s", file=sys.stderr)
+    problems.merge(load_problems)
+    if problems.counts:
+        print(problems.summary("skipped or changed input"), file=sys.stderr)
+    total = len(items) if args.data else len(args.files)
+    print(f"decoded {len(hyps)} of {total} utterances in {elapsed:.1f}s", file=sys.stderr)
     return 0
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from .problems import Problems
-    from .stream import StreamTiming, readable_files, stream_items
-    from .transcribe import split_items, write_kaldi_text
+    from .stream import StreamTiming, stream_items
+    from .transcribe import write_kaldi_text
 
     model, device = _inference_model(args)
     options = _decode_options(args, model)
@@ -205,14 +236,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         timing = StreamTiming.from_ms(model, args.chunk_ms, args.left_context_ms)
     except ValueError as e:
         raise SystemExit(f"asr stream: --chunk-ms/--left-context-ms: {e}") from e
-    problems = Problems()
-    if args.data:
-        items, _, split_problems = split_items(args.data, progress=not args.quiet)
-        problems.merge(split_problems)
-    else:
-        if not args.files:
-            raise SystemExit("asr stream: give audio FILEs or --data DIR")
-        items = readable_files(args.files, problems)
+    items, problems = _input_items(args)
     shown: dict[str, str] = {}
 
     def show(batch, seconds, texts):
@@ -238,7 +262,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         print(f"wrote {len(report.hyps)} hypotheses to {args.out}", file=sys.stderr)
     else:
         for uid, _ in items:
-            print(f"{uid} {report.hyps[uid]}")
+            if uid in report.hyps:  # a stream that failed midway is counted, not printed
+                print(f"{uid} {report.hyps[uid]}")
     problems.merge(report.problems)
     if problems.counts:
         print(problems.summary("skipped input"), file=sys.stderr)
@@ -248,10 +273,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def cmd_align(args: argparse.Namespace) -> int:
     from .align import align_items, plot_alignment, write_ctm
-    from .transcribe import split_items
+    from .transcribe import split_utterances
 
     model, device = _inference_model(args)
-    items, texts, problems = split_items(args.data, progress=not args.quiet)
+    utts, problems = split_utterances(args.data, progress=not args.quiet)
+    items, texts = [(u.id, str(u.path)) for u in utts], {u.id: u.text for u in utts}
     t0 = time.perf_counter()
     try:
         alis, align_problems = align_items(
@@ -263,6 +289,7 @@ def cmd_align(args: argparse.Namespace) -> int:
             device=device,
             progress=not args.quiet,
             keep_log_probs=args.plot,
+            where={u.id: u.where for u in utts},
         )
     except ValueError as e:
         raise SystemExit(f"asr align: {args.ckpt}: {e}") from e
@@ -285,9 +312,13 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .metrics import plot_error_by_length, read_kaldi_text, score
+    from .metrics import TextFileError, plot_error_by_length, read_kaldi_text, score
 
-    rep = score(read_kaldi_text(args.ref), read_kaldi_text(args.hyp), cer=args.cer)
+    try:
+        refs, hyps = read_kaldi_text(args.ref), read_kaldi_text(args.hyp)
+    except (FileNotFoundError, TextFileError) as e:
+        raise SystemExit(f"asr score: {e}") from e
+    rep = score(refs, hyps, cer=args.cer)
     if args.report:
         Path(args.report).write_text(rep.details() + "\n")
     if args.plot:
@@ -359,7 +390,26 @@ def build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{t} {k}: {v}" for t, sizes in SYNTH_SIZES.items() for k, v in sizes.items()),
     )
     pp.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
-    pp.add_argument("--jobs", type=int, default=None, help="synthetic: parallel synthesis processes")
+    pp.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="parallel processes for synthesis and for the audio check (default: all cores)",
+    )
+    pp.add_argument(
+        "--check-audio",
+        choices=["full", "header"],
+        default="full",
+        help="full: decode every file, finding truncated files and NaN/Inf samples (default); header: "
+        "open each file only (much faster on a huge corpus; training then skips such files when they fail)",
+    )
+    pp.add_argument(
+        "--encoder-frame-ms",
+        type=float,
+        default=40.0,
+        help="encoder frame duration (10 ms fbank shift x subsampling) for counting transcripts with "
+        "more CTC tokens than their audio has frames (T shorter than U); 0: no such check (default 40)",
+    )
 
     pt = sub.add_parser(
         "train",

@@ -16,16 +16,45 @@ def normalize(text: str) -> str:
     return " ".join(text.upper().split())
 
 
+class TextFileError(ValueError):
+    """A Kaldi text file that cannot be scored as it is; the message names file and line."""
+
+
 def read_kaldi_text(path: str | Path) -> dict[str, str]:
-    """`utt-id TEXT` lines -> {utt_id: text}; a line with only an id has empty text."""
+    """`utt-id TEXT` lines -> {utt_id: text}; a line with only an id has empty text.
+
+    Raises FileNotFoundError for a missing file, and TextFileError for a line that is not
+    UTF-8 or an id given twice: which text to score would be a guess, so the error names the
+    first duplicate's file:line, the first occurrence's line and how many ids are repeated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
     out: dict[str, str] = {}
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
+    first: dict[str, int] = {}  # utt id -> line of its first occurrence
+    repeats: list[tuple[int, str]] = []  # (line, utt id) of each later occurrence
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise TextFileError(
+                f"{path}:{lineno}: bytes {raw[e.start : e.end]!r} at column {e.start + 1} are not UTF-8"
+            ) from e
+        if not line:
             continue
-        parts = line.strip().split(maxsplit=1)
-        if parts[0] in out:
-            log.warning("%s:%d: duplicate utterance id %s; the later line wins", path, lineno, parts[0])
+        parts = line.split(maxsplit=1)
+        if parts[0] in first:
+            repeats.append((lineno, parts[0]))
+            continue
+        first[parts[0]] = lineno
         out[parts[0]] = parts[1] if len(parts) > 1 else ""
+    if repeats:
+        lineno, uid = repeats[0]
+        n_ids = len({u for _, u in repeats})
+        raise TextFileError(
+            f"{path}:{lineno}: duplicate utterance id {uid} (first at {path}:{first[uid]}); {len(repeats)} "
+            f"duplicate lines for {n_ids} ids in this file: scoring them would be ambiguous, remove the extra lines"
+        )
     return out
 
 

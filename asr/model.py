@@ -190,15 +190,64 @@ class ASRModel(L.LightningModule):
             self.tokenizer = Tokenizer(checkpoint["tokenizer"])
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that load_model cannot use; the message names the file and what is wrong."""
+
+
+def _state_dict_mismatch(model: nn.Module, state: dict[str, Any], show: int = 3) -> str:
+    """What differs between a checkpoint's state_dict and the model's, summarized ("" if nothing)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {list(state[k].shape)} vs {list(own[k].shape)}"
+        for k in own
+        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape
+    ]
+    parts = [
+        f"{len(keys)} {what} (e.g. {', '.join(keys[:show])})"
+        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+        if keys
+    ]
+    return "; ".join(parts)
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ASRModel:
-    """Rebuild a model (with its tokenizer and CMVN) from a checkpoint, in eval mode."""
+    """Rebuild a model (with its tokenizer and CMVN) from a checkpoint, in eval mode.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError (a ValueError) naming the file: not a readable PyTorch file (truncated,
+            or not a checkpoint at all), not an asr checkpoint, or one whose weights or
+            tokenizer do not fit the model its hyper-parameters build (another model's).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if "hyper_parameters" not in ckpt or "tokenizer" not in ckpt:
-        raise ValueError(f"{path}: not an asr checkpoint (no hyper_parameters/tokenizer)")
-    model = ASRModel(**ckpt["hyper_parameters"])
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # zip, pickle and EOF errors: their text is all the reason there is
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from e
+    if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "tokenizer" not in ckpt:
+        raise CheckpointError(f"{path}: not an asr checkpoint (no hyper_parameters/tokenizer)")
+    try:
+        model = ASRModel(**ckpt["hyper_parameters"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: its hyper-parameters do not build an asr model: {e}") from e
+    mismatch = _state_dict_mismatch(model, ckpt.get("state_dict", {}))
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not fit the model its hyper-parameters build: {mismatch}")
     model.load_state_dict(ckpt["state_dict"])
-    model.tokenizer = Tokenizer(ckpt["tokenizer"])
+    try:
+        model.tokenizer = Tokenizer(ckpt["tokenizer"])
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: unusable tokenizer: {e}") from e
+    if len(model.tokenizer) != model.hparams.vocab_size:
+        raise CheckpointError(
+            f"{path}: its tokenizer has {len(model.tokenizer)} tokens but the model outputs "
+            f"{model.hparams.vocab_size}: tokenizer and weights come from different models"
+        )
     return model.eval()

@@ -36,6 +36,13 @@ class Problems:
         lines = [f"{title}:"] + [f"  {k:<32} {v}" for k, v in sorted(self.counts.items())]
         return "\n".join(lines)
 
+    def details(self, title: str) -> str:
+        """Every message, grouped by category (for reports written to a file)."""
+        lines = [f"{title}:"]
+        for category in sorted(self.examples):
+            lines += [f"  {category}: {m}" for m in self.examples[category]]
+        return "\n".join(lines)
+
     def merge(self, other: Problems) -> None:
         """Add another report's counts and messages to this one."""
         for category, n in other.counts.items():

@@ -8,14 +8,12 @@ parses arguments.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import soundfile as sf
 import torch
 
-from .data.audio import SAMPLE_RATE, audio_blocks
+from .data.audio import SAMPLE_RATE, AudioError, audio_blocks
 from .decoding import DecodeOptions
 from .decoding.streaming import StreamingRecognizer, stream_decode
 from .model import ASRModel
@@ -74,17 +72,16 @@ class StreamReport:
         )
 
 
-def readable_files(files: list[str], problems: Problems) -> list[tuple[str, str]]:
-    """(utt_id, path) of the files that open and hold samples; the others are named and counted."""
-    items = []
-    for f in files:
-        try:
-            if sf.info(f).frames == 0:
-                raise RuntimeError("0 samples")
-            items.append((Path(f).name.rsplit(".", 1)[0], f))
-        except Exception as e:  # unreadable or empty: named, counted, skipped
-            problems.add("unreadable or empty audio", f"{f}: {e}")
-    return items
+def guarded_blocks(
+    uid: str, path: str, block_samples: int, problems: Problems, failed: set[str]
+) -> Iterator[torch.Tensor]:
+    """audio_blocks that end the stream, instead of the batch, when the file fails midway
+    (truncated, NaN/Inf in a block): the failure is counted and `uid` added to `failed`."""
+    try:
+        yield from audio_blocks(path, block_samples)
+    except AudioError as e:
+        problems.add(e.category, f"{e}; stream {uid} stopped, its hypothesis dropped")
+        failed.add(uid)
 
 
 PartialCallback = Callable[[list[tuple[str, str]], float, list[str]], None]
@@ -103,8 +100,9 @@ def stream_items(
     """Stream (utt_id, path) items in batches of `batch_size` streams.
 
     on_partial(batch items, seconds streamed, texts so far) runs after every block;
-    on_batch(utterances done) after every batch. Returns the report and the recognizer
-    (for its settings: head, method, latency).
+    on_batch(utterances done) after every batch. A stream whose file fails midway is stopped,
+    counted in the report's problems and left out of its hypotheses; the others go on.
+    Returns the report and the recognizer (for its settings: head, method, latency).
     """
     model = model.to(device).eval()
     rec = StreamingRecognizer(model, timing.chunk_frames, timing.left_frames, options)
@@ -116,10 +114,12 @@ def stream_items(
             if on_partial is not None:
                 on_partial(batch, (step + 1) * timing.chunk_ms / 1000, [model.tokenizer.decode(t) for t in token_lists])
 
-        sources = [audio_blocks(path, timing.block_samples) for _, path in batch]
+        failed: set[str] = set()
+        sources = [guarded_blocks(uid, path, timing.block_samples, report.problems, failed) for uid, path in batch]
         final = stream_decode(rec, sources, on_partial=partial)
         for (uid, _), toks in zip(batch, final):
-            report.hyps[uid] = model.tokenizer.decode(toks)
+            if uid not in failed:
+                report.hyps[uid] = model.tokenizer.decode(toks)
         report.chunk_times += rec.stats.chunk_times
         report.audio_seconds += rec.stats.audio_seconds
         report.compute_seconds += rec.stats.compute_seconds

@@ -10,7 +10,8 @@ import torch
 from tqdm import tqdm
 
 from .data.audio import SAMPLE_RATE, AudioError, load_audio, pad_waves
-from .data.librispeech import read_split
+from .data.audio_check import check_audio
+from .data.librispeech import CheckOptions, Utterance, read_split
 from .decoding import DecodeOptions
 from .model import ASRModel
 from .problems import Problems
@@ -21,18 +22,19 @@ log = logging.getLogger(__name__)
 def audio_batches(
     items: list[tuple[str, str]], max_seconds: float, problems: Problems
 ) -> Iterator[tuple[list[str], list[torch.Tensor]]]:
-    """Load (utt_id, path) items and group them into batches of at most max_seconds of audio."""
+    """Load (utt_id, path) items and group them into batches of at most max_seconds of audio.
+
+    Files that fail to load are counted in `problems` by AudioError.category and skipped.
+    """
     ids: list[str] = []
     waves: list[torch.Tensor] = []
     total = 0.0
     for uid, path in items:
         try:
-            wave, sr = load_audio(path)
-        except AudioError as e:
-            problems.add("unreadable or empty audio", str(e))
+            wave, _ = load_audio(path)
+        except AudioError as e:  # missing, unreadable, truncated, NaN/Inf: named, counted, skipped
+            problems.add(e.category, str(e))
             continue
-        if sr != SAMPLE_RATE:
-            problems.add("resampled audio", f"{path}: {sr} Hz resampled to {SAMPLE_RATE} Hz")
         dur = len(wave) / SAMPLE_RATE
         if waves and total + dur > max_seconds:
             yield ids, waves
@@ -71,14 +73,43 @@ def transcribe_items(
     return hyps, problems
 
 
-def split_items(split_dir: str | Path, progress: bool = True) -> tuple[list[tuple[str, str]], dict[str, str], Problems]:
-    """Validated (utt_id, path) items of a LibriSpeech-style split, longest first, plus references."""
+def file_items(files: list[str], problems: Problems) -> list[tuple[str, str]]:
+    """(utt_id, path) of audio files named on the command line (the id is the file name without
+    its suffix). Header-checked like a split (loading finds what only decoding shows): files
+    that are missing, unreadable, empty or truncated, and a second file with the same id, are
+    named, counted and left out; other rates, channels and sample formats are counted."""
+    items: dict[str, str] = {}
+    for f in files:
+        uid = Path(f).name.rsplit(".", 1)[0]
+        if uid in items:
+            problems.add("duplicate utterance id", f"{f}: the id {uid} again (first {items[uid]}); the first is kept")
+            continue
+        check = check_audio(f, full=False)
+        if check.error is not None:
+            problems.add(*check.error)
+            continue
+        for category, message in check.notes:
+            problems.add(category, message)
+        items[uid] = f
+    return list(items.items())
+
+
+def split_utterances(split_dir: str | Path, progress: bool = True) -> tuple[list[Utterance], Problems]:
+    """Validated utterances of a LibriSpeech-style split, longest first, and what was wrong.
+
+    The audio is checked by its header only: decoding it for the job finds the rest."""
     problems = Problems()
-    utts = read_split(split_dir, problems, progress)
+    utts = read_split(split_dir, problems, progress, CheckOptions(audio="header"))
     utts.sort(key=lambda u: -u.duration)  # similar lengths share a batch: less padding
+    return utts, problems
+
+
+def split_items(split_dir: str | Path, progress: bool = True) -> tuple[list[tuple[str, str]], dict[str, str], Problems]:
+    """Validated (utt_id, path) items of a split, longest first, plus references (split_utterances)."""
+    utts, problems = split_utterances(split_dir, progress)
     return [(u.id, str(u.path)) for u in utts], {u.id: u.text for u in utts}, problems
 
 
 def write_kaldi_text(path: str | Path, texts: dict[str, str]) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("".join(f"{k} {v}\n" for k, v in sorted(texts.items())))
+    Path(path).write_text("".join(f"{k} {v}\n" for k, v in sorted(texts.items())), encoding="utf-8")

@@ -45,7 +45,7 @@ def test_top_level_help_lists_commands(capsys):
 
 
 def test_transcribe_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.ckpt: checkpoint not found"):
+    with pytest.raises(SystemExit, match="asr transcribe: .*nope.ckpt: checkpoint not found"):
         main(["transcribe", "--ckpt", str(tmp_path / "nope.ckpt"), "x.flac"])
 
 
@@ -80,8 +80,8 @@ def test_transcribe_names_bad_files_and_keeps_going(tmp_path, capsys, caplog, sp
         assert main(["transcribe", "--ckpt", str(ckpt), str(good), str(low), str(bad), "--quiet"]) == 0
     out = capsys.readouterr()
     assert [line.split()[0] for line in out.out.strip().splitlines()] == ["good", "low"]
-    assert f"{bad}: unreadable audio" in caplog.text and f"{low}: 8000 Hz resampled" in caplog.text
-    assert "unreadable or empty audio        1" in out.err and "resampled audio                  1" in out.err
+    assert f"{bad}: unreadable audio" in caplog.text and f"{low}: 8000 Hz, resampled" in caplog.text
+    assert "unreadable audio                 1" in out.err and "resampled audio                  1" in out.err
     assert "decoded 2 of 3 utterances" in out.err
 
 
@@ -284,7 +284,8 @@ def test_align_writes_ctm_and_skips_bad_transcripts(tmp_path, capsys, caplog, sp
         )
     err = capsys.readouterr().err
     assert "characters outside the vocabulary" in err and "transcript longer than the audio" in err
-    assert "1-2-0001.flac: '24'" in caplog.text and "1-2-0002.flac" in caplog.text
+    assert "1-2.trans.txt:2: '24'" in caplog.text and "1-2-0001.flac)" in caplog.text  # line, then audio
+    assert "1-2.trans.txt:3: " in caplog.text and "1-2-0002.flac" in caplog.text
     assert "aligned 1 of 3 utterances" in err
     words = [line.split() for line in (out / "words.ctm").read_text().splitlines()]
     assert [w[4] for w in words] == text.split() and {w[0] for w in words} == {"1-2-0000"}

@@ -82,7 +82,9 @@ def test_prepare_writes_manifests_and_flags_oov(tiny_corpus, tmp_path, caplog):
     assert set(out) == {"tokenizer", "train-clean", "dev-clean"}
     cuts = CutSet.from_file(out["dev-clean"])
     assert len(cuts) == 10
-    assert f"{bad['oov']}: " in caplog.text and "characters outside the vocabulary" in caplog.text
+    trans = bad["oov"].parent / f"{bad['oov'].stem.rsplit('-', 1)[0]}.trans.txt"
+    assert f"{trans}:" in caplog.text and f": {bad['oov'].stem}: " in caplog.text  # named by trans.txt:line
+    assert "characters outside the vocabulary" in caplog.text
     report = (tmp_path / "m" / "prepare_report.txt").read_text()
     assert "unreadable audio" in report and "characters outside the vocabulary" in report
     refs = (tmp_path / "m" / "dev-clean.ref.txt").read_text().splitlines()

@@ -17,27 +17,33 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-SAMPLE_RATE = 16000
+from .audio_check import SAMPLE_RATE, AudioError, open_sound, read_blocks
 
-
-class AudioError(RuntimeError):
-    """Raised for audio that cannot be used; the message always names the file."""
+__all__ = [  # AudioError and SAMPLE_RATE live in the torch-free audio_check; callers import them from here
+    "SAMPLE_RATE",
+    "AudioError",
+    "audio_blocks",
+    "load_audio",
+    "pad_waves",
+    "resample",
+    "save_audio",
+    "speed_perturb",
+]
 
 
 def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> tuple[torch.Tensor, int]:
-    """Read a file as mono float32 in [-1, 1], resampled to `target_sr`.
+    """Read a file as mono float32 (the mean of its channels), resampled to `target_sr`.
 
     Returns:
         (wave[S], original_sample_rate)
     Raises:
-        AudioError naming the file when it is unreadable or empty.
+        AudioError naming the file, with its `category`, when it is missing, unreadable,
+        empty, truncated (decoding fails midway) or holds NaN/Inf samples: features of
+        such samples would be NaN and poison whatever trains or decodes on them.
     """
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types for broken files
-        raise AudioError(f"{path}: unreadable audio ({e})") from e
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: empty audio (0 samples)")
+    with open_sound(path) as f:
+        sr = f.samplerate
+        data = np.concatenate(list(read_blocks(f, path, f.frames)))
     wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
     if sr != target_sr:
         wave = resample(wave, sr, target_sr)
@@ -49,25 +55,16 @@ def audio_blocks(path: str | Path, block_samples: int, target_sr: int = SAMPLE_R
     `block_samples` at `target_sr` (the last one shorter).
 
     Files at target_sr are read incrementally; others are read whole and resampled first
-    (the resampler is not streaming). Raises AudioError naming the file when it is
-    unreadable or empty.
+    (the resampler is not streaming). Raises AudioError naming the file when it is missing,
+    unreadable or empty (on the first block), or, at the block where it happens, when
+    decoding fails or a block holds NaN/Inf samples: a stream can fail midway.
     """
-    try:
-        f = sf.SoundFile(str(path))
-    except Exception as e:
-        raise AudioError(f"{path}: unreadable audio ({e})") from e
-    with f:
-        if f.frames == 0:
-            raise AudioError(f"{path}: empty audio (0 samples)")
+    with open_sound(path) as f:
         if f.samplerate != target_sr:
             wave, _ = load_audio(path, target_sr)
-            for i in range(0, len(wave), block_samples):
-                yield wave[i : i + block_samples]
+            yield from wave.split(block_samples)
             return
-        while True:
-            data = f.read(block_samples, dtype="float32", always_2d=True)
-            if data.shape[0] == 0:
-                return
+        for data in read_blocks(f, path, block_samples):
             yield torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
 
 
