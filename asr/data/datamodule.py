@@ -26,7 +26,7 @@ from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from torch.utils.data import DataLoader, Dataset
 
 from .audio import SAMPLE_RATE, AudioError, load_audio, pad_waves, speed_perturb
-from .features import FbankOptions, num_frames
+from .features import FbankOptions, encoder_frames
 from .tokenizer import UNK_ID, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class AudioDataset(Dataset):
     def encoder_frames(self, num_samples: int, factor: float) -> int:
         """Encoder frames (conservative, as in filter_cuts) of num_samples played at `factor`x speed."""
         n = math.ceil(num_samples * SAMPLE_RATE / round(SAMPLE_RATE * factor))  # speed_perturb's length
-        return int(num_frames(torch.tensor(n), self.fbank)) // self.subsampling
+        return encoder_frames(n, self.subsampling, self.fbank)
 
     def speed_factor(self, num_samples: int, tokens: list[int], name: str, rng: random.Random) -> float:
         """A random factor among those the transcript fits at (the slowest if none does)."""
@@ -244,8 +244,7 @@ def filter_cuts(
             counts["characters outside the vocabulary"] += 1
             log.warning("%s: dropped from %s, text has characters outside the vocabulary: %r", src, name, text)
             continue
-        t = int(num_frames(torch.tensor(int(cut.duration * SAMPLE_RATE)), fbank))
-        t_enc = t // subsampling  # conservative estimate of frames after subsampling
+        t_enc = encoder_frames(int(cut.duration * SAMPLE_RATE), subsampling, fbank)
         if t_enc < ctc_min_frames(toks):
             counts["T shorter than U"] += 1
             log.warning(

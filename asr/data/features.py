@@ -77,6 +77,13 @@ def num_frames(num_samples: torch.Tensor, opts: FbankOptions) -> torch.Tensor:
     return torch.clamp(n, min=0)
 
 
+def encoder_frames(num_samples: int, subsampling: int, opts: FbankOptions) -> int:
+    """Encoder frames of an utterance of num_samples, conservatively (fbank frames // subsampling,
+    at most what any subsampling front-end yields). The one count that the training filter,
+    speed perturbation and `asr prepare`'s T-shorter-than-U check share."""
+    return int(num_frames(torch.tensor(num_samples), opts)) // subsampling
+
+
 class Fbank(nn.Module):
     """Batched log-mel fbank.
 

@@ -14,14 +14,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.audio import AudioSource
 
 from ..problems import Problems
 from .audio_check import SAMPLE_RATE, check_audio_files
 from .datamodule import ctc_min_frames
-from .features import FbankOptions, num_frames
+from .features import FbankOptions, encoder_frames
 from .tokenizer import Tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -176,11 +175,6 @@ def read_split(
     return utts
 
 
-def encoder_frames(duration: float, subsampling: int, fbank: FbankOptions | None = None) -> int:
-    """Encoder frames for `duration` seconds, as the training filter (datamodule.filter_cuts) counts them."""
-    return int(num_frames(torch.tensor(int(duration * SAMPLE_RATE)), fbank or FbankOptions())) // subsampling
-
-
 def check_transcripts(utts: list[Utterance], tok: Tokenizer, check: CheckOptions) -> Problems:
     """Transcripts the training filter would drop, named by trans.txt:line: characters outside
     the tokenizer's vocabulary, else more tokens than the audio has encoder frames for CTC
@@ -194,7 +188,8 @@ def check_transcripts(utts: list[Utterance], tok: Tokenizer, check: CheckOptions
             )
         elif check.subsampling:
             tokens = tok.encode(u.text)
-            frames, need = encoder_frames(u.duration, check.subsampling), ctc_min_frames(tokens)
+            frames = encoder_frames(int(u.duration * SAMPLE_RATE), check.subsampling, FbankOptions())
+            need = ctc_min_frames(tokens)
             if frames < need:
                 problems.add(
                     "T shorter than U",
