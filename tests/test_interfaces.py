@@ -200,7 +200,7 @@ LAYERS = [
     ("asr.losses",),
     ("asr.nn",),
     ("asr.decoding",),
-    ("asr.model",),
+    ("asr.model", "asr.guards"),  # guards: the Lightning callbacks train adds to the model
     ("asr.train", "asr.transcribe", "asr.stream", "asr.align"),
     ("asr.cli",),
 ]
