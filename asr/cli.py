@@ -139,12 +139,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from .guards import TrainingDiverged
+    from .model import CheckpointError
     from .train import compose, run_train
 
     cfg = compose(overrides, config_dir=args.config_dir) if args.config_dir else compose(overrides)
     try:
         best = run_train(cfg)
-    except TrainingDiverged as e:
+    except (TrainingDiverged, CheckpointError) as e:
         raise SystemExit(f"asr train: {e}") from e
     print(f"best checkpoint: {best}")
     return 0

@@ -98,6 +98,23 @@ def checkpoint_callbacks(ckpt_dir: Path, save_top_k: int, every_steps: int = 0) 
     return tuple(callbacks)
 
 
+def check_resumable(path: Path) -> None:
+    """A clear error for a last.ckpt that cannot be resumed from (copied half, or from an older
+    asr without atomic saves), instead of a traceback from deep inside Lightning's restore.
+    mmap: only the index is read, so this costs milliseconds even for a large model."""
+    from .model import CheckpointError
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:  # zip, pickle and EOF errors
+        raise CheckpointError(
+            f"{path}: cannot resume, not a readable checkpoint (truncated or corrupt?): {e}; "
+            "move it away and resume from another checkpoint copied to last.ckpt"
+        ) from e
+    if not isinstance(ckpt, dict) or "loops" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: cannot resume, not a Lightning training checkpoint of asr train")
+
+
 def run_train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
     """Train as configured; returns the path of the best checkpoint (also copied to exp_dir/best.ckpt).
 
@@ -147,6 +164,7 @@ def run_train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
     if cfg.resume:
         if not last.exists():
             raise FileNotFoundError(f"resume=true but {last} does not exist")
+        check_resumable(last)
         resume_from = str(last)
         log.info("resuming from %s", last)
     else:

@@ -125,3 +125,12 @@ def test_training_stops_after_too_many_bad_batches_in_a_row(tiny_manifests, tmp_
     for ckpt in (exp / "checkpoints").glob("*.ckpt"):  # anything saved before the stop is clean
         state = torch.load(ckpt, weights_only=False)["state_dict"]
         assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_resume_from_a_truncated_checkpoint_is_a_clear_error(tiny_manifests, tmp_path):
+    ckpt = tmp_path / "x" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "loops": {}}, ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:-300])
+    with pytest.raises(SystemExit, match="last.ckpt: cannot resume, not a readable checkpoint"):
+        main([*_overrides(tmp_path / "x", tiny_manifests), "resume=true"])
