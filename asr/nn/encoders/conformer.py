@@ -258,7 +258,8 @@ class ConformerEncoder(nn.Module):
         visible = chunk_attention_mask(pos, pos, chunk_size, FULL if left_context is None else left_context)
         # each query also sees its own key: a padded query past every visible real key would
         # otherwise have no key at all, and the NaN of an empty softmax would reach real frames
-        own = torch.eye(y.shape[1], dtype=torch.bool, device=y.device)
+        # (a comparison, not torch.eye: ONNX's EyeLike has no bool kernel in onnxruntime)
+        own = pos[:, None] == pos[None, :]
         attn_mask = (valid[:, None, None, :] & visible[None, None]) | own
         rope = self.layers[0].attn.rope(pos)  # every layer has the same head size and base
         y = self.drop(y)
