@@ -4,7 +4,7 @@ A head turns encoder output enc[B, T, D] (lengths enc_lens[B]) into a training l
 decoded by the searches registered for its `kind` in asr.decoding.registry (greedy, beam, and
 their resumable init/advance form that streaming uses). Nothing outside asr/nn/heads/ asks
 which class a head is: the model, transcription, alignment, streaming and export go through
-`kind`, `loss` and the search registry. Hybrids are several heads with weights (asr.model).
+`kind`, `loss`, the search registry and `export_graphs`. Hybrids are several heads with weights (asr.model).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+
+from .export import CTCGraphs, NotExportable, TransducerGraphs
 
 
 class Head(nn.Module, ABC):
@@ -48,6 +50,14 @@ class Head(nn.Module, ABC):
             chunk_size: the encoder's chunk (encoder frames, -1 = full context) for this batch;
                 only heads whose outputs depend on it (TAED) read it.
         """
+
+    def export_graphs(self) -> CTCGraphs | TransducerGraphs:
+        """The head's graphs in the ONNX format of its kind (asr.nn.heads.export), for `asr export`.
+
+        Raises:
+            NotExportable: the head (or a part of it) has no export yet; the message says why.
+        """
+        raise NotExportable(f"the {self.kind} head has no ONNX export yet (exported: CTC heads and transducers)")
 
     def attention_decoder(self) -> Head | None:
         """The attention decoder that the `attention`, `attention_rescoring` and `joint` methods

@@ -13,6 +13,7 @@ from torch import nn
 
 from ...losses import ctc_fst_loss, ctc_loss
 from .base import Head
+from .export import CTCGraphs
 
 
 class CTCHead(Head):
@@ -49,6 +50,10 @@ class CTCHead(Head):
 
     def forward(self, enc: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.proj(self.drop(enc)).float(), dim=-1)
+
+    def export_graphs(self) -> CTCGraphs:
+        """This head as it runs in the encoder graph: enc[N, T, D] -> log_probs[N, T, V]."""
+        return CTCGraphs(log_probs=self, vocab_size=self.vocab_size)
 
     def loss(
         self,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .base import Head
+from .export import Joiner, NotExportable, StatelessDecoder, TransducerGraphs
 from .transducer_loss import build_transducer_loss
 
 
@@ -32,6 +33,18 @@ class Predictor(nn.Module):
         None when the outputs do not depend on the encoder, as here). TAED's predictor attends to
         them."""
         return state, None
+
+    def export_context(self) -> int:
+        """Labels of context a stateless ONNX decoder graph reads (sherpa-onnx's `context_size`).
+
+        Raises:
+            NotExportable: the predictor's state is more than its last labels (an LSTM's or an
+                attention decoder's), which sherpa-onnx's icefall transducer format cannot carry.
+        """
+        raise NotExportable(
+            f"its {type(self).__name__} keeps a state beyond the last labels; sherpa-onnx's transducer format "
+            "takes a stateless predictor (predictor: {kind: stateless})"
+        )
 
 
 class StatelessPredictor(Predictor):
@@ -65,6 +78,9 @@ class StatelessPredictor(Predictor):
         if self.conv is not None:
             x = self.conv(x.transpose(1, 2)).transpose(1, 2)  # [B, U, dim]: unpadded, hence causal
         return self.drop(torch.relu(x)), ctx[:, ctx.shape[1] - (self.context_size - 1) :]
+
+    def export_context(self) -> int:
+        return self.context_size
 
     def select_state(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Reorder a batched state by hypothesis index[N] (beam search)."""
@@ -205,6 +221,28 @@ class TransducerHead(Head):
         """Frame advances the joint predicts after the vocab_size token logits (TDT); () when it
         predicts tokens only, and blank advances one frame (RNN-T)."""
         return self.criterion.durations
+
+    def export_graphs(self) -> TransducerGraphs:
+        """Encoder projection, decoder and joiner graphs (sherpa-onnx's icefall transducer format).
+
+        Raises:
+            NotExportable: TDT (its joint also predicts durations, which that format's searches do
+                not read) or a predictor with state (Predictor.export_context).
+        """
+        if self.durations:
+            raise NotExportable(
+                f"it is a TDT transducer (durations {list(self.durations)}): sherpa-onnx's icefall transducer "
+                "format has no duration outputs"
+            )
+        context = self.predictor.export_context()
+        return TransducerGraphs(
+            enc_proj=self.joint.enc_proj,
+            decoder=StatelessDecoder(self.predictor, self.joint.pred_proj, self.blank),
+            joiner=Joiner(self.joint),
+            vocab_size=self.vocab_size,
+            context_size=context,
+            joiner_dim=self.joint.enc_proj.out_features,
+        )
 
     def predict(self, targets: torch.Tensor) -> torch.Tensor:
         """targets[B, U] -> predictor outputs [B, U+1, pred_dim] for the contexts <blank> y_1..y_U."""

@@ -1,0 +1,89 @@
+"""What a head hands to ONNX export (asr/export.py): the graphs of its runtime format.
+
+A head that can be exported returns one of the `*Graphs` below from `Head.export_graphs()`;
+the others raise `NotExportable` with the reason. asr/export.py writes each format by its
+`format` key, so it never asks which class a head is. The modules here are thin views over
+the head's own layers (no weights are copied): exporting them traces the trained model.
+
+Formats (the ones sherpa-onnx reads; see README "Export"):
+- "ctc": encoder frames enc[N, T, D] -> log_probs[N, T, V] inside the encoder graph.
+- "transducer": icefall's stateless transducer as three graphs: the joint's encoder
+  projection inside the encoder graph, a decoder y[N, context_size] -> decoder_out[N, J]
+  with the predictor projection inside, and a joiner (encoder_out[N, J], decoder_out[N, J])
+  -> logits[N, V].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+class NotExportable(ValueError):
+    """A head (or part of one) that has no ONNX export yet; the message says what and why."""
+
+
+@dataclass(frozen=True)
+class CTCGraphs:
+    """A CTC head: `log_probs` maps enc[N, T, D] -> log-probabilities [N, T, V] (blank = 0)."""
+
+    format: ClassVar[str] = "ctc"
+    log_probs: nn.Module
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class TransducerGraphs:
+    """A transducer with a stateless predictor, split as sherpa-onnx's icefall format wants it."""
+
+    format: ClassVar[str] = "transducer"
+    enc_proj: nn.Module  # enc[N, T, D] -> encoder_out[N, T, J] (the joint's encoder projection)
+    decoder: nn.Module  # y[N, context_size] int64 (-1 before the start) -> decoder_out[N, J]
+    joiner: nn.Module  # (encoder_out[N, J], decoder_out[N, J]) -> logits[N, V]
+    vocab_size: int
+    context_size: int
+    joiner_dim: int
+
+
+class StatelessDecoder(nn.Module):
+    """forward(y[N, C] int64) -> decoder_out[N, J]: a stateless predictor's output for the last
+    C labels, through the joint's predictor projection.
+
+    sherpa-onnx starts every utterance with the context [-1, ..., -1, blank] (icefall pads the
+    context with -1 and zeroes its embedding). Our predictor was trained with the context padded
+    by blank (StatelessPredictor.init_state), so negative ids are mapped to blank here: the graph
+    then gives exactly what our own searches compute.
+
+    Args:
+        predictor: forward(tokens[N, U], state[N, C-1]) -> (out[N, U, dim], state), the state
+            being the C-1 labels before `tokens` (StatelessPredictor).
+        pred_proj: the joint's projection dim -> J.
+    """
+
+    def __init__(self, predictor: nn.Module, pred_proj: nn.Module, blank: int):
+        super().__init__()
+        self.predictor, self.pred_proj, self.blank = predictor, pred_proj, blank
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        y = torch.where(y < 0, torch.full_like(y, self.blank), y)
+        out, _ = self.predictor(y[:, -1:], y[:, :-1])  # [N, 1, dim]
+        return self.pred_proj(out[:, 0])
+
+
+class Joiner(nn.Module):
+    """forward(encoder_out[N, J], decoder_out[N, J]) -> logits[N, V]: both already projected
+    (the projections live in the encoder and decoder graphs, so a search step runs only this).
+
+    Args:
+        joint: has combine(enc_p, pred_p) -> logits (asr.nn.heads.transducer.Joint).
+    """
+
+    def __init__(self, joint: nn.Module):
+        super().__init__()
+        self.joint = joint
+
+    def forward(self, encoder_out: torch.Tensor, decoder_out: torch.Tensor) -> torch.Tensor:
+        return self.joint.combine(encoder_out, decoder_out)
