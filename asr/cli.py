@@ -1,4 +1,4 @@
-"""The `asr` command line: prepare | train | transcribe | stream | align | score."""
+"""The `asr` command line: prepare | train | transcribe | stream | align | score | export."""
 
 from __future__ import annotations
 
@@ -44,9 +44,12 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
   asr transcribe --ckpt exp/x/best.ckpt --data data/LibriSpeech/test-clean --out exp/x/hyp.txt
   asr transcribe --ckpt exp/x/best.ckpt --data DIR/test-clean --out hyp.txt --method beam --beam 8
   asr transcribe --ckpt exp/hybrid/best.ckpt --data DIR/test-clean --out hyp_ctc.txt --head ctc
+  asr transcribe --onnx exp/x/onnx --data DIR/test-clean --out hyp.txt   # an `asr export` folder, onnxruntime
 
 --method/--beam/--head/--max-symbols override the decode options saved in the checkpoint
 (conf/decode/ at training time: decode.method, decode.beam, decode.head, decode.max_symbols).
+With --onnx the exported graphs decode greedily through onnxruntime (no PyTorch model):
+CTC, or a transducer emitting at most --max-symbols labels a frame (default 1, as sherpa-onnx).
 
 Audio that is missing, unreadable, empty, truncated or holds NaN/Inf samples is named on
 stderr, counted and skipped; the other files are decoded. A checkpoint that is missing,
@@ -73,6 +76,16 @@ Writes OUT/words.ctm and OUT/tokens.ctm ("utt-id 1 start duration text", seconds
 the Viterbi path of each transcript through the CTC head's log-probs (any CTC head:
 conformer_ctc, or the ctc head of a hybrid). Utterances whose transcript has characters
 outside the vocabulary, or more tokens than the audio has frames, are skipped and counted.""",
+    "export": """examples:
+  asr export --ckpt exp/x/best.ckpt --out exp/x/onnx
+  asr export --ckpt exp/hybrid/best.ckpt --out exp/hybrid/onnx_ctc --head ctc
+
+Writes the ONNX graphs in sherpa-onnx's formats (CTC: model.onnx, the zipformer2_ctc interface;
+stateless-predictor transducer: encoder.onnx, decoder.onnx, joiner.onnx, the icefall transducer),
+tokens.txt, tokenizer.model and README.md with the sherpa-onnx command that decodes them. The
+graphs take raw fbank: the global CMVN is inside. The encoder graph is checked against PyTorch on
+random features (max |difference| printed). Heads without an export (attention, TAED, TDT, LSTM
+predictors) are an error naming the head and why.""",
     "score": """examples:
   asr score data/manifests/test-clean.ref.txt exp/x/hyp.txt
   asr score ref.txt hyp.txt --report exp/x/errors.txt --plot exp/x/wer_by_length.png
@@ -201,16 +214,38 @@ def _input_items(args: argparse.Namespace):
     return file_items(args.files, problems), problems
 
 
-def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .transcribe import transcribe_items, write_kaldi_text
+def _onnx_transcriber(args: argparse.Namespace):
+    """(transcribe(audio, lens) -> texts, progress label) of an `asr export` folder (--onnx)."""
+    from .onnx_model import OnnxExportError, OnnxModel
 
-    model, device = _inference_model(args)
-    options = _decode_options(args, model)
-    items, problems = _input_items(args)
-    t0 = time.perf_counter()
-    hyps, load_problems = transcribe_items(
-        model, items, options, max_seconds=args.max_duration, device=device, progress=not args.quiet
-    )
+    ignored = [
+        f for f in ("method", "beam", "head", "ctc_weight", "transducer_weight", "reverse_weight") if getattr(args, f)
+    ]
+    if ignored:
+        raise SystemExit(f"asr transcribe --onnx: greedy decoding only; drop --{ignored[0].replace('_', '-')}")
+    try:
+        model = OnnxModel(args.onnx, threads=args.threads or 1, max_symbols=args.max_symbols or 1)
+    except OnnxExportError as e:
+        raise SystemExit(f"asr transcribe: {e}") from e
+    return model.transcribe, f"decode (onnx {model.format})"
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from .transcribe import decode_batches, transcribe_items, write_kaldi_text
+
+    if args.onnx:
+        transcribe, desc = _onnx_transcriber(args)
+        items, problems = _input_items(args)
+        t0 = time.perf_counter()
+        hyps, load_problems = decode_batches(transcribe, items, args.max_duration, desc, progress=not args.quiet)
+    else:
+        model, device = _inference_model(args)
+        options = _decode_options(args, model)
+        items, problems = _input_items(args)
+        t0 = time.perf_counter()
+        hyps, load_problems = transcribe_items(
+            model, items, options, max_seconds=args.max_duration, device=device, progress=not args.quiet
+        )
     elapsed = time.perf_counter() - t0
     if args.out:
         write_kaldi_text(args.out, hyps)
@@ -309,6 +344,26 @@ def cmd_align(args: argparse.Namespace) -> int:
         f"{out / 'words.ctm'}, {out / 'tokens.ctm'}" + (f", {len(plotted)} plots" if plotted else ""),
         file=sys.stderr,
     )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportError, ExportOptions, export_model
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    args.device = "cpu"  # tracing runs on the CPU, whatever the machine has
+    model, _ = _inference_model(args)
+    try:
+        res = export_model(model.cpu(), args.out, ExportOptions(head=args.head))
+    except ExportError as e:
+        raise SystemExit(f"asr export: {args.ckpt}: {e}") from e
+    print(f"exported head {res.head!r} ({res.format}) to {res.out_dir}: " + ", ".join(p.name for p in res.files))
+    if res.max_abs_diff is not None:
+        print(f"encoder graph vs PyTorch on random features: max |difference| {res.max_abs_diff:.2e}")
+    print(f"sherpa-onnx commands: {res.out_dir / 'README.md'}")
     return 0
 
 
@@ -436,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     pr.add_argument("files", nargs="*", help="audio files (any sample rate; resampled to 16 kHz)")
-    pr.add_argument("--ckpt", required=True, help="checkpoint from asr train (e.g. exp/x/best.ckpt)")
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", help="checkpoint from asr train (e.g. exp/x/best.ckpt)")
+    src.add_argument("--onnx", help="an `asr export` folder, decoded with onnxruntime (greedy)")
     pr.add_argument("--data", help="a LibriSpeech-style split folder to decode instead of FILEs")
     pr.add_argument("--out", help="write hypotheses here instead of stdout")
     pr.add_argument(
@@ -458,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-symbols",
         type=int,
         help="transducer searches: most labels emitted on one frame; 1 makes beam search "
-        "icefall's modified beam search (default: the head's, 10)",
+        "icefall's modified beam search (default: the head's, 10; with --onnx 1)",
     )
     _add_weight_flags(pr)
     pr.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (default 120)")
@@ -532,6 +589,19 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--threads", type=int, help="torch CPU threads")
     pa.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    pe = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX for sherpa-onnx (and asr transcribe --onnx)",
+        description="Write a checkpoint's encoder and head as ONNX graphs in sherpa-onnx's formats, "
+        "with tokens.txt and a README.md holding the sherpa-onnx command.",
+        epilog=EXAMPLES["export"],
+        formatter_class=fmt,
+    )
+    pe.add_argument("--ckpt", required=True, help="checkpoint from asr train")
+    pe.add_argument("--out", required=True, help="output folder")
+    pe.add_argument("--head", help="which head to export, by its config name (default: the decode head)")
+    pe.add_argument("--threads", type=int, help="torch CPU threads")
+
     ps = sub.add_parser(
         "score",
         help="WER/CER of hypotheses against references",
@@ -572,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         "stream": cmd_stream,
         "align": cmd_align,
         "score": cmd_score,
+        "export": cmd_export,
     }
     return commands[args.command](args)
 

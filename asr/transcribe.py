@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -61,12 +61,30 @@ def transcribe_items(
     """
     opts = model.decode_options_with(options)
     model = model.to(device).eval()
+    return decode_batches(
+        lambda audio, lens: model.transcribe(audio.to(device), lens.to(device), opts),
+        items,
+        max_seconds,
+        f"decode ({opts.method})",
+        progress,
+    )
+
+
+def decode_batches(
+    transcribe: Callable[[torch.Tensor, torch.Tensor], list[str]],
+    items: list[tuple[str, str]],
+    max_seconds: float,
+    desc: str = "decode",
+    progress: bool = True,
+) -> tuple[dict[str, str], Problems]:
+    """({utt_id: text}, problems) of `transcribe(audio[B, S], lens[B]) -> texts` over the (utt_id,
+    path) items in batches of at most max_seconds of audio; files that fail to load are counted."""
     problems = Problems()
     hyps: dict[str, str] = {}
-    bar = tqdm(total=len(items), desc=f"decode ({opts.method})", unit="utt", disable=not progress)
+    bar = tqdm(total=len(items), desc=desc, unit="utt", disable=not progress)
     for ids, waves in audio_batches(items, max_seconds, problems):
         audio, lens = pad_waves(waves)
-        for uid, text in zip(ids, model.transcribe(audio.to(device), lens.to(device), opts)):
+        for uid, text in zip(ids, transcribe(audio, lens)):
             hyps[uid] = text
         bar.update(len(ids))
     bar.close()

@@ -1,0 +1,137 @@
+"""Decoding an `asr export` folder with onnxruntime: `asr transcribe --onnx DIR`.
+
+No model code runs here: the ONNX graphs hold CMVN, encoder and head. Features are computed by
+our fbank (asr.data.features.Fbank, in torch) with the options saved in the graphs' metadata
+(`asr_fbank`), which are the features the model was trained on; text comes from the exported
+sentencepiece model. The searches are greedy, in numpy, and make the choices sherpa-onnx's do:
+CTC takes the best token per frame and collapses repeats and blanks; the transducer emits at
+most `max_symbols` labels per frame (1: sherpa-onnx's offline greedy search), feeding the
+decoder graph the last `context_size` labels (-1 before the start, as sherpa-onnx does).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.features import Fbank, FbankOptions
+from .data.tokenizer import BLANK_ID, Tokenizer
+
+
+class OnnxExportError(ValueError):
+    """A folder that is not a usable `asr export` output; the message names the file."""
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    if not path.exists():
+        raise OnnxExportError(f"{path}: missing (not an `asr export` folder?)")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _metadata(sess) -> dict[str, str]:
+    return dict(sess.get_modelmeta().custom_metadata_map)
+
+
+class CTCGraph:
+    """model.onnx: (x, x_lens) -> (log_probs[N, T, V], lens[N]); greedy CTC."""
+
+    main_file = "model.onnx"
+
+    def __init__(self, folder: Path, threads: int, max_symbols: int):
+        self.sess = _session(folder / self.main_file, threads)
+
+    def decode(self, x: np.ndarray, x_lens: np.ndarray) -> list[list[int]]:
+        """fbank x[N, T, F], x_lens[N] -> token ids per utterance."""
+        log_probs, lens = self.sess.run(None, {"x": x, "x_lens": x_lens})
+        best = log_probs.argmax(-1)  # [N, T]
+        out = []
+        for row, n in zip(best, lens):
+            row = row[:n]
+            keep = (row != BLANK_ID) & np.concatenate([[True], row[1:] != row[:-1]])[: len(row)]
+            out.append(row[keep].tolist())
+        return out
+
+
+class TransducerGraph:
+    """encoder.onnx, decoder.onnx, joiner.onnx; greedy search, at most max_symbols labels a frame."""
+
+    main_file = "encoder.onnx"
+
+    def __init__(self, folder: Path, threads: int, max_symbols: int):
+        self.encoder = _session(folder / "encoder.onnx", threads)
+        self.decoder = _session(folder / "decoder.onnx", threads)
+        self.joiner = _session(folder / "joiner.onnx", threads)
+        self.context = int(_metadata(self.decoder)["context_size"])
+        self.max_symbols = max_symbols
+
+    def _decoder_out(self, hyps: list[list[int]], rows: np.ndarray) -> np.ndarray:
+        """decoder_out[len(rows), J] of the last `context` labels of hyps[rows] (padded by -1, blank last)."""
+        ctx = np.array([([-1] * self.context + [BLANK_ID] + hyps[r])[-self.context :] for r in rows], dtype=np.int64)
+        return self.decoder.run(None, {"y": ctx})[0]
+
+    def decode(self, x: np.ndarray, x_lens: np.ndarray) -> list[list[int]]:
+        """fbank x[N, T, F], x_lens[N] -> token ids per utterance. Every utterance runs at once:
+        the loops are over frames and symbols, and each call takes the rows still running."""
+        enc, lens = self.encoder.run(None, {"x": x, "x_lens": x_lens})
+        n = enc.shape[0]
+        hyps: list[list[int]] = [[] for _ in range(n)]
+        dec = self._decoder_out(hyps, np.arange(n))  # [N, J]
+        for t in range(enc.shape[1]):
+            rows = np.nonzero(lens > t)[0]
+            for _ in range(self.max_symbols):
+                if not len(rows):
+                    break
+                logits = self.joiner.run(None, {"encoder_out": enc[rows, t], "decoder_out": dec[rows]})[0]
+                best = logits.argmax(-1)
+                rows = rows[best != BLANK_ID]  # those that emitted stay on the frame
+                for r, y in zip(rows, best[best != BLANK_ID]):
+                    hyps[r].append(int(y))
+                if len(rows):
+                    dec[rows] = self._decoder_out(hyps, rows)
+        return hyps
+
+
+GRAPHS = {"ctc": CTCGraph, "transducer": TransducerGraph}
+
+
+class OnnxModel:
+    """An `asr export` folder ready to decode: transcribe(audio[B, S], lens[B]) -> texts.
+
+    Args:
+        folder: the output of `asr export`.
+        threads: onnxruntime intra-op threads per graph.
+        max_symbols: transducer greedy search, most labels on one frame (1 as sherpa-onnx).
+    """
+
+    def __init__(self, folder: str | Path, threads: int = 1, max_symbols: int = 1):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise OnnxExportError(f"{folder}: not a folder (give the --out of `asr export`)")
+        fmt = next((f for f, g in GRAPHS.items() if (folder / g.main_file).exists()), None)
+        if fmt is None:
+            raise OnnxExportError(f"{folder}: holds neither model.onnx (CTC) nor encoder.onnx (transducer)")
+        self.graph = GRAPHS[fmt](folder, threads, max_symbols)
+        self.format = fmt
+        first = self.graph.sess if fmt == "ctc" else self.graph.encoder
+        meta = _metadata(first)
+        if "asr_fbank" not in meta:
+            raise OnnxExportError(
+                f"{folder / GRAPHS[fmt].main_file}: no asr_fbank metadata (not written by asr export)"
+            )
+        self.fbank = Fbank(FbankOptions(**json.loads(meta["asr_fbank"])))
+        self.tokenizer = Tokenizer.load(folder / "tokenizer.model")
+
+    @torch.no_grad()
+    def transcribe(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> list[str]:
+        """Texts for audio[B, S] (16 kHz floats in [-1, 1]) with lengths[B]."""
+        feats, lens = self.fbank(audio, audio_lens)
+        ids = self.graph.decode(feats.numpy(), lens.numpy())
+        return [self.tokenizer.decode(t) for t in ids]
