@@ -135,3 +135,38 @@ class OnnxModel:
         feats, lens = self.fbank(audio, audio_lens)
         ids = self.graph.decode(feats.numpy(), lens.numpy())
         return [self.tokenizer.decode(t) for t in ids]
+
+
+def sherpa_offline_recognizer(folder: str | Path, num_threads: int = 1, decoding_method: str = "greedy_search"):
+    """sherpa-onnx's OfflineRecognizer for an `asr export` folder, with the fbank options the model
+    was trained on (the config its README.md spells out; sherpa-onnx's factories fix other ones).
+    Needs the sherpa-onnx package (a dev dependency)."""
+    import sherpa_onnx
+    from sherpa_onnx.lib._sherpa_onnx import OfflineRecognizer
+
+    folder = Path(folder)
+    model = OnnxModel(folder)  # checks the folder and reads the fbank options
+    o = model.fbank.opts
+    feat = sherpa_onnx.FeatureExtractorConfig(
+        sampling_rate=o.sample_rate,
+        feature_dim=o.num_mel_bins,
+        low_freq=o.low_freq,
+        high_freq=o.high_freq,
+        dither=0.0,
+        snip_edges=True,  # ours always
+        normalize_samples=not o.int16_scale,  # False: sherpa-onnx scales samples to the int16 range
+    )
+    files = {"tokens": str(folder / "tokens.txt"), "num_threads": num_threads}
+    if model.format == "ctc":
+        mc = sherpa_onnx.OfflineModelConfig(
+            zipformer_ctc=sherpa_onnx.OfflineZipformerCtcModelConfig(model=str(folder / "model.onnx")), **files
+        )
+    else:
+        graphs = sherpa_onnx.OfflineTransducerModelConfig(
+            encoder_filename=str(folder / "encoder.onnx"),
+            decoder_filename=str(folder / "decoder.onnx"),
+            joiner_filename=str(folder / "joiner.onnx"),
+        )
+        mc = sherpa_onnx.OfflineModelConfig(transducer=graphs, model_type="transducer", **files)
+    config = sherpa_onnx.OfflineRecognizerConfig(feat_config=feat, model_config=mc, decoding_method=decoding_method)
+    return OfflineRecognizer(config)
