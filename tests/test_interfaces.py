@@ -201,7 +201,7 @@ LAYERS = [
     ("asr.nn",),
     ("asr.decoding",),
     ("asr.model", "asr.guards"),  # guards: the Lightning callbacks train adds to the model
-    ("asr.train", "asr.transcribe", "asr.stream", "asr.align"),
+    ("asr.train", "asr.transcribe", "asr.stream", "asr.align", "asr.export", "asr.onnx_model"),
     ("asr.cli",),
 ]
 
