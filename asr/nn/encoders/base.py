@@ -81,6 +81,11 @@ class StreamingEncoder(Encoder, Protocol):
         shorter) -> (y[B, T', D], y_lens[B], next state)."""
         ...
 
+    def export_streaming_step(self, chunk_size: int, left_context: int) -> Any:
+        """forward_chunk as a module with fixed-size caches in sherpa-onnx's layout, for `asr export
+        --streaming` (asr/nn/encoders/export.py); NotExportable for encoders without one."""
+        ...
+
 
 class Unchunked:
     """training_chunking for encoders without a chunk mask: always full context."""

@@ -29,6 +29,7 @@ from torch import nn
 
 from .base import check_streaming_args
 from .chunking import FULL, chunk_attention_mask, sample_chunking
+from .export import ConformerStreamingStep
 from .subsampling import Conv2dSubsampling4
 
 
@@ -76,8 +77,8 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv, persistent=False)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions[T] -> (cos[T, dim], sin[T, dim])."""
-        ang = positions.float()[:, None] * self.inv_freq[None, :]
+        """positions[..., T] -> (cos[..., T, dim], sin[..., T, dim]) (per stream in an export step)."""
+        ang = positions.float()[..., None] * self.inv_freq
         ang = torch.cat([ang, ang], dim=-1)
         return ang.cos(), ang.sin()
 
@@ -143,6 +144,36 @@ class RotarySelfAttention(nn.Module):
         )
         y = self.drop(self.out(y.transpose(1, 2).reshape(b, t, d)))
         return y if cache is None else (y, (k, v))
+
+    def forward_inputs_cached(
+        self,
+        x: torch.Tensor,
+        cache: torch.Tensor,
+        attn_mask: torch.Tensor,
+        rope_q: tuple[torch.Tensor, torch.Tensor],
+        rope_k: tuple[torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention over a cache of the earlier frames' normalized inputs (self.norm of them, D
+        wide) instead of their rotated keys and values (2 D wide): the layout of sherpa-onnx's
+        streaming conformer (asr/nn/encoders/export.py). Keys and values of the cached frames are
+        recomputed here, rotated at their positions, so the output equals forward(x, ..., cache=kv).
+
+        Args:
+            x: [B, T, D] the chunk's frames; cache: [B, C, D] normalized inputs of the C frames before.
+            attn_mask: [B, 1, T or 1, C+T] bool over (cached + new) keys.
+            rope_q: (cos, sin) [B, T, Dh] at the chunk frames' positions; rope_k: [B, C+T, Dh].
+        Returns: (y[B, T, D], normalized inputs of cache + chunk [B, C+T, D]).
+        """
+        b, t, d = x.shape
+        ctx = torch.cat([cache, self.norm(x)], dim=1)  # [B, C+T, D]
+        w_q, w_kv = self.qkv.weight.split([d, 2 * d])
+        b_q, b_kv = self.qkv.bias.split([d, 2 * d])
+        q = F.linear(ctx[:, cache.shape[1] :], w_q, b_q).view(b, t, self.h, self.dh).transpose(1, 2)
+        kv = F.linear(ctx, w_kv, b_kv).view(b, ctx.shape[1], 2, self.h, self.dh).permute(2, 0, 3, 1, 4)
+        q = apply_rotary(q, rope_q[0][:, None], rope_q[1][:, None])  # [B, H, T, Dh]
+        k = apply_rotary(kv[0], rope_k[0][:, None], rope_k[1][:, None])
+        y = F.scaled_dot_product_attention(q, k, kv[1], attn_mask=attn_mask)
+        return self.out(y.transpose(1, 2).reshape(b, t, d)), ctx
 
 
 class ConvModule(nn.Module):
@@ -294,6 +325,11 @@ class ConformerEncoder(nn.Module):
             chunk_size=torch.tensor(chunk_size),
             left_context=torch.tensor(left_context),
         )
+
+    def export_streaming_step(self, chunk_size: int, left_context: int) -> ConformerStreamingStep:
+        """forward_chunk with fixed-size caches in sherpa-onnx's streaming conformer layout, for
+        `asr export --streaming` (asr/nn/encoders/export.py)."""
+        return ConformerStreamingStep(self, chunk_size, left_context)
 
     def chunk_input_frames(self, state: ConformerState) -> int:
         """Feature frames the next forward_chunk call takes to produce one whole chunk."""

@@ -24,6 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .base import Unchunked, check_streaming_args
 from .conformer import padding_mask
+from .export import NoStreamingExport
 from .subsampling import Conv2dSubsampling4
 
 _NEG = -1.0e30  # log of "nothing added": finite, so gradients through padded frames stay finite
@@ -153,7 +154,7 @@ class MinRNNConfig:
     scan_chunk: int = 64  # frames per parallel-scan block
 
 
-class MinRNNEncoder(Unchunked, nn.Module):
+class MinRNNEncoder(Unchunked, NoStreamingExport, nn.Module):
     """Conv2d subsampling (4x) + minGRU/minLSTM blocks; causal after the subsampling.
 
     forward(x[B, T, F], x_lens[B]) -> (y[B, T', d_model], y_lens[B]).
@@ -252,7 +253,7 @@ class LSTMConfig:
     subsampling_channels: int = 64
 
 
-class LSTMEncoder(Unchunked, nn.Module):
+class LSTMEncoder(Unchunked, NoStreamingExport, nn.Module):
     """Conv2d subsampling (4x) + an (optionally bidirectional) LSTM stack + projection.
 
     forward(x[B, T, F], x_lens[B]) -> (y[B, T', d_model], y_lens[B]). Sequences are

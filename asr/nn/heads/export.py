@@ -21,9 +21,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .. import NotExportable
 
-class NotExportable(ValueError):
-    """A head (or part of one) that has no ONNX export yet; the message says what and why."""
+__all__ = ["CTCGraphs", "Joiner", "NotExportable", "StatelessDecoder", "TransducerGraphs"]
 
 
 @dataclass(frozen=True)
