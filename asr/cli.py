@@ -79,13 +79,19 @@ outside the vocabulary, or more tokens than the audio has frames, are skipped an
     "export": """examples:
   asr export --ckpt exp/x/best.ckpt --out exp/x/onnx
   asr export --ckpt exp/hybrid/best.ckpt --out exp/hybrid/onnx_ctc --head ctc
+  asr export --ckpt exp/stream/best.ckpt --out exp/stream/onnx_320ms --streaming --chunk-ms 320
 
 Writes the ONNX graphs in sherpa-onnx's formats (CTC: model.onnx, the zipformer2_ctc interface;
 stateless-predictor transducer: encoder.onnx, decoder.onnx, joiner.onnx, the icefall transducer),
 tokens.txt, tokenizer.model and README.md with the sherpa-onnx command that decodes them. The
 graphs take raw fbank: the global CMVN is inside. The encoder graph is checked against PyTorch on
 random features (max |difference| printed). Heads without an export (attention, TAED, TDT, LSTM
-predictors) are an error naming the head and why.""",
+predictors) are an error naming the head and why.
+
+--streaming writes a causal Conformer transducer (model=conformer_transducer_streaming) as
+sherpa-onnx's streaming `conformer` type: encoder.onnx is one chunk step with attention and conv
+caches, at --chunk-ms and a fixed --left-context-ms (metadata T, decode_chunk_len, left_context,
+...); its output equals `asr stream` at the same chunk and left context (checked over 5 chunks).""",
     "score": """examples:
   asr score data/manifests/test-clean.ref.txt exp/x/hyp.txt
   asr score ref.txt hyp.txt --report exp/x/errors.txt --plot exp/x/wer_by_length.png
@@ -357,12 +363,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     args.device = "cpu"  # tracing runs on the CPU, whatever the machine has
     model, _ = _inference_model(args)
     try:
-        res = export_model(model.cpu(), args.out, ExportOptions(head=args.head))
+        opts = ExportOptions(
+            head=args.head, streaming=args.streaming, chunk_ms=args.chunk_ms, left_context_ms=args.left_context_ms
+        )
+        res = export_model(model.cpu(), args.out, opts)
     except ExportError as e:
         raise SystemExit(f"asr export: {args.ckpt}: {e}") from e
     print(f"exported head {res.head!r} ({res.format}) to {res.out_dir}: " + ", ".join(p.name for p in res.files))
     if res.max_abs_diff is not None:
-        print(f"encoder graph vs PyTorch on random features: max |difference| {res.max_abs_diff:.2e}")
+        what = "chunk step vs forward_chunk over 5 chunks" if args.streaming else "encoder graph vs PyTorch"
+        print(f"{what} on random features: max |difference| {res.max_abs_diff:.2e}")
     print(f"sherpa-onnx commands: {res.out_dir / 'README.md'}")
     return 0
 
@@ -600,6 +610,24 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--ckpt", required=True, help="checkpoint from asr train")
     pe.add_argument("--out", required=True, help="output folder")
     pe.add_argument("--head", help="which head to export, by its config name (default: the decode head)")
+    pe.add_argument(
+        "--streaming",
+        action="store_true",
+        help="a causal Conformer transducer as one chunk step with caches: sherpa-onnx's streaming "
+        "conformer type (its OnlineRecognizer)",
+    )
+    pe.add_argument(
+        "--chunk-ms",
+        type=float,
+        default=320.0,
+        help="--streaming: chunk duration in ms, a multiple of the 40 ms encoder frame (default 320)",
+    )
+    pe.add_argument(
+        "--left-context-ms",
+        type=float,
+        default=2560.0,
+        help="--streaming: attention left context in ms, fixed in the graph's cache (default 2560, as asr stream)",
+    )
     pe.add_argument("--threads", type=int, help="torch CPU threads")
 
     ps = sub.add_parser(

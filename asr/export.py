@@ -11,6 +11,11 @@ head's format (`Head.export_graphs`, asr/nn/heads/export.py):
   [N, T', J] with the joint's encoder projection, encoder_out_lens[N]), decoder.onnx (y[N, C]
   -> decoder_out[N, J]; metadata vocab_size, context_size) and joiner.onnx (encoder_out[N, J],
   decoder_out[N, J] -> logits[N, V]); sherpa-onnx's icefall transducer (`from_transducer`).
+- streaming transducer (ExportOptions.streaming, a causal Conformer): encoder.onnx is one chunk
+  step in sherpa-onnx's streaming `conformer` layout (x[N, T, 80], attn_cache, cnn_cache,
+  processed_lens -> encoder_out[N, chunk, J], attn_cache', cnn_cache'; asr/nn/encoders/export.py)
+  with metadata T, decode_chunk_len, left_context, ...; decoder.onnx and joiner.onnx as offline.
+  sherpa-onnx's OnlineRecognizer decodes it (`sherpa_online_recognizer` in asr/onnx_model.py).
 
 Beside them: tokens.txt ("piece id" lines, `<blk>` 0), tokenizer.model (our sentencepiece model,
 which `asr transcribe --onnx` decodes text with) and README.md with the sherpa-onnx command.
@@ -43,12 +48,15 @@ MIN_FRAMES = 9  # fbank frames the shortest input needs to give at least one enc
 class ExportOptions:
     head: str | None = None  # which head to export (default: the checkpoint's decode head)
     check: bool = True  # run the graphs with onnxruntime on random features and compare with PyTorch
+    streaming: bool = False  # a chunk step with caches (sherpa-onnx's streaming conformer transducer)
+    chunk_ms: float = 320.0  # streaming: audio per chunk, a multiple of the encoder frame (as `asr stream`)
+    left_context_ms: float = 2560.0  # streaming: attention left context, fixed (as `asr stream`'s default)
 
 
 @dataclass
 class ExportResult:
     out_dir: Path
-    format: str  # "ctc" | "transducer"
+    format: str  # "ctc" | "transducer" | "streaming_transducer"
     head: str  # the exported head's name
     files: list[Path] = field(default_factory=list)
     max_abs_diff: float | None = None  # encoder graph vs PyTorch on random features (options.check)
@@ -65,6 +73,23 @@ class EncoderGraph(nn.Module):
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y, lens = self.encoder(self.normalizer(x, x_lens), x_lens)
         return self.head_part(y), lens
+
+
+class StreamingEncoderGraph(nn.Module):
+    """One chunk in sherpa-onnx's streaming conformer layout: (x[N, T, F] raw fbank, attn_cache,
+    cnn_cache, processed_lens[N]) -> (encoder_out[N, chunk, J], attn_cache', cnn_cache'): global
+    CMVN, the encoder's chunk step (asr/nn/encoders/export.py) and the joint's encoder projection."""
+
+    def __init__(self, model: ASRModel, step: nn.Module, head_part: nn.Module):
+        super().__init__()
+        self.normalizer, self.step, self.head_part = model.normalizer, step, head_part
+
+    def forward(
+        self, x: torch.Tensor, attn_cache: torch.Tensor, cnn_cache: torch.Tensor, processed_lens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lens = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device)
+        y, attn_cache, cnn_cache = self.step(self.normalizer(x, lens), attn_cache, cnn_cache, processed_lens)
+        return self.head_part(y), attn_cache, cnn_cache
 
 
 class ExportError(ValueError):
@@ -178,31 +203,95 @@ def _write_transducer(model: ASRModel, graphs: TransducerGraphs, out: Path) -> t
             {**common, "model_type": "conformer", "vocab_size": graphs.vocab_size},
         )
     ]
+    return files + _write_decoder_joiner(graphs, out, common), enc
+
+
+def _write_decoder_joiner(graphs: TransducerGraphs, out: Path, common: dict[str, str | int]) -> list[Path]:
+    """decoder.onnx and joiner.onnx (the same for the offline and the streaming transducer)."""
+    n = torch.export.Dim("N")
     ctx = torch.tensor([[-1] * (graphs.context_size - 1) + [0], [3] * graphs.context_size], dtype=torch.int64)
-    files.append(
-        _onnx_export(
-            graphs.decoder.eval(),
-            (ctx,),
-            out / "decoder.onnx",
-            ["y"],
-            ["decoder_out"],
-            {"y": {0: torch.export.Dim("N")}},
-            {**common, "vocab_size": graphs.vocab_size, "context_size": graphs.context_size},
-        )
+    decoder = _onnx_export(
+        graphs.decoder.eval(),
+        (ctx,),
+        out / "decoder.onnx",
+        ["y"],
+        ["decoder_out"],
+        {"y": {0: n}},
+        {**common, "vocab_size": graphs.vocab_size, "context_size": graphs.context_size},
     )
     j = graphs.joiner_dim
-    files.append(
-        _onnx_export(
-            graphs.joiner.eval(),
-            (torch.randn(2, j), torch.randn(2, j)),
-            out / "joiner.onnx",
-            ["encoder_out", "decoder_out"],
-            ["logit"],
-            {"encoder_out": {0: n}, "decoder_out": {0: n}},
-            {**common, "joiner_dim": j},
-        )
+    joiner = _onnx_export(
+        graphs.joiner.eval(),
+        (torch.randn(2, j), torch.randn(2, j)),
+        out / "joiner.onnx",
+        ["encoder_out", "decoder_out"],
+        ["logit"],
+        {"encoder_out": {0: n}, "decoder_out": {0: n}},
+        {**common, "joiner_dim": j},
     )
-    return files, enc
+    return [decoder, joiner]
+
+
+def streaming_step(model: ASRModel, options: ExportOptions) -> nn.Module:
+    """The encoder's chunk step at options.chunk_ms / left_context_ms (ExportError if it has none)."""
+    from .stream import StreamTiming
+
+    try:
+        timing = StreamTiming.from_ms(model, options.chunk_ms, options.left_context_ms)
+        return model.encoder.export_streaming_step(timing.chunk_frames, timing.left_frames)
+    except NotExportable as e:
+        raise ExportError(f"--streaming: {e}") from e
+    except ValueError as e:
+        raise ExportError(f"--streaming: --chunk-ms/--left-context-ms: {e}") from e
+
+
+def _write_streaming_transducer(
+    model: ASRModel, graphs: TransducerGraphs, out: Path, step: nn.Module
+) -> tuple[list[Path], StreamingEncoderGraph]:
+    enc = StreamingEncoderGraph(model, step, graphs.enc_proj).eval()
+    n = torch.export.Dim("N")
+    frame_ms = model.fbank.opts.frame_shift_ms * step.subsampling_factor
+    meta = {
+        **_common_metadata(model, "streaming_transducer"),
+        # what sherpa-onnx's OnlineConformerTransducerModel reads
+        "model_type": "conformer",
+        "num_encoder_layers": step.num_layers,
+        "T": step.input_frames,
+        "decode_chunk_len": step.decode_chunk_len,
+        "left_context": step.left_context,
+        "encoder_dim": step.dim,
+        "pad_length": step.pad_length,
+        "cnn_module_kernel": step.kernel,
+        # for people (and icefall's scripts): encoder frames, and the same in ms
+        "chunk_size": step.chunk_size,
+        "right_context": 0,
+        "asr_chunk_ms": step.chunk_size * frame_ms,
+        "asr_left_context_ms": step.left_context * frame_ms,
+        "vocab_size": graphs.vocab_size,
+    }
+    files = [
+        _onnx_export(
+            enc,
+            _example_state(step, batch=2),
+            out / "encoder.onnx",
+            ["x", "attn_cache", "cnn_cache", "processed_lens"],
+            ["encoder_out", "new_attn_cache", "new_cnn_cache"],
+            {"x": {0: n}, "attn_cache": {2: n}, "cnn_cache": {2: n}, "processed_lens": {0: n}},
+            meta,
+        )
+    ]
+    return files + _write_decoder_joiner(graphs, out, _common_metadata(model, "streaming_transducer")), enc
+
+
+def _example_state(step: nn.Module, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random inputs of one chunk step (x, attn_cache, cnn_cache, processed_lens), the streams at
+    different positions (one at its start, where the cached frames are masked)."""
+    g = torch.Generator().manual_seed(seed)
+    x = 10.0 + 3.0 * torch.randn(batch, step.input_frames, step.encoder.config.in_features, generator=g)
+    attn = torch.randn(step.num_layers, step.left_context, batch, step.dim, generator=g)
+    conv = torch.randn(step.num_layers, step.kernel - 1, batch, step.dim, generator=g)
+    processed = step.decode_chunk_len * torch.arange(batch, dtype=torch.int64) * 3
+    return x, attn, conv, processed
 
 
 WRITERS = {CTCGraphs.format: _write_ctc, TransducerGraphs.format: _write_transducer}
@@ -236,26 +325,168 @@ def check_encoder(enc: EncoderGraph, path: Path, model: ASRModel) -> float:
     return float((torch.from_numpy(got) - ref)[valid].abs().max())
 
 
+def run_streaming_graph(sess, x: torch.Tensor, step: nn.Module, chunks: int) -> torch.Tensor:
+    """encoder_out[N, chunks * chunk, J] of an encoder.onnx chunk step (onnxruntime session) run
+    over the first `chunks` windows of x[N, frames, F] as sherpa-onnx runs it: windows of T frames
+    shifted by decode_chunk_len, caches from zeros, processed_lens counting feature frames."""
+    n = x.shape[0]
+    attn = torch.zeros(step.num_layers, step.left_context, n, step.dim).numpy()
+    conv = torch.zeros(step.num_layers, step.kernel - 1, n, step.dim).numpy()
+    outs = []
+    for k in range(chunks):
+        start = k * step.decode_chunk_len
+        window = x[:, start : start + step.input_frames].numpy()
+        processed = torch.full((n,), start, dtype=torch.int64).numpy()
+        feeds = {"x": window, "attn_cache": attn, "cnn_cache": conv, "processed_lens": processed}
+        y, attn, conv = sess.run(None, feeds)
+        outs.append(torch.from_numpy(y))
+    return torch.cat(outs, dim=1)
+
+
+def check_streaming(enc: StreamingEncoderGraph, path: Path, chunks: int = 5) -> float:
+    """Max |onnxruntime - PyTorch| of the chunk step over `chunks` consecutive chunks of random
+    features, against the encoder's own forward_chunk (the `asr stream` path) projected by the joint."""
+    import onnxruntime as ort
+
+    step, model_enc = enc.step, enc.step.encoder
+    g = torch.Generator().manual_seed(1)
+    frames = chunks * step.decode_chunk_len + step.pad_length
+    x = enc.normalizer.mean + enc.normalizer.std * torch.randn(3, frames, model_enc.config.in_features, generator=g)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = run_streaming_graph(sess, x, step, chunks)
+    with torch.no_grad():
+        ref = enc.head_part(forward_chunks(model_enc, enc.normalizer(x, torch.full((3,), frames)), step))
+    return float((got - ref).abs().max())
+
+
+def forward_chunks(encoder: nn.Module, x: torch.Tensor, step: nn.Module) -> torch.Tensor:
+    """y[N, T', D]: encoder.forward_chunk over x[N, frames, F] (normalized) in whole chunks of the
+    step's chunk_size and left_context: the reference the exported step must equal."""
+    n = x.shape[0]
+    state = encoder.init_state(n, step.chunk_size, step.left_context, x.device)
+    outs, pos = [], 0
+    while pos + (m := encoder.chunk_input_frames(state)) <= x.shape[1]:
+        y, _, state = encoder.forward_chunk(x[:, pos : pos + m], torch.full((n,), m), state)
+        outs.append(y)
+        pos += m
+    return torch.cat(outs, dim=1)
+
+
 def export_model(model: ASRModel, out_dir: str | Path, options: ExportOptions | None = None) -> ExportResult:
     """Write the ONNX graphs of `options.head`, tokens.txt, tokenizer.model and README.md to out_dir.
 
     Raises:
-        ExportError: no such head, or a head that cannot be exported (named, with the reason).
+        ExportError: no such head, or a head that cannot be exported (named, with the reason);
+            with options.streaming, an encoder without a chunk step or a head other than a transducer.
     """
     options = options or ExportOptions()
     name, graphs = head_graphs(model, options.head)
+    model = model.eval()
+    step = streaming_step(model, options) if options.streaming else None
+    if step is not None and graphs.format != TransducerGraphs.format:
+        raise ExportError(
+            f"--streaming: head {name!r} is {graphs.format}; sherpa-onnx's streaming conformer type is a "
+            "transducer (export a transducer head, or this head without --streaming)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
     with torch.no_grad():
-        files, enc = WRITERS[graphs.format](model, graphs, out)
-    res = ExportResult(out, graphs.format, name, files + write_tokens(model, out))
+        if step is None:
+            files, enc = WRITERS[graphs.format](model, graphs, out)
+        else:
+            files, enc = _write_streaming_transducer(model, graphs, out, step)
+    fmt = "streaming_transducer" if step is not None else graphs.format
+    res = ExportResult(out, fmt, name, files + write_tokens(model, out))
     if options.check:
-        res.max_abs_diff = check_encoder(enc, files[0], model)
+        res.max_abs_diff = check_encoder(enc, files[0], model) if step is None else check_streaming(enc, files[0])
     readme_path = out / "README.md"
-    readme_path.write_text(readme(graphs.format, out, model.fbank.opts), encoding="utf-8")
+    text = readme(fmt, out, model.fbank.opts) if step is None else streaming_readme(out, model.fbank.opts, step)
+    readme_path.write_text(text, encoding="utf-8")
     res.files.append(readme_path)
     return res
+
+
+def _sherpa_feature_config(o: FbankOptions) -> str:
+    """sherpa-onnx's FeatureExtractorConfig(...) with our options, as Python source."""
+    return (
+        f"sherpa_onnx.FeatureExtractorConfig(sampling_rate={o.sample_rate}, feature_dim={o.num_mel_bins}, "
+        f"low_freq={o.low_freq}, high_freq={o.high_freq}, dither=0.0, snip_edges=True, "
+        f"normalize_samples={not o.int16_scale})"
+    )
+
+
+def streaming_readme(out: Path, o: FbankOptions, step: nn.Module) -> str:
+    """README.md of a streaming export: the files, the chunk geometry and sherpa-onnx's online command."""
+    out = out.resolve()
+    frame_ms = o.frame_shift_ms * step.subsampling_factor
+    chunk_ms, left_ms = step.chunk_size * frame_ms, step.left_context * frame_ms
+    # the chunk, the 3 frames the subsampling reads beyond it, the window past its last hop, and the
+    # one more frame sherpa-onnx waits for (it decodes a window once NumFramesReady > processed + T)
+    latency = chunk_ms + (step.pad_length + 1) * o.frame_shift_ms + o.frame_length_ms - o.frame_shift_ms
+    attn = f"attn_cache[{step.num_layers}, {step.left_context}, N, {step.dim}]"
+    return f"""# Streaming ONNX export (sherpa-onnx's streaming `conformer` transducer), by `asr export --streaming`
+
+- encoder.onnx: one chunk. Inputs x[N, {step.input_frames}, {o.num_mel_bins}] raw fbank (T = decode_chunk_len
+  {step.decode_chunk_len} + pad_length {step.pad_length}), {attn}
+  (each layer's normalized attention input of the last {step.left_context} frames), cnn_cache[{step.num_layers},
+  {step.kernel - 1}, N, {step.dim}] (each causal conv's last inputs), processed_lens[N] (feature frames before x);
+  outputs encoder_out[N, {step.chunk_size}, J] (CMVN and the joint's encoder projection inside) and the next caches.
+  Metadata model_type=conformer, num_encoder_layers, T, decode_chunk_len, left_context, encoder_dim,
+  pad_length, cnn_module_kernel (what sherpa-onnx reads), chunk_size, asr_chunk_ms, asr_left_context_ms.
+- decoder.onnx, joiner.onnx: as the offline transducer export (stateless predictor; blank = 0).
+- tokens.txt ("piece id"; `<blk>` 0), tokenizer.model (the sentencepiece model).
+
+Chunk {chunk_ms:g} ms ({step.chunk_size} encoder frames of {frame_ms:g} ms), attention left context {left_ms:g} ms
+({step.left_context} frames, fixed by the cache's size). The outputs equal `asr stream --chunk-ms {chunk_ms:g}
+--left-context-ms {left_ms:g}` on whole chunks. Algorithmic latency under sherpa-onnx: {latency:g} ms (the
+chunk, 3 fbank frames the subsampling reads beyond it, the 25 ms window past its hop, and one more frame
+that sherpa-onnx waits for). Another chunk or left context needs another export.
+
+The model was trained on Kaldi fbank with these options (asr.data.features.FbankOptions):
+{json.dumps(asdict(o))}
+sherpa-onnx's defaults differ (samples in [-1, 1], high_freq -400, no snip_edges), so give them in
+the recognizer's config:
+
+```python
+import numpy as np
+import sherpa_onnx
+import soundfile as sf
+from sherpa_onnx.lib._sherpa_onnx import (
+    OnlineModelConfig, OnlineRecognizer, OnlineRecognizerConfig, OnlineTransducerModelConfig)
+
+config = OnlineRecognizerConfig(
+    feat_config={_sherpa_feature_config(o)},
+    model_config=OnlineModelConfig(
+        transducer=OnlineTransducerModelConfig(
+            encoder="{out}/encoder.onnx",
+            decoder="{out}/decoder.onnx",
+            joiner="{out}/joiner.onnx"),
+        tokens="{out}/tokens.txt", num_threads=1, model_type="conformer"),
+    enable_endpoint=False,
+    decoding_method="greedy_search",  # one label a frame: asr stream --max-symbols 1
+)
+recognizer = OnlineRecognizer(config)
+samples, rate = sf.read("a.wav", dtype="float32")
+stream = recognizer.create_stream()
+for block in np.array_split(samples, max(1, len(samples) // {int(o.sample_rate * chunk_ms / 1000)})):  # live audio
+    stream.accept_waveform(rate, block)
+    while recognizer.is_ready(stream):
+        recognizer.decode_stream(stream)
+        print(recognizer.get_result(stream).text)  # partial
+# sherpa-onnx decodes whole windows only: pad the end so the last partial chunk is decoded
+# (asr.onnx_model.tail_padding_samples gives the fewest zeros that do it; 0.4 s always does)
+stream.accept_waveform(rate, np.zeros(int(0.4 * rate), dtype=np.float32))
+stream.input_finished()
+while recognizer.is_ready(stream):
+    recognizer.decode_stream(stream)
+print(recognizer.get_result(stream).text.strip())
+```
+
+`asr.onnx_model.sherpa_online_recognizer(folder)` builds the same recognizer. sherpa-onnx's
+command-line programs cannot set normalize_samples or snip_edges; they need a model trained on its
+default front-end (`asr train +model.features.int16_scale=false +model.features.high_freq=-400`,
+still snip_edges).
+"""
 
 
 def readme(fmt: str, out: Path, fbank: FbankOptions) -> str:
@@ -263,11 +494,7 @@ def readme(fmt: str, out: Path, fbank: FbankOptions) -> str:
     out = out.resolve()
     o = fbank
     # sherpa-onnx reads the fbank options from its config, never from the model: they are spelled out
-    feat = (
-        f"sherpa_onnx.FeatureExtractorConfig(sampling_rate={o.sample_rate}, feature_dim={o.num_mel_bins}, "
-        f"low_freq={o.low_freq}, high_freq={o.high_freq}, dither=0.0, snip_edges=True, "
-        f"normalize_samples={not o.int16_scale})"
-    )
+    feat = _sherpa_feature_config(o)
     if fmt == "ctc":
         files = "- model.onnx: x[N, T, 80] fbank, x_lens[N] -> log_probs[N, T', V], log_probs_len[N] (CMVN inside)"
         model_cfg = (

@@ -102,6 +102,18 @@ class TransducerGraph:
 GRAPHS = {"ctc": CTCGraph, "transducer": TransducerGraph}
 
 
+def export_metadata(path: Path) -> dict[str, str]:
+    """The metadata of one graph of an export (onnxruntime reads it; the weights are loaded too)."""
+    return _metadata(_session(path, threads=1))
+
+
+def fbank_options(meta: dict[str, str], path: Path) -> FbankOptions:
+    """The fbank options the model was trained with (`asr_fbank` metadata of `path`)."""
+    if "asr_fbank" not in meta:
+        raise OnnxExportError(f"{path}: no asr_fbank metadata (not written by asr export)")
+    return FbankOptions(**json.loads(meta["asr_fbank"]))
+
+
 class OnnxModel:
     """An `asr export` folder ready to decode: transcribe(audio[B, S], lens[B]) -> texts.
 
@@ -118,15 +130,15 @@ class OnnxModel:
         fmt = next((f for f, g in GRAPHS.items() if (folder / g.main_file).exists()), None)
         if fmt is None:
             raise OnnxExportError(f"{folder}: holds neither model.onnx (CTC) nor encoder.onnx (transducer)")
+        meta = export_metadata(folder / GRAPHS[fmt].main_file)
+        if meta.get("asr_format") == "streaming_transducer":
+            raise OnnxExportError(
+                f"{folder}: a streaming export (asr export --streaming): decode it with sherpa-onnx's online "
+                "recognizer (its README.md; asr.onnx_model.sherpa_online_recognizer)"
+            )
         self.graph = GRAPHS[fmt](folder, threads, max_symbols)
         self.format = fmt
-        first = self.graph.sess if fmt == "ctc" else self.graph.encoder
-        meta = _metadata(first)
-        if "asr_fbank" not in meta:
-            raise OnnxExportError(
-                f"{folder / GRAPHS[fmt].main_file}: no asr_fbank metadata (not written by asr export)"
-            )
-        self.fbank = Fbank(FbankOptions(**json.loads(meta["asr_fbank"])))
+        self.fbank = Fbank(fbank_options(meta, folder / GRAPHS[fmt].main_file))
         self.tokenizer = Tokenizer.load(folder / "tokenizer.model")
 
     @torch.no_grad()
@@ -135,6 +147,22 @@ class OnnxModel:
         feats, lens = self.fbank(audio, audio_lens)
         ids = self.graph.decode(feats.numpy(), lens.numpy())
         return [self.tokenizer.decode(t) for t in ids]
+
+
+def sherpa_feature_config(o: FbankOptions):
+    """sherpa-onnx's FeatureExtractorConfig with our fbank options (its defaults differ: samples
+    in [-1, 1], high_freq -400, no snip_edges), for its offline and online recognizers alike."""
+    import sherpa_onnx
+
+    return sherpa_onnx.FeatureExtractorConfig(
+        sampling_rate=o.sample_rate,
+        feature_dim=o.num_mel_bins,
+        low_freq=o.low_freq,
+        high_freq=o.high_freq,
+        dither=0.0,
+        snip_edges=True,  # ours always
+        normalize_samples=not o.int16_scale,  # False: sherpa-onnx scales samples to the int16 range
+    )
 
 
 def sherpa_offline_recognizer(folder: str | Path, num_threads: int = 1, decoding_method: str = "greedy_search"):
@@ -146,16 +174,7 @@ def sherpa_offline_recognizer(folder: str | Path, num_threads: int = 1, decoding
 
     folder = Path(folder)
     model = OnnxModel(folder)  # checks the folder and reads the fbank options
-    o = model.fbank.opts
-    feat = sherpa_onnx.FeatureExtractorConfig(
-        sampling_rate=o.sample_rate,
-        feature_dim=o.num_mel_bins,
-        low_freq=o.low_freq,
-        high_freq=o.high_freq,
-        dither=0.0,
-        snip_edges=True,  # ours always
-        normalize_samples=not o.int16_scale,  # False: sherpa-onnx scales samples to the int16 range
-    )
+    feat = sherpa_feature_config(model.fbank.opts)
     files = {"tokens": str(folder / "tokens.txt"), "num_threads": num_threads}
     if model.format == "ctc":
         mc = sherpa_onnx.OfflineModelConfig(
@@ -170,3 +189,49 @@ def sherpa_offline_recognizer(folder: str | Path, num_threads: int = 1, decoding
         mc = sherpa_onnx.OfflineModelConfig(transducer=graphs, model_type="transducer", **files)
     config = sherpa_onnx.OfflineRecognizerConfig(feat_config=feat, model_config=mc, decoding_method=decoding_method)
     return OfflineRecognizer(config)
+
+
+def sherpa_online_recognizer(folder: str | Path, num_threads: int = 1, decoding_method: str = "greedy_search"):
+    """sherpa-onnx's OnlineRecognizer for an `asr export --streaming` folder (its streaming `conformer`
+    transducer), with the fbank options the model was trained on and no endpointing (one utterance a
+    stream). Its greedy search emits at most one label a frame (`asr stream --max-symbols 1`).
+    Needs the sherpa-onnx package (a dev dependency)."""
+    from sherpa_onnx.lib._sherpa_onnx import (
+        OnlineModelConfig,
+        OnlineRecognizer,
+        OnlineRecognizerConfig,
+        OnlineTransducerModelConfig,
+    )
+
+    folder = Path(folder)
+    meta = export_metadata(folder / "encoder.onnx")
+    if meta.get("asr_format") != "streaming_transducer":
+        raise OnnxExportError(f"{folder}: not a streaming export (asr export --streaming)")
+    graphs = OnlineTransducerModelConfig(
+        encoder=str(folder / "encoder.onnx"), decoder=str(folder / "decoder.onnx"), joiner=str(folder / "joiner.onnx")
+    )
+    mc = OnlineModelConfig(
+        transducer=graphs, tokens=str(folder / "tokens.txt"), num_threads=num_threads, model_type="conformer"
+    )
+    config = OnlineRecognizerConfig(
+        feat_config=sherpa_feature_config(fbank_options(meta, folder / "encoder.onnx")),
+        model_config=mc,
+        enable_endpoint=False,
+        decoding_method=decoding_method,
+    )
+    return OnlineRecognizer(config)
+
+
+def tail_padding_samples(folder: str | Path, num_samples: int) -> int:
+    """Zeros to feed after an utterance of `num_samples` so that sherpa-onnx's online recognizer
+    decodes its last, partial chunk and no chunk after it: the runtime decodes a window of T frames
+    only once a frame beyond it exists (and never a partial window), while `asr stream` decodes the
+    last chunk's real frames as they are. The padded frames are then the rest of that chunk."""
+    meta = export_metadata(Path(folder) / "encoder.onnx")
+    o = fbank_options(meta, Path(folder) / "encoder.onnx")
+    t, shift, chunk = int(meta["T"]), int(meta["decode_chunk_len"]), int(meta["chunk_size"])
+    frames = 1 + (num_samples - o.win_length) // o.hop_length if num_samples >= o.win_length else 0
+    enc_frames = max(0, ((frames - 1) // 2 - 1) // 2)
+    last = max(0, -(-enc_frames // chunk) - 1)  # index of the chunk holding the last encoder frame
+    need = last * shift + t + 1  # frames the runtime wants before it decodes that chunk
+    return max(0, need - frames) * o.hop_length
