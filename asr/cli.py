@@ -49,7 +49,8 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
 --method/--beam/--head/--max-symbols override the decode options saved in the checkpoint
 (conf/decode/ at training time: decode.method, decode.beam, decode.head, decode.max_symbols).
 With --onnx the exported graphs decode greedily through onnxruntime (no PyTorch model):
-CTC, or a transducer emitting at most --max-symbols labels a frame (default 1, as sherpa-onnx).
+CTC, or a transducer (stateless or LSTM predictor, RNN-T or TDT) emitting at most --max-symbols
+labels a frame (default 1, as sherpa-onnx), making the choices of `--method greedy`.
 
 Audio that is missing, unreadable, empty, truncated or holds NaN/Inf samples is named on
 stderr, counted and skipped; the other files are decoded. A checkpoint that is missing,
@@ -85,8 +86,10 @@ Writes the ONNX graphs in sherpa-onnx's formats (CTC: model.onnx, the zipformer2
 stateless-predictor transducer: encoder.onnx, decoder.onnx, joiner.onnx, the icefall transducer),
 tokens.txt, tokenizer.model and README.md with the sherpa-onnx command that decodes them. The
 graphs take raw fbank: the global CMVN is inside. The encoder graph is checked against PyTorch on
-random features (max |difference| printed). Heads without an export (attention, TAED, TDT, LSTM
-predictors) are an error naming the head and why.
+random features (max |difference| printed). TDT heads (the joiner adds the duration logits) and
+LSTM predictors (the decoder carries h, c) are exported for `asr transcribe --onnx` only:
+sherpa-onnx's transducers cannot run them (the export's README.md says why). Heads without an
+export (attention, TAED) are an error naming the head and why.
 
 --streaming writes a causal Conformer transducer (model=conformer_transducer_streaming) as
 sherpa-onnx's streaming `conformer` type: encoder.onnx is one chunk step with attention and conv

@@ -11,6 +11,9 @@ head's format (`Head.export_graphs`, asr/nn/heads/export.py):
   [N, T', J] with the joint's encoder projection, encoder_out_lens[N]), decoder.onnx (y[N, C]
   -> decoder_out[N, J]; metadata vocab_size, context_size) and joiner.onnx (encoder_out[N, J],
   decoder_out[N, J] -> logits[N, V]); sherpa-onnx's icefall transducer (`from_transducer`).
+  A TDT joiner returns logits[N, V + D] (metadata durations) and an LSTM predictor's decoder is
+  (y[N, 1], h, c) -> (decoder_out, h', c') (metadata pred_rnn_layers, pred_hidden): those two only
+  `asr transcribe --onnx` decodes (sherpa-onnx's transducers read neither; README "Export").
 - streaming transducer (ExportOptions.streaming, a causal Conformer): encoder.onnx is one chunk
   step in sherpa-onnx's streaming `conformer` layout (x[N, T, 80], attn_cache, cnn_cache,
   processed_lens -> encoder_out[N, chunk, J], attn_cache', cnn_cache'; asr/nn/encoders/export.py)
@@ -210,16 +213,29 @@ def _write_decoder_joiner(graphs: TransducerGraphs, out: Path, common: dict[str,
     """decoder.onnx and joiner.onnx (the same for the offline and the streaming transducer)."""
     n = torch.export.Dim("N")
     ctx = torch.tensor([[-1] * (graphs.context_size - 1) + [0], [3] * graphs.context_size], dtype=torch.int64)
-    decoder = _onnx_export(
-        graphs.decoder.eval(),
-        (ctx,),
-        out / "decoder.onnx",
-        ["y"],
-        ["decoder_out"],
-        {"y": {0: n}},
-        {**common, "vocab_size": graphs.vocab_size, "context_size": graphs.context_size},
-    )
+    meta = {**common, "vocab_size": graphs.vocab_size, "context_size": graphs.context_size}
+    if graphs.decoder_state is None:
+        decoder = _onnx_export(
+            graphs.decoder.eval(), (ctx,), out / "decoder.onnx", ["y"], ["decoder_out"], {"y": {0: n}}, meta
+        )
+    else:
+        # an LSTM predictor: its state in and out (the names and metadata keys of sherpa-onnx's NeMo
+        # transducer decoder, whose layout this is not otherwise: see README "Export")
+        layers, hidden = graphs.decoder_state
+        g = torch.Generator().manual_seed(0)
+        state = [torch.randn(layers, 2, hidden, generator=g) for _ in range(2)]
+        decoder = _onnx_export(
+            graphs.decoder.eval(),
+            (ctx[:, -1:], *state),
+            out / "decoder.onnx",
+            ["y", "h", "c"],
+            ["decoder_out", "next_h", "next_c"],
+            {"y": {0: n}, "h": {1: n}, "c": {1: n}},
+            {**meta, "pred_rnn_layers": layers, "pred_hidden": hidden},
+        )
     j = graphs.joiner_dim
+    # TDT: the joiner's output holds the duration logits after the vocab_size token logits
+    durations = {"durations": ",".join(map(str, graphs.durations))} if graphs.durations else {}
     joiner = _onnx_export(
         graphs.joiner.eval(),
         (torch.randn(2, j), torch.randn(2, j)),
@@ -227,7 +243,7 @@ def _write_decoder_joiner(graphs: TransducerGraphs, out: Path, common: dict[str,
         ["encoder_out", "decoder_out"],
         ["logit"],
         {"encoder_out": {0: n}, "decoder_out": {0: n}},
-        {**common, "joiner_dim": j},
+        {**common, "joiner_dim": j, "vocab_size": graphs.vocab_size, **durations},
     )
     return [decoder, joiner]
 
@@ -388,6 +404,11 @@ def export_model(model: ASRModel, out_dir: str | Path, options: ExportOptions | 
             f"--streaming: head {name!r} is {graphs.format}; sherpa-onnx's streaming conformer type is a "
             "transducer (export a transducer head, or this head without --streaming)"
         )
+    if step is not None and not graphs.sherpa_onnx:
+        raise ExportError(
+            f"--streaming: head {name!r} has an LSTM predictor or TDT durations, which sherpa-onnx's streaming "
+            "conformer transducer cannot run (export it without --streaming for `asr transcribe --onnx`)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
@@ -400,7 +421,11 @@ def export_model(model: ASRModel, out_dir: str | Path, options: ExportOptions | 
     if options.check:
         res.max_abs_diff = check_encoder(enc, files[0], model) if step is None else check_streaming(enc, files[0])
     readme_path = out / "README.md"
-    text = readme(fmt, out, model.fbank.opts) if step is None else streaming_readme(out, model.fbank.opts, step)
+    text = (
+        readme(res.format, out, model.fbank.opts, graphs)
+        if step is None
+        else streaming_readme(out, model.fbank.opts, step)
+    )
     readme_path.write_text(text, encoding="utf-8")
     res.files.append(readme_path)
     return res
@@ -489,8 +514,9 @@ still snip_edges).
 """
 
 
-def readme(fmt: str, out: Path, fbank: FbankOptions) -> str:
-    """README.md of an export folder: what the files are and the sherpa-onnx command that decodes them."""
+def readme(fmt: str, out: Path, fbank: FbankOptions, graphs: CTCGraphs | TransducerGraphs) -> str:
+    """README.md of an export folder: what the files are and the sherpa-onnx command that decodes them
+    (for graphs sherpa-onnx cannot run, LSTM predictors and TDT, why not)."""
     out = out.resolve()
     o = fbank
     # sherpa-onnx reads the fbank options from its config, never from the model: they are spelled out
@@ -502,12 +528,29 @@ def readme(fmt: str, out: Path, fbank: FbankOptions) -> str:
             f'        tokens="{out}/tokens.txt", num_threads=1'
         )
     else:
+        if graphs.decoder_state is None:
+            dec = (
+                "- decoder.onnx: y[N, context_size] (-1 before the start) -> decoder_out[N, J];"
+                " metadata vocab_size, context_size"
+            )
+        else:
+            layers, hidden = graphs.decoder_state
+            dec = (
+                f"- decoder.onnx (LSTM predictor): y[N, 1], h[{layers}, N, {hidden}], c[{layers}, N, {hidden}] ->"
+                " decoder_out[N, J], next_h, next_c; start from h = c = 0 and y = 0 (blank);"
+                " metadata pred_rnn_layers, pred_hidden"
+            )
+        if graphs.durations:
+            join = (
+                f"- joiner.onnx (TDT): encoder_out[N, J], decoder_out[N, J] -> logit[N, V + {len(graphs.durations)}]:"
+                f" V token logits (blank = 0), then one logit per duration {list(graphs.durations)}"
+                " (metadata durations)"
+            )
+        else:
+            join = "- joiner.onnx: encoder_out[N, J], decoder_out[N, J] -> logit[N, V] (blank = 0)"
         files = (
             "- encoder.onnx: x[N, T, 80] fbank, x_lens[N] -> encoder_out[N, T', J], encoder_out_lens[N]"
-            " (CMVN and the joint's encoder projection inside)\n"
-            "- decoder.onnx: y[N, context_size] (-1 before the start) -> decoder_out[N, J];"
-            " metadata vocab_size, context_size\n"
-            "- joiner.onnx: encoder_out[N, J], decoder_out[N, J] -> logit[N, V] (blank = 0)"
+            f" (CMVN and the joint's encoder projection inside)\n{dec}\n{join}"
         )
         model_cfg = (
             "transducer=sherpa_onnx.OfflineTransducerModelConfig(\n"
@@ -516,6 +559,27 @@ def readme(fmt: str, out: Path, fbank: FbankOptions) -> str:
             f'            joiner_filename="{out}/joiner.onnx"),\n'
             f'        tokens="{out}/tokens.txt", num_threads=1, model_type="transducer"'
         )
+    if not graphs.sherpa_onnx:
+        return f"""# ONNX export ({fmt}), written by `asr export`
+
+{files}
+- tokens.txt: "piece id" lines (`<blk>` 0 is blank, `<unk>` 1)
+- tokenizer.model: the sentencepiece model (`asr transcribe --onnx` decodes text with it)
+
+The graphs take raw Kaldi fbank with these options (asr.data.features.FbankOptions) and apply
+the model's global CMVN themselves:
+{json.dumps(asdict(o))}
+
+sherpa-onnx cannot run these graphs: its icefall transducer has neither a decoder state nor
+duration outputs, and its NeMo transducer (LSTM state, TDT) wants another layout (blank last,
+int32 labels, channel-first encoder output) and a TDT greedy search that takes token and
+duration by separate argmaxes, where ours takes the best (token, duration) pair with blank
+advancing at least one frame. Decode them with onnxruntime:
+
+```
+asr transcribe --onnx {out} --data DIR/test-clean --out hyp.txt
+```
+"""
     return f"""# ONNX export ({fmt}), written by `asr export`
 
 {files}

@@ -6,7 +6,9 @@ our fbank (asr.data.features.Fbank, in torch) with the options saved in the grap
 sentencepiece model. The searches are greedy, in numpy, and make the choices sherpa-onnx's do:
 CTC takes the best token per frame and collapses repeats and blanks; the transducer emits at
 most `max_symbols` labels per frame (1: sherpa-onnx's offline greedy search), feeding the
-decoder graph the last `context_size` labels (-1 before the start, as sherpa-onnx does).
+decoder graph the last `context_size` labels (-1 before the start, as sherpa-onnx does), or,
+for an LSTM predictor, its state. TDT and LSTM exports are decoded here only (sherpa-onnx's
+icefall transducer reads neither); TDT takes our search's (token, duration) decision.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class CTCGraph:
     """model.onnx: (x, x_lens) -> (log_probs[N, T, V], lens[N]); greedy CTC."""
 
     main_file = "model.onnx"
+    sherpa_onnx = True  # sherpa-onnx's zipformer2_ctc runs it
 
     def __init__(self, folder: Path, threads: int, max_symbols: int):
         self.sess = _session(folder / self.main_file, threads)
@@ -61,7 +64,13 @@ class CTCGraph:
 
 
 class TransducerGraph:
-    """encoder.onnx, decoder.onnx, joiner.onnx; greedy search, at most max_symbols labels a frame."""
+    """encoder.onnx, decoder.onnx, joiner.onnx; label-looping greedy search in numpy, making the
+    choices of our PyTorch one (asr.decoding.transducer.transducer_greedy_search) at max_symbols.
+
+    The decoder is stateless (y[N, context_size]: the last labels) or, with `pred_rnn_layers` in
+    its metadata, an LSTM's step (y[N, 1], h, c -> decoder_out, h', c'). A TDT joiner (`durations`
+    in its metadata) returns the token logits, then one logit per duration.
+    """
 
     main_file = "encoder.onnx"
 
@@ -69,33 +78,78 @@ class TransducerGraph:
         self.encoder = _session(folder / "encoder.onnx", threads)
         self.decoder = _session(folder / "decoder.onnx", threads)
         self.joiner = _session(folder / "joiner.onnx", threads)
-        self.context = int(_metadata(self.decoder)["context_size"])
+        dec_meta, join_meta = _metadata(self.decoder), _metadata(self.joiner)
+        self.context = int(dec_meta["context_size"])
+        self.vocab_size = int(dec_meta["vocab_size"])
+        self.state = (
+            (int(dec_meta["pred_rnn_layers"]), int(dec_meta["pred_hidden"])) if "pred_rnn_layers" in dec_meta else None
+        )
+        self.durations = (
+            np.array([int(d) for d in join_meta["durations"].split(",")]) if "durations" in join_meta else None
+        )
         self.max_symbols = max_symbols
+        # sherpa-onnx's icefall transducer: a stateless decoder and token logits only
+        self.sherpa_onnx = self.state is None and self.durations is None
 
-    def _decoder_out(self, hyps: list[list[int]], rows: np.ndarray) -> np.ndarray:
-        """decoder_out[len(rows), J] of the last `context` labels of hyps[rows] (padded by -1, blank last)."""
-        ctx = np.array([([-1] * self.context + [BLANK_ID] + hyps[r])[-self.context :] for r in rows], dtype=np.int64)
-        return self.decoder.run(None, {"y": ctx})[0]
+    def _decoder_out(
+        self, hyps: list[list[int]], rows: np.ndarray, h: np.ndarray | None, c: np.ndarray | None
+    ) -> np.ndarray:
+        """decoder_out[len(rows), J] after the labels of hyps[rows]. Stateless: the last `context`
+        labels (padded by -1, blank last). LSTM: one step from h, c [L, N, H] on the last label
+        (blank at the start), writing the rows' next state into h and c."""
+        if self.state is None:
+            ctx = [([-1] * self.context + [BLANK_ID] + hyps[r])[-self.context :] for r in rows]
+            return self.decoder.run(None, {"y": np.array(ctx, dtype=np.int64)})[0]
+        y = np.array([[hyps[r][-1] if hyps[r] else BLANK_ID] for r in rows], dtype=np.int64)
+        out, h[:, rows], c[:, rows] = self.decoder.run(None, {"y": y, "h": h[:, rows], "c": c[:, rows]})
+        return out
+
+    def _decide(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """logits[N, V(+D)] -> (label [N], frames it advances [N]). RNN-T: the best token; blank
+        advances one frame, a label none. TDT: the best (token, duration) pair, blank only with a
+        duration > 0, as the loss trains it (token and duration logits are normalized separately,
+        so comparing raw sums makes the decision asr.decoding.transducer._split makes)."""
+        tok = logits[:, : self.vocab_size]
+        if self.durations is None:
+            label = tok.argmax(-1)
+            return label, (label == BLANK_ID).astype(np.int64)
+        dur = logits[:, self.vocab_size :]
+        dur_idx = dur.argmax(-1)
+        blank_dur = np.where(self.durations == 0, -np.inf, dur)
+        blank_idx = blank_dur.argmax(-1)
+        labels = np.where(np.arange(self.vocab_size) == BLANK_ID, -np.inf, tok)
+        lab = labels.argmax(-1)
+        rows = np.arange(len(logits))
+        is_blank = tok[:, BLANK_ID] + blank_dur[rows, blank_idx] >= labels[rows, lab] + dur[rows, dur_idx]
+        return np.where(is_blank, BLANK_ID, lab), self.durations[np.where(is_blank, blank_idx, dur_idx)]
 
     def decode(self, x: np.ndarray, x_lens: np.ndarray) -> list[list[int]]:
-        """fbank x[N, T, F], x_lens[N] -> token ids per utterance. Every utterance runs at once:
-        the loops are over frames and symbols, and each call takes the rows still running."""
+        """fbank x[N, T, F], x_lens[N] -> token ids per utterance. Every utterance runs at once,
+        each on its own frame t: one joiner call a step for the rows still inside their frames.
+        A label advances 0 frames (RNN-T, TDT duration 0) up to max_symbols on a frame, then 1;
+        blank advances 1 (RNN-T) or its duration (TDT)."""
         enc, lens = self.encoder.run(None, {"x": x, "x_lens": x_lens})
         n = enc.shape[0]
         hyps: list[list[int]] = [[] for _ in range(n)]
-        dec = self._decoder_out(hyps, np.arange(n))  # [N, J]
-        for t in range(enc.shape[1]):
-            rows = np.nonzero(lens > t)[0]
-            for _ in range(self.max_symbols):
-                if not len(rows):
-                    break
-                logits = self.joiner.run(None, {"encoder_out": enc[rows, t], "decoder_out": dec[rows]})[0]
-                best = logits.argmax(-1)
-                rows = rows[best != BLANK_ID]  # those that emitted stay on the frame
-                for r, y in zip(rows, best[best != BLANK_ID]):
-                    hyps[r].append(int(y))
-                if len(rows):
-                    dec[rows] = self._decoder_out(hyps, rows)
+        h = c = None
+        if self.state is not None:
+            h = np.zeros((self.state[0], n, self.state[1]), dtype=np.float32)
+            c = np.zeros_like(h)
+        dec = self._decoder_out(hyps, np.arange(n), h, c)  # [N, J]
+        t = np.zeros(n, dtype=np.int64)
+        on_frame = np.zeros(n, dtype=np.int64)  # labels emitted on the current frame
+        while len(rows := np.nonzero(t < lens)[0]):
+            logits = self.joiner.run(None, {"encoder_out": enc[rows, t[rows]], "decoder_out": dec[rows]})[0]
+            label, adv = self._decide(logits)
+            emit = label != BLANK_ID
+            on_frame[rows] = np.where(emit & (adv == 0), on_frame[rows] + 1, 0)
+            force = on_frame[rows] >= self.max_symbols  # cap reached: move to the next frame
+            t[rows] += adv + force
+            on_frame[rows[force]] = 0
+            for r, y in zip(rows[emit], label[emit]):
+                hyps[r].append(int(y))
+            if emit.any():
+                dec[rows[emit]] = self._decoder_out(hyps, rows[emit], h, c)
         return hyps
 
 
@@ -174,6 +228,11 @@ def sherpa_offline_recognizer(folder: str | Path, num_threads: int = 1, decoding
 
     folder = Path(folder)
     model = OnnxModel(folder)  # checks the folder and reads the fbank options
+    if not model.graph.sherpa_onnx:
+        raise OnnxExportError(
+            f"{folder}: an LSTM predictor or TDT export, which sherpa-onnx's transducer cannot run "
+            "(decode it with `asr transcribe --onnx`; README.md there says why)"
+        )
     feat = sherpa_feature_config(model.fbank.opts)
     files = {"tokens": str(folder / "tokens.txt"), "num_threads": num_threads}
     if model.format == "ctc":

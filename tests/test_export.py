@@ -68,6 +68,8 @@ def char_tokenizer(tiny_manifests) -> Tokenizer:
 
 
 STATELESS = {"kind": "stateless", "context_size": 2}
+LSTM = {"kind": "lstm", "hidden": 24, "num_layers": 2}
+TDT = {"kind": "tdt", "durations": [0, 1, 2, 3]}
 
 
 @pytest.mark.parametrize(
@@ -84,19 +86,33 @@ STATELESS = {"kind": "stateless", "context_size": 2}
                 "joint_dim": 32,
             }
         },
+        {"transducer": {"kind": "transducer", "loss": TDT, "predictor": STATELESS, "pred_dim": 32, "joint_dim": 32}},
+        {"transducer": {"kind": "transducer", "loss": "rnnt", "predictor": LSTM, "pred_dim": 32, "joint_dim": 32}},
+        {"transducer": {"kind": "transducer", "loss": TDT, "predictor": LSTM, "pred_dim": 32, "joint_dim": 32}},
     ],
-    ids=["ctc", "rnnt", "pruned_rnnt_context1"],
+    ids=["ctc", "rnnt", "pruned_rnnt_context1", "tdt", "rnnt_lstm", "tdt_lstm"],
 )
 def test_export_equals_pytorch_and_transcribe_onnx_decodes_the_same(
     heads, char_tokenizer, tiny_corpus, tmp_path, one_thread
 ):
     """Graph output within PARITY of PyTorch on real fbank of another batch than the traced one,
-    and onnxruntime greedy decoding gives model.transcribe's texts (transducers: 1 and 3 labels a frame)."""
+    and onnxruntime greedy decoding gives model.transcribe's texts (transducers: 1 and 3 labels a
+    frame; TDT with its (token, duration) decision, LSTM predictors carrying their state). TDT and
+    LSTM exports are for `--onnx` only: their README says so and sherpa-onnx's recognizer refuses them."""
     model = _model(char_tokenizer, heads)
     res = export_model(model, tmp_path / "onnx")
     assert res.max_abs_diff is not None and res.max_abs_diff < PARITY
     assert (tmp_path / "onnx" / "tokens.txt").read_text().splitlines()[:2] == ["<blk> 0", "<unk> 1"]
-    assert "sherpa_onnx.OfflineRecognizerConfig" in (tmp_path / "onnx" / "README.md").read_text()
+    head, spec = model.heads[res.head], heads[res.head]
+    for_sherpa = spec.get("loss") is not TDT and spec.get("predictor") is not LSTM
+    text = (tmp_path / "onnx" / "README.md").read_text()
+    assert ("sherpa_onnx.OfflineRecognizerConfig" in text) == for_sherpa
+    if not for_sherpa:
+        assert "sherpa-onnx cannot run these graphs" in text
+        with pytest.raises(OnnxExportError, match="LSTM predictor or TDT"):
+            sherpa_offline_recognizer(tmp_path / "onnx")
+    if spec.get("loss") is TDT:
+        assert export_metadata(tmp_path / "onnx" / "joiner.onnx")["durations"] == "0,1,2,3"
 
     _, audio, lens = _audio(tiny_corpus)
     onnx = OnnxModel(tmp_path / "onnx")
@@ -105,7 +121,6 @@ def test_export_equals_pytorch_and_transcribe_onnx_decodes_the_same(
     got, got_lens = graph.run(None, {"x": feats.numpy(), "x_lens": flens.numpy()})
     with torch.no_grad():
         enc, enc_lens = model.encoder(model.normalizer(feats, flens), flens)
-        head = model.heads[res.head]
         ref = head(enc) if res.format == "ctc" else head.joint.project_enc(enc)
     assert (got_lens == enc_lens.numpy()).all()
     valid = (torch.arange(ref.shape[1])[None] < enc_lens[:, None]).numpy()
@@ -120,15 +135,7 @@ def test_export_equals_pytorch_and_transcribe_onnx_decodes_the_same(
 
 @pytest.mark.parametrize(
     "heads,name,reason",
-    [
-        ({"tdt": {"kind": "transducer", "loss": {"kind": "tdt", "durations": [0, 1, 2]}}}, "tdt", "TDT"),
-        (
-            {"rnnt": {"kind": "transducer", "predictor": {"kind": "lstm", "hidden": 32}, "pred_dim": 32}},
-            "rnnt",
-            "LSTMPredictor",
-        ),
-        ({"attention": {"kind": "attention", "d_model": 32, "num_layers": 1}}, "attention", "attention head"),
-    ],
+    [({"attention": {"kind": "attention", "d_model": 32, "num_layers": 1}}, "attention", "attention head")],
 )
 def test_head_without_export_is_an_error_naming_it(heads, name, reason, char_tokenizer, tmp_path):
     model = _model(char_tokenizer, {"ctc": {"kind": "ctc"}, **heads})
@@ -206,6 +213,9 @@ def test_streaming_export_errors_name_the_reason(char_tokenizer, tmp_path):
         export_model(causal, tmp_path / "c", ExportOptions(streaming=True, left_context_ms=-1))
     with pytest.raises(ExportError, match=r"multiples of the 40 ms encoder frame"):
         export_model(causal, tmp_path / "d", ExportOptions(streaming=True, chunk_ms=300))
+    tdt = {"transducer": {"kind": "transducer", "loss": TDT, "predictor": STATELESS}}
+    with pytest.raises(ExportError, match=r"--streaming: head 'transducer' has an LSTM predictor or TDT"):
+        export_model(_model(char_tokenizer, tdt, causal=True), tmp_path / "e", on)
 
 
 # ---- trained models, decoded by sherpa-onnx ---------------------------------------------------

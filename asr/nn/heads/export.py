@@ -10,7 +10,10 @@ Formats (the ones sherpa-onnx reads; see README "Export"):
 - "transducer": icefall's stateless transducer as three graphs: the joint's encoder
   projection inside the encoder graph, a decoder y[N, context_size] -> decoder_out[N, J]
   with the predictor projection inside, and a joiner (encoder_out[N, J], decoder_out[N, J])
-  -> logits[N, V].
+  -> logits[N, V]. Two variants only `asr transcribe --onnx` decodes (sherpa-onnx's icefall
+  searches read neither): an LSTM predictor's decoder carries its state, (y[N, 1], h, c) ->
+  (decoder_out[N, J], h', c') (`LSTMDecoder`), and a TDT joiner returns [N, V + D], the token
+  logits then one logit per duration of `durations`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ from torch import nn
 
 from .. import NotExportable
 
-__all__ = ["CTCGraphs", "Joiner", "NotExportable", "StatelessDecoder", "TransducerGraphs"]
+__all__ = [
+    "CTCGraphs",
+    "DecoderGraph",
+    "Joiner",
+    "LSTMDecoder",
+    "NotExportable",
+    "StatelessDecoder",
+    "TransducerGraphs",
+]
 
 
 @dataclass(frozen=True)
@@ -34,18 +45,41 @@ class CTCGraphs:
     log_probs: nn.Module
     vocab_size: int
 
+    @property
+    def sherpa_onnx(self) -> bool:
+        """Whether sherpa-onnx runs these graphs (always: its zipformer2_ctc interface)."""
+        return True
+
+
+@dataclass(frozen=True)
+class DecoderGraph:
+    """A predictor's decoder graph (Predictor.export_decoder): the module, the labels it reads,
+    and the shape of the state it carries between calls (None: stateless)."""
+
+    module: nn.Module  # stateless: y[N, context_size] -> decoder_out[N, J]; else LSTMDecoder's signature
+    context_size: int
+    state: tuple[int, int] | None = None  # (layers, hidden) of h and c, each [layers, N, hidden]
+
 
 @dataclass(frozen=True)
 class TransducerGraphs:
-    """A transducer with a stateless predictor, split as sherpa-onnx's icefall format wants it."""
+    """A transducer split as sherpa-onnx's icefall format wants it (a stateless predictor and no
+    durations: what sherpa-onnx runs); an LSTM state or TDT durations ride along for `--onnx`."""
 
     format: ClassVar[str] = "transducer"
     enc_proj: nn.Module  # enc[N, T, D] -> encoder_out[N, T, J] (the joint's encoder projection)
-    decoder: nn.Module  # y[N, context_size] int64 (-1 before the start) -> decoder_out[N, J]
-    joiner: nn.Module  # (encoder_out[N, J], decoder_out[N, J]) -> logits[N, V]
+    decoder: nn.Module  # y[N, context_size] int64 (-1 before the start) -> decoder_out[N, J]; or stateful
+    joiner: nn.Module  # (encoder_out[N, J], decoder_out[N, J]) -> logits[N, V + len(durations)]
     vocab_size: int
     context_size: int
     joiner_dim: int
+    decoder_state: tuple[int, int] | None = None  # (layers, hidden): the decoder is LSTMDecoder-like
+    durations: tuple[int, ...] = ()  # TDT: frames each duration logit advances
+
+    @property
+    def sherpa_onnx(self) -> bool:
+        """Whether sherpa-onnx's icefall transducer runs these graphs (stateless, no durations)."""
+        return self.decoder_state is None and not self.durations
 
 
 class StatelessDecoder(nn.Module):
@@ -71,6 +105,25 @@ class StatelessDecoder(nn.Module):
         y = torch.where(y < 0, torch.full_like(y, self.blank), y)
         out, _ = self.predictor(y[:, -1:], y[:, :-1])  # [N, 1, dim]
         return self.pred_proj(out[:, 0])
+
+
+class LSTMDecoder(nn.Module):
+    """forward(y[N, 1] int64, h[L, N, H], c[L, N, H]) -> (decoder_out[N, J], h', c'): one step of
+    an LSTM predictor from its state after the previous labels, through the joint's predictor
+    projection. A search starts from h = c = 0 and y = blank (our searches' start).
+
+    Args:
+        predictor: forward(tokens[N, U], (h, c)) -> (out[N, U, dim], (h, c)) (LSTMPredictor).
+        pred_proj: the joint's projection dim -> J.
+    """
+
+    def __init__(self, predictor: nn.Module, pred_proj: nn.Module):
+        super().__init__()
+        self.predictor, self.pred_proj = predictor, pred_proj
+
+    def forward(self, y: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, (h, c) = self.predictor(y, (h, c))
+        return self.pred_proj(out[:, 0]), h, c
 
 
 class Joiner(nn.Module):

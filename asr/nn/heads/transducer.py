@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .base import Head
-from .export import Joiner, NotExportable, StatelessDecoder, TransducerGraphs
+from .export import DecoderGraph, Joiner, LSTMDecoder, NotExportable, StatelessDecoder, TransducerGraphs
 from .transducer_loss import build_transducer_loss
 
 
@@ -34,16 +34,15 @@ class Predictor(nn.Module):
         them."""
         return state, None
 
-    def export_context(self) -> int:
-        """Labels of context a stateless ONNX decoder graph reads (sherpa-onnx's `context_size`).
+    def export_decoder(self, pred_proj: nn.Module) -> DecoderGraph:
+        """The ONNX decoder graph of this predictor followed by the joint's projection pred_proj.
 
         Raises:
-            NotExportable: the predictor's state is more than its last labels (an LSTM's or an
-                attention decoder's), which sherpa-onnx's icefall transducer format cannot carry.
+            NotExportable: a predictor without one (TAED's attention decoder, whose outputs depend
+                on the encoder frames of each chunk).
         """
         raise NotExportable(
-            f"its {type(self).__name__} keeps a state beyond the last labels; sherpa-onnx's transducer format "
-            "takes a stateless predictor (predictor: {kind: stateless})"
+            f"its {type(self).__name__} has no ONNX decoder graph (exported: stateless and LSTM predictors)"
         )
 
 
@@ -79,8 +78,8 @@ class StatelessPredictor(Predictor):
             x = self.conv(x.transpose(1, 2)).transpose(1, 2)  # [B, U, dim]: unpadded, hence causal
         return self.drop(torch.relu(x)), ctx[:, ctx.shape[1] - (self.context_size - 1) :]
 
-    def export_context(self) -> int:
-        return self.context_size
+    def export_decoder(self, pred_proj: nn.Module) -> DecoderGraph:
+        return DecoderGraph(StatelessDecoder(self, pred_proj, self.blank), self.context_size)
 
     def select_state(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Reorder a batched state by hypothesis index[N] (beam search)."""
@@ -115,6 +114,9 @@ class LSTMPredictor(Predictor):
             state = self.init_state(tokens.shape[0], tokens.device)
         y, new_state = self.lstm(self.drop(self.embed(tokens.to(torch.int64))), state)
         return self.proj(self.drop(y)), new_state
+
+    def export_decoder(self, pred_proj: nn.Module) -> DecoderGraph:
+        return DecoderGraph(LSTMDecoder(self, pred_proj), 1, (self.lstm.num_layers, self.lstm.hidden_size))
 
     def select_state(self, state, index: torch.Tensor):
         return state[0][:, index], state[1][:, index]
@@ -223,25 +225,22 @@ class TransducerHead(Head):
         return self.criterion.durations
 
     def export_graphs(self) -> TransducerGraphs:
-        """Encoder projection, decoder and joiner graphs (sherpa-onnx's icefall transducer format).
+        """Encoder projection, decoder and joiner graphs (sherpa-onnx's icefall transducer format;
+        with an LSTM predictor's state or TDT durations, graphs only `asr transcribe --onnx` runs).
 
         Raises:
-            NotExportable: TDT (its joint also predicts durations, which that format's searches do
-                not read) or a predictor with state (Predictor.export_context).
+            NotExportable: a predictor without a decoder graph (Predictor.export_decoder).
         """
-        if self.durations:
-            raise NotExportable(
-                f"it is a TDT transducer (durations {list(self.durations)}): sherpa-onnx's icefall transducer "
-                "format has no duration outputs"
-            )
-        context = self.predictor.export_context()
+        dec = self.predictor.export_decoder(self.joint.pred_proj)
         return TransducerGraphs(
             enc_proj=self.joint.enc_proj,
-            decoder=StatelessDecoder(self.predictor, self.joint.pred_proj, self.blank),
+            decoder=dec.module,
             joiner=Joiner(self.joint),
             vocab_size=self.vocab_size,
-            context_size=context,
+            context_size=dec.context_size,
             joiner_dim=self.joint.enc_proj.out_features,
+            decoder_state=dec.state,
+            durations=tuple(self.durations),
         )
 
     def predict(self, targets: torch.Tensor) -> torch.Tensor:
