@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["full", "header"],
         default="full",
         help="full: decode every file, finding truncated files and NaN/Inf samples (default); header: "
-        "open each file only (much faster on a huge corpus; training then skips such files when they fail)",
+        "open each file only, decoding no samples (training then skips such files when they fail)",
     )
     pp.add_argument(
         "--encoder-frame-ms",

@@ -58,7 +58,7 @@ class NonFiniteGuard(L.Callback):
         self.skipped = 0
         self._ids: list[str] = []  # utterances of the batches accumulated since the last step
         self._empty = True  # no utterance of those batches could be loaded
-        self._loss_ok = True
+        self._loss_bad: torch.Tensor | None = None  # kept on the device: no host sync per micro-batch
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
         if batch is not None:
@@ -66,17 +66,23 @@ class NonFiniteGuard(L.Callback):
             self._empty = False
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        self._loss_ok = self._loss_ok and bool(torch.isfinite(loss.detach()).all())
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        dev = pl_module.device
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
-        grads_ok = scaled or not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
-        flags = torch.tensor([float(not (self._loss_ok and grads_ok)), float(self._empty)], device=pl_module.device)
-        flags = trainer.strategy.reduce(flags, reduce_op="sum")  # identity without DDP
-        bad, empty_ranks = bool(flags[0] > 0), int(flags[1])
-        if bad:
-            what = "non-finite loss" if not self._loss_ok else "non-finite gradient" if not grads_ok else "another rank"
+        grad_bad = torch.zeros((), dtype=torch.bool, device=dev)
+        if grads and not scaled:
+            grad_bad = ~torch.isfinite(torch.nn.utils.get_total_norm(grads)).to(dev)
+        loss_bad = self._loss_bad if self._loss_bad is not None else torch.zeros((), dtype=torch.bool, device=dev)
+        mine = torch.stack([loss_bad.to(dev), grad_bad, torch.tensor(self._empty, device=dev)]).float()
+        total = trainer.strategy.reduce(mine.clone(), reduce_op="sum")  # identity without DDP (in place with it)
+        # the step's one host sync; this rank's own flags come along for the message
+        mine_loss, mine_grad, _, loss_bad_any, grad_bad_any, empty_ranks = torch.cat([mine, total]).tolist()
+        if loss_bad_any + grad_bad_any > 0:
+            what = "non-finite loss" if mine_loss else "non-finite gradient" if mine_grad else "another rank"
             self._skip(pl_module)
             self.skipped += 1
             self.in_a_row += 1
@@ -91,11 +97,11 @@ class NonFiniteGuard(L.Callback):
                 self.skipped,
                 self.in_a_row,
             )
-        elif empty_ranks == trainer.world_size:  # nothing was loaded anywhere: nothing to learn from
+        elif int(empty_ranks) == trainer.world_size:  # nothing was loaded anywhere: nothing to learn from
             self._skip(pl_module)
         else:
             self.in_a_row = 0
-        self._ids, self._empty, self._loss_ok = [], True, True
+        self._ids, self._empty, self._loss_bad = [], True, None
         if self.in_a_row >= self.max_in_a_row:
             raise TrainingDiverged(
                 f"{self.in_a_row} batches in a row had a non-finite loss or gradient (listed in {self.log_path}); "

@@ -102,13 +102,8 @@ def file_items(files: list[str], problems: Problems) -> list[tuple[str, str]]:
         if uid in items:
             problems.add("duplicate utterance id", f"{f}: the id {uid} again (first {items[uid]}); the first is kept")
             continue
-        check = check_audio(f, full=False)
-        if check.error is not None:
-            problems.add(*check.error)
-            continue
-        for category, message in check.notes:
-            problems.add(category, message)
-        items[uid] = f
+        if check_audio(f, full=False).report(problems):
+            items[uid] = f
     return list(items.items())
 
 

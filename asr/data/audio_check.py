@@ -32,6 +32,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from ..problems import Problems
+
 SAMPLE_RATE = 16000
 READ_BLOCK = 1 << 20  # samples decoded at a time by the full check: memory stays flat for hour-long files
 EIGHT_BIT = ("PCM_S8", "PCM_U8")
@@ -118,6 +120,12 @@ class AudioCheck:
     num_samples: int = 0  # per channel, as decoded (full check) or as the header says
     error: tuple[str, str] | None = None  # (category, message)
     notes: tuple[tuple[str, str], ...] = ()  # (category, message) each
+
+    def report(self, problems: Problems) -> bool:
+        """Count the error or the notes in `problems`; True when the file is usable."""
+        for category, message in (self.error,) if self.error is not None else self.notes:
+            problems.add(category, message)
+        return self.error is None
 
 
 def check_audio(path: str | Path, full: bool = True) -> AudioCheck:

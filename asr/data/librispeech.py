@@ -165,11 +165,8 @@ def read_split(
     )
     utts = []
     for uid, c in zip(todo, checks):
-        if c.error is not None:
-            problems.add(*c.error)
+        if not c.report(problems):
             continue
-        for category, message in c.notes:
-            problems.add(category, message)
         t = texts[uid]
         utts.append(Utterance(uid, audio[uid], t.text, uid.split("-")[0], c.sample_rate, c.num_samples, t.path, t.line))
     return utts
