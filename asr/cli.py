@@ -48,9 +48,11 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
 
 --method/--beam/--head/--max-symbols override the decode options saved in the checkpoint
 (conf/decode/ at training time: decode.method, decode.beam, decode.head, decode.max_symbols).
-With --onnx the exported graphs decode greedily through onnxruntime (no PyTorch model):
-CTC, or a transducer (stateless or LSTM predictor, RNN-T or TDT) emitting at most --max-symbols
-labels a frame (default 1, as sherpa-onnx), making the choices of `--method greedy`.
+With --onnx the exported graphs decode through onnxruntime (no PyTorch model): CTC greedily, a
+transducer (stateless or LSTM predictor, RNN-T or TDT) greedily with at most --max-symbols labels
+a frame (default 1, as sherpa-onnx), making the choices of `--method greedy`; an attention export
+(`asr export --head attention`) as `--method attention_rescoring` (--beam, --ctc-weight,
+--reverse-weight override the options it was exported with).
 
 Audio that is missing, unreadable, empty, truncated or holds NaN/Inf samples is named on
 stderr, counted and skipped; the other files are decoded. A checkpoint that is missing,
@@ -80,6 +82,7 @@ outside the vocabulary, or more tokens than the audio has frames, are skipped an
     "export": """examples:
   asr export --ckpt exp/x/best.ckpt --out exp/x/onnx
   asr export --ckpt exp/hybrid/best.ckpt --out exp/hybrid/onnx_ctc --head ctc
+  asr export --ckpt exp/ctc_att/best.ckpt --out exp/ctc_att/onnx_att --head attention
   asr export --ckpt exp/stream/best.ckpt --out exp/stream/onnx_320ms --streaming --chunk-ms 320
 
 Writes the ONNX graphs in sherpa-onnx's formats (CTC: model.onnx, the zipformer2_ctc interface;
@@ -88,8 +91,11 @@ tokens.txt, tokenizer.model and README.md with the sherpa-onnx command that deco
 graphs take raw fbank: the global CMVN is inside. The encoder graph is checked against PyTorch on
 random features (max |difference| printed). TDT heads (the joiner adds the duration logits) and
 LSTM predictors (the decoder carries h, c) are exported for `asr transcribe --onnx` only:
-sherpa-onnx's transducers cannot run them (the export's README.md says why). Heads without an
-export (attention, TAED) are an error naming the head and why.
+sherpa-onnx's transducers cannot run them (the export's README.md says why). So is an attention
+head (--head attention): encoder.onnx gives the CTC head's log-probs and the decoder's memory,
+attention_decoder.onnx (and _r2l.onnx) scores whole hypotheses, and `asr transcribe --onnx`
+rescores the CTC prefix beam n-best as --method attention_rescoring does. Heads without an export
+(TAED: its predictor is the decoder) are an error naming the head and why.
 
 --streaming writes a causal Conformer transducer (model=conformer_transducer_streaming) as
 sherpa-onnx's streaming `conformer` type: encoder.onnx is one chunk step with attention and conv
@@ -225,17 +231,25 @@ def _input_items(args: argparse.Namespace):
 
 def _onnx_transcriber(args: argparse.Namespace):
     """(transcribe(audio, lens) -> texts, progress label) of an `asr export` folder (--onnx)."""
-    from .onnx_model import OnnxExportError, OnnxModel
+    from .onnx_model import OnnxDecodeOptions, OnnxExportError, OnnxModel
 
-    ignored = [
-        f for f in ("method", "beam", "head", "ctc_weight", "transducer_weight", "reverse_weight") if getattr(args, f)
-    ]
+    ignored = [f for f in ("method", "head", "transducer_weight") if getattr(args, f)]
     if ignored:
-        raise SystemExit(f"asr transcribe --onnx: greedy decoding only; drop --{ignored[0].replace('_', '-')}")
+        raise SystemExit(
+            f"asr transcribe --onnx: the export decodes as it was exported; drop --{ignored[0].replace('_', '-')}"
+        )
     try:
-        model = OnnxModel(args.onnx, threads=args.threads or 1, max_symbols=args.max_symbols or 1)
-    except OnnxExportError as e:
+        options = OnnxDecodeOptions(args.max_symbols or 1, args.beam, args.ctc_weight, args.reverse_weight)
+        model = OnnxModel(args.onnx, threads=args.threads or 1, options=options)
+    except (OnnxExportError, ValueError) as e:
         raise SystemExit(f"asr transcribe: {e}") from e
+    if model.format != "attention":
+        given = [f for f in ("beam", "ctc_weight", "reverse_weight") if getattr(args, f) is not None]
+        if given:
+            raise SystemExit(
+                f"asr transcribe --onnx: a {model.format} export decodes greedily; "
+                f"drop --{given[0].replace('_', '-')} (it rescores attention exports)"
+            )
     return model.transcribe, f"decode (onnx {model.format})"
 
 
@@ -506,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("files", nargs="*", help="audio files (any sample rate; resampled to 16 kHz)")
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint from asr train (e.g. exp/x/best.ckpt)")
-    src.add_argument("--onnx", help="an `asr export` folder, decoded with onnxruntime (greedy)")
+    src.add_argument("--onnx", help="an `asr export` folder, decoded with onnxruntime")
     pr.add_argument("--data", help="a LibriSpeech-style split folder to decode instead of FILEs")
     pr.add_argument("--out", help="write hypotheses here instead of stdout")
     pr.add_argument(

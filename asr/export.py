@@ -39,7 +39,7 @@ from torch import nn
 
 from .data.features import FbankOptions
 from .model import ASRModel
-from .nn.heads.export import CTCGraphs, NotExportable, TransducerGraphs
+from .nn.heads.export import AttentionGraphs, CTCGraphs, NotExportable, TransducerGraphs
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +59,24 @@ class ExportOptions:
 @dataclass
 class ExportResult:
     out_dir: Path
-    format: str  # "ctc" | "transducer" | "streaming_transducer"
+    format: str  # "ctc" | "transducer" | "attention" | "streaming_transducer"
     head: str  # the exported head's name
     files: list[Path] = field(default_factory=list)
     max_abs_diff: float | None = None  # encoder graph vs PyTorch on random features (options.check)
 
 
 class EncoderGraph(nn.Module):
-    """x[N, T, F] raw fbank, x_lens[N] -> (out[N, T', *], out_lens[N]): global CMVN, the encoder
-    (full context) and the head's frame-wise part (CTC log-probs, or the joint's encoder projection)."""
+    """x[N, T, F] raw fbank, x_lens[N] -> (*outs, out_lens[N]): global CMVN, the encoder (full
+    context) and the heads' frame-wise parts, each enc[N, T', D] -> [N, T', *] (CTC log-probs, the
+    joint's encoder projection, an attention decoder's memory)."""
 
-    def __init__(self, model: ASRModel, head_part: nn.Module):
+    def __init__(self, model: ASRModel, *head_parts: nn.Module):
         super().__init__()
-        self.normalizer, self.encoder, self.head_part = model.normalizer, model.encoder, head_part
+        self.normalizer, self.encoder, self.head_parts = model.normalizer, model.encoder, nn.ModuleList(head_parts)
 
-    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         y, lens = self.encoder(self.normalizer(x, x_lens), x_lens)
-        return self.head_part(y), lens
+        return (*(part(y) for part in self.head_parts), lens)
 
 
 class StreamingEncoderGraph(nn.Module):
@@ -99,7 +100,10 @@ class ExportError(ValueError):
     """A model or head that `asr export` cannot write; the message names it and says why."""
 
 
-def head_graphs(model: ASRModel, head: str | None) -> tuple[str, CTCGraphs | TransducerGraphs]:
+Graphs = CTCGraphs | TransducerGraphs | AttentionGraphs
+
+
+def head_graphs(model: ASRModel, head: str | None) -> tuple[str, Graphs]:
     """(head name, its export graphs), or ExportError naming the head and the reason."""
     name = head or model.decode_head()
     if name not in model.heads:
@@ -173,39 +177,26 @@ def _example_features(model: ASRModel, batch: int = 2, frames: int = 200) -> tup
     return x, lens
 
 
+def _export_encoder(model: ASRModel, enc: EncoderGraph, path: Path, outputs: list[str], meta: dict) -> Path:
+    """An offline EncoderGraph (x[N, T, F], x_lens[N] -> outputs) with N and T dynamic."""
+    n, t = torch.export.Dim("N"), torch.export.Dim("T", min=MIN_FRAMES)
+    dims = {"x": {0: n, 1: t}, "x_lens": {0: n}}
+    return _onnx_export(enc, _example_features(model), path, ["x", "x_lens"], outputs, dims, meta)
+
+
 def _write_ctc(model: ASRModel, graphs: CTCGraphs, out: Path) -> tuple[list[Path], EncoderGraph]:
     enc = EncoderGraph(model, graphs.log_probs).eval()
-    n, t = torch.export.Dim("N"), torch.export.Dim("T", min=MIN_FRAMES)
     meta = {**_common_metadata(model, "ctc"), "model_type": "zipformer2_ctc", "vocab_size": graphs.vocab_size}
-    path = _onnx_export(
-        enc,
-        _example_features(model),
-        out / "model.onnx",
-        ["x", "x_lens"],
-        ["log_probs", "log_probs_len"],
-        {"x": {0: n, 1: t}, "x_lens": {0: n}},
-        meta,
-    )
-    return [path], enc
+    return [_export_encoder(model, enc, out / "model.onnx", ["log_probs", "log_probs_len"], meta)], enc
 
 
 def _write_transducer(model: ASRModel, graphs: TransducerGraphs, out: Path) -> tuple[list[Path], EncoderGraph]:
     enc = EncoderGraph(model, graphs.enc_proj).eval()
-    n, t = torch.export.Dim("N"), torch.export.Dim("T", min=MIN_FRAMES)
     common = _common_metadata(model, "transducer")
-    files = [
-        _onnx_export(
-            enc,
-            _example_features(model),
-            out / "encoder.onnx",
-            ["x", "x_lens"],
-            ["encoder_out", "encoder_out_lens"],
-            {"x": {0: n, 1: t}, "x_lens": {0: n}},
-            # model_type "conformer": sherpa-onnx picks its icefall transducer for it even when
-            # the user gives no model_type
-            {**common, "model_type": "conformer", "vocab_size": graphs.vocab_size},
-        )
-    ]
+    # model_type "conformer": sherpa-onnx picks its icefall transducer for it even when the user
+    # gives no model_type
+    meta = {**common, "model_type": "conformer", "vocab_size": graphs.vocab_size}
+    files = [_export_encoder(model, enc, out / "encoder.onnx", ["encoder_out", "encoder_out_lens"], meta)]
     return files + _write_decoder_joiner(graphs, out, common), enc
 
 
@@ -246,6 +237,62 @@ def _write_decoder_joiner(graphs: TransducerGraphs, out: Path, common: dict[str,
         {**common, "joiner_dim": j, "vocab_size": graphs.vocab_size, **durations},
     )
     return [decoder, joiner]
+
+
+def first_pass_ctc(model: ASRModel) -> tuple[str, CTCGraphs]:
+    """The CTC head whose prefix beam n-best an exported attention decoder rescores (the first head
+    with CTC graphs), or ExportError: `--onnx` has no other first pass."""
+    for name, head in model.heads.items():
+        try:
+            graphs = head.export_graphs()
+        except NotExportable:
+            continue
+        if graphs.format == CTCGraphs.format:
+            return name, graphs
+    raise ExportError(
+        f"the attention head rescores a CTC head's n-best, and this model has none (heads: {list(model.heads)}); "
+        "a transducer's n-best needs a beam search that `asr transcribe --onnx` does not have"
+    )
+
+
+def _write_attention(model: ASRModel, graphs: AttentionGraphs, out: Path) -> tuple[list[Path], EncoderGraph]:
+    """encoder.onnx (CTC log-probs and the decoder's memory) and attention_decoder.onnx (+ _r2l)."""
+    ctc_name, ctc = first_pass_ctc(model)
+    enc = EncoderGraph(model, ctc.log_probs, graphs.memory).eval()
+    o = model.decode_options
+    meta = {
+        **_common_metadata(model, "attention"),
+        "vocab_size": graphs.vocab_size,
+        "first_pass_head": ctc_name,
+        # `asr transcribe --method attention_rescoring`'s options saved in the checkpoint
+        "beam": o.beam,
+        "ctc_weight": o.ctc_weight,
+        "reverse_weight": o.reverse_weight,
+    }
+    files = [_export_encoder(model, enc, out / "encoder.onnx", ["log_probs", "memory", "lens"], meta)]
+    with torch.no_grad():
+        _, memory, lens = enc(*_example_features(model))
+    g = torch.Generator().manual_seed(0)
+    ys = torch.randint(0, graphs.vocab_size + 1, (memory.shape[0], 7), generator=g)
+    ys[:, 0] = graphs.sos
+    n = torch.export.Dim("N")
+    dims = {"memory": {0: n, 1: torch.export.Dim("T_enc", min=2)}, "memory_lens": {0: n}}
+    dims["ys_in"] = {0: n, 1: torch.export.Dim("L", min=2)}
+    decoders = [("attention_decoder.onnx", graphs.decoder), ("attention_decoder_r2l.onnx", graphs.r_decoder)]
+    for file, decoder in decoders:
+        if decoder is not None:
+            files.append(
+                _onnx_export(
+                    decoder.eval(),
+                    (memory, lens, ys),
+                    out / file,
+                    ["memory", "memory_lens", "ys_in"],
+                    ["log_probs"],
+                    dims,
+                    {**_common_metadata(model, "attention"), "vocab_size": graphs.vocab_size, "sos": graphs.sos},
+                )
+            )
+    return files, enc
 
 
 def streaming_step(model: ASRModel, options: ExportOptions) -> nn.Module:
@@ -310,7 +357,7 @@ def _example_state(step: nn.Module, batch: int, seed: int = 0) -> tuple[torch.Te
     return x, attn, conv, processed
 
 
-WRITERS = {CTCGraphs.format: _write_ctc, TransducerGraphs.format: _write_transducer}
+WRITERS = {CTCGraphs.format: _write_ctc, TransducerGraphs.format: _write_transducer, "attention": _write_attention}
 
 
 def write_tokens(model: ASRModel, out: Path) -> list[Path]:
@@ -326,19 +373,19 @@ def write_tokens(model: ASRModel, out: Path) -> list[Path]:
 
 
 def check_encoder(enc: EncoderGraph, path: Path, model: ASRModel) -> float:
-    """Max |onnxruntime - PyTorch| of the encoder graph's output over valid frames, on random
+    """Max |onnxruntime - PyTorch| of the encoder graph's outputs over valid frames, on random
     features of another length and batch than the traced example."""
     import onnxruntime as ort
 
     x, lens = _example_features(model, batch=3, frames=321)
     with torch.no_grad():
-        ref, ref_lens = enc(x, lens)
+        *refs, ref_lens = enc(x, lens)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got, got_lens = sess.run(None, {"x": x.numpy(), "x_lens": lens.numpy()})
+    *gots, got_lens = sess.run(None, {"x": x.numpy(), "x_lens": lens.numpy()})
     if not (got_lens == ref_lens.numpy()).all():
         raise ExportError(f"{path}: output lengths {got_lens} differ from PyTorch's {ref_lens.tolist()}")
-    valid = torch.arange(ref.shape[1])[None, :] < ref_lens[:, None]
-    return float((torch.from_numpy(got) - ref)[valid].abs().max())
+    valid = torch.arange(refs[0].shape[1])[None, :] < ref_lens[:, None]
+    return max(float((torch.from_numpy(got) - ref)[valid].abs().max()) for got, ref in zip(gots, refs))
 
 
 def run_streaming_graph(sess, x: torch.Tensor, step: nn.Module, chunks: int) -> torch.Tensor:
@@ -514,11 +561,42 @@ still snip_edges).
 """
 
 
-def readme(fmt: str, out: Path, fbank: FbankOptions, graphs: CTCGraphs | TransducerGraphs) -> str:
+def attention_readme(out: Path, o: FbankOptions, graphs: AttentionGraphs) -> str:
+    """README.md of an attention export: the files and how `asr transcribe --onnx` rescores."""
+    r2l = (
+        "\n- attention_decoder_r2l.onnx: the right-to-left decoder, the same signature, over reversed hypotheses"
+        if graphs.r_decoder is not None
+        else ""
+    )
+    v = graphs.vocab_size
+    return f"""# ONNX export (attention rescoring), written by `asr export`
+
+- encoder.onnx: x[N, T, {o.num_mel_bins}] fbank, x_lens[N] -> log_probs[N, T', {v}] (the CTC head),
+  memory[N, T', d] (the attention decoder's input), lens[N]; CMVN inside. Metadata: first_pass_head,
+  and `asr transcribe`'s attention_rescoring options saved in the checkpoint: beam, ctc_weight, reverse_weight.
+- attention_decoder.onnx: memory[N, T', d], memory_lens[N], ys_in[N, L] (sos = {graphs.sos}, then the
+  hypothesis; any padding after it) -> log_probs[N, L, {v + 1}] of each next token (eos = {graphs.sos}).{r2l}
+- tokens.txt ("piece id"; `<blk>` 0), tokenizer.model (the sentencepiece model).
+
+`asr transcribe --onnx {out}` runs WeNet's attention rescoring with onnxruntime: CTC prefix beam search
+(asr.decoding.ctc, over the graph's log-probs) keeps `beam` prefixes, the decoder scores each followed by
+eos, and the best of (1 - ctc_weight) * attention + ctc_weight * CTC wins (attention: (1 - reverse_weight)
+* left-to-right + reverse_weight * right-to-left). `--beam`, `--ctc-weight` and `--reverse-weight`
+override the saved options. The hypotheses are those of `asr transcribe --method attention_rescoring`.
+
+No sherpa-onnx recognizer rescores with a decoder graph; export the CTC head on its own (`--head`) for
+sherpa-onnx's greedy CTC. The graphs take raw Kaldi fbank with these options (asr.data.features.FbankOptions):
+{json.dumps(asdict(o))}
+"""
+
+
+def readme(fmt: str, out: Path, fbank: FbankOptions, graphs: Graphs) -> str:
     """README.md of an export folder: what the files are and the sherpa-onnx command that decodes them
-    (for graphs sherpa-onnx cannot run, LSTM predictors and TDT, why not)."""
+    (for graphs sherpa-onnx cannot run, LSTM predictors, TDT and attention, why not)."""
     out = out.resolve()
     o = fbank
+    if fmt == AttentionGraphs.format:
+        return attention_readme(out, o, graphs)
     # sherpa-onnx reads the fbank options from its config, never from the model: they are spelled out
     feat = _sherpa_feature_config(o)
     if fmt == "ctc":

@@ -9,11 +9,14 @@ most `max_symbols` labels per frame (1: sherpa-onnx's offline greedy search), fe
 decoder graph the last `context_size` labels (-1 before the start, as sherpa-onnx does), or,
 for an LSTM predictor, its state. TDT and LSTM exports are decoded here only (sherpa-onnx's
 icefall transducer reads neither); TDT takes our search's (token, duration) decision.
+An attention export is rescored as `--method attention_rescoring` does: our CTC prefix beam
+search (search code, not model code) over the encoder graph's log-probs, then the decoder graphs.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ import torch
 
 from .data.features import Fbank, FbankOptions
 from .data.tokenizer import BLANK_ID, Tokenizer
+from .decoding.ctc import ctc_prefix_beam_continue, ctc_prefix_beam_init
 
 
 class OnnxExportError(ValueError):
@@ -42,13 +46,32 @@ def _metadata(sess) -> dict[str, str]:
     return dict(sess.get_modelmeta().custom_metadata_map)
 
 
+@dataclass(frozen=True)
+class OnnxDecodeOptions:
+    """How `asr transcribe --onnx` decodes. max_symbols: a transducer's most labels on one frame
+    (1, as sherpa-onnx). beam, ctc_weight, reverse_weight: attention rescoring (None: the options
+    saved in the export's metadata)."""
+
+    max_symbols: int = 1
+    beam: int | None = None
+    ctc_weight: float | None = None
+    reverse_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_symbols < 1 or (self.beam is not None and self.beam < 1):
+            raise ValueError(f"max_symbols and beam must be >= 1, not {self.max_symbols}, {self.beam}")
+        for w in (self.ctc_weight, self.reverse_weight):
+            if w is not None and not 0.0 <= w <= 1.0:
+                raise ValueError(f"ctc_weight and reverse_weight must be in [0, 1], not {w}")
+
+
 class CTCGraph:
     """model.onnx: (x, x_lens) -> (log_probs[N, T, V], lens[N]); greedy CTC."""
 
     main_file = "model.onnx"
     sherpa_onnx = True  # sherpa-onnx's zipformer2_ctc runs it
 
-    def __init__(self, folder: Path, threads: int, max_symbols: int):
+    def __init__(self, folder: Path, threads: int, options: OnnxDecodeOptions):
         self.sess = _session(folder / self.main_file, threads)
 
     def decode(self, x: np.ndarray, x_lens: np.ndarray) -> list[list[int]]:
@@ -74,7 +97,7 @@ class TransducerGraph:
 
     main_file = "encoder.onnx"
 
-    def __init__(self, folder: Path, threads: int, max_symbols: int):
+    def __init__(self, folder: Path, threads: int, options: OnnxDecodeOptions):
         self.encoder = _session(folder / "encoder.onnx", threads)
         self.decoder = _session(folder / "decoder.onnx", threads)
         self.joiner = _session(folder / "joiner.onnx", threads)
@@ -87,7 +110,7 @@ class TransducerGraph:
         self.durations = (
             np.array([int(d) for d in join_meta["durations"].split(",")]) if "durations" in join_meta else None
         )
-        self.max_symbols = max_symbols
+        self.max_symbols = options.max_symbols
         # sherpa-onnx's icefall transducer: a stateless decoder and token logits only
         self.sherpa_onnx = self.state is None and self.durations is None
 
@@ -153,7 +176,63 @@ class TransducerGraph:
         return hyps
 
 
-GRAPHS = {"ctc": CTCGraph, "transducer": TransducerGraph}
+class AttentionRescoringGraph:
+    """encoder.onnx (x, x_lens -> CTC log_probs[N, T, V], memory[N, T, d], lens[N]) and
+    attention_decoder.onnx (+ _r2l): CTC prefix beam n-best rescored by the decoders, making the
+    choices of asr.decoding.attention.AttentionRescoringSearch after CTCPrefixBeamSearch."""
+
+    main_file = "encoder.onnx"
+    sherpa_onnx = False
+
+    def __init__(self, folder: Path, threads: int, options: OnnxDecodeOptions):
+        self.encoder = _session(folder / "encoder.onnx", threads)
+        self.decoder = _session(folder / "attention_decoder.onnx", threads)
+        r2l = folder / "attention_decoder_r2l.onnx"
+        self.r_decoder = _session(r2l, threads) if r2l.exists() else None
+        meta = _metadata(self.encoder)
+        self.sos = int(_metadata(self.decoder)["sos"])
+        self.beam = options.beam or int(meta["beam"])
+        self.ctc_weight = float(meta["ctc_weight"]) if options.ctc_weight is None else options.ctc_weight
+        w = float(meta["reverse_weight"]) if options.reverse_weight is None else options.reverse_weight
+        self.reverse_weight = w if self.r_decoder is not None else 0.0
+
+    def _score(self, sess, memory: np.ndarray, lens: np.ndarray, hyps: list[list[int]]) -> np.ndarray:
+        """Log-probability of each hyps[i] followed by eos under decoder `sess`, row i reading
+        memory[i] (lens[i] frames): [len(hyps)]."""
+        width = max(2, 1 + max(len(h) for h in hyps))  # the graph was traced with L >= 2
+        ys_in = np.full((len(hyps), width), self.sos, dtype=np.int64)
+        target = np.full((len(hyps), width), -1, dtype=np.int64)
+        for i, h in enumerate(hyps):
+            ys_in[i, 1 : 1 + len(h)] = h
+            target[i, : len(h) + 1] = [*h, self.sos]
+        lp = sess.run(None, {"memory": memory, "memory_lens": lens, "ys_in": ys_in})[0]
+        picked = np.take_along_axis(lp, np.maximum(target, 0)[..., None], axis=2)[..., 0]
+        return np.where(target >= 0, picked, 0.0).sum(1)
+
+    def decode(self, x: np.ndarray, x_lens: np.ndarray) -> list[list[int]]:
+        """fbank x[N, T, F], x_lens[N] -> token ids per utterance."""
+        log_probs, memory, lens = self.encoder.run(None, {"x": x, "x_lens": x_lens})
+        state = ctc_prefix_beam_init(len(lens))
+        state = ctc_prefix_beam_continue(
+            torch.from_numpy(log_probs), torch.from_numpy(lens), state, self.beam, BLANK_ID
+        )
+        nbests = [h.nbest or [(h.tokens, h.score)] for h in state.hypotheses()]
+        rows = np.array([b for b, nb in enumerate(nbests) for _ in nb])
+        hyps = [toks for nb in nbests for toks, _ in nb]
+        att = self._score(self.decoder, memory[rows], lens[rows], hyps)
+        if self.r_decoder is not None and self.reverse_weight > 0:
+            r2l = self._score(self.r_decoder, memory[rows], lens[rows], [h[::-1] for h in hyps])
+            att = (1 - self.reverse_weight) * att + self.reverse_weight * r2l
+        out, i = [], 0
+        for nb in nbests:
+            combined = [(1 - self.ctc_weight) * float(a) + self.ctc_weight * s for (_, s), a in zip(nb, att[i:])]
+            best = max(range(len(nb)), key=lambda j: combined[j])  # the first of equals, as sorted() keeps them
+            out.append(nb[best][0])
+            i += len(nb)
+        return out
+
+
+GRAPHS = {"ctc": CTCGraph, "transducer": TransducerGraph, "attention": AttentionRescoringGraph}
 
 
 def export_metadata(path: Path) -> dict[str, str]:
@@ -174,25 +253,28 @@ class OnnxModel:
     Args:
         folder: the output of `asr export`.
         threads: onnxruntime intra-op threads per graph.
-        max_symbols: transducer greedy search, most labels on one frame (1 as sherpa-onnx).
+        options: how to decode (transducers: max_symbols; attention rescoring: beam and weights).
     """
 
-    def __init__(self, folder: str | Path, threads: int = 1, max_symbols: int = 1):
+    def __init__(self, folder: str | Path, threads: int = 1, options: OnnxDecodeOptions | None = None):
         folder = Path(folder)
         if not folder.is_dir():
             raise OnnxExportError(f"{folder}: not a folder (give the --out of `asr export`)")
-        fmt = next((f for f, g in GRAPHS.items() if (folder / g.main_file).exists()), None)
-        if fmt is None:
-            raise OnnxExportError(f"{folder}: holds neither model.onnx (CTC) nor encoder.onnx (transducer)")
-        meta = export_metadata(folder / GRAPHS[fmt].main_file)
-        if meta.get("asr_format") == "streaming_transducer":
+        main = next((folder / f for f in ("model.onnx", "encoder.onnx") if (folder / f).exists()), None)
+        if main is None:
+            raise OnnxExportError(f"{folder}: holds neither model.onnx (CTC) nor encoder.onnx (transducer, attention)")
+        meta = export_metadata(main)
+        fmt = meta.get("asr_format")
+        if fmt == "streaming_transducer":
             raise OnnxExportError(
                 f"{folder}: a streaming export (asr export --streaming): decode it with sherpa-onnx's online "
                 "recognizer (its README.md; asr.onnx_model.sherpa_online_recognizer)"
             )
-        self.graph = GRAPHS[fmt](folder, threads, max_symbols)
+        if fmt not in GRAPHS:
+            raise OnnxExportError(f"{main}: asr_format {fmt!r} in its metadata is none of {list(GRAPHS)}")
+        self.graph = GRAPHS[fmt](folder, threads, options or OnnxDecodeOptions())
         self.format = fmt
-        self.fbank = Fbank(fbank_options(meta, folder / GRAPHS[fmt].main_file))
+        self.fbank = Fbank(fbank_options(meta, main))
         self.tokenizer = Tokenizer.load(folder / "tokenizer.model")
 
     @torch.no_grad()
@@ -230,8 +312,8 @@ def sherpa_offline_recognizer(folder: str | Path, num_threads: int = 1, decoding
     model = OnnxModel(folder)  # checks the folder and reads the fbank options
     if not model.graph.sherpa_onnx:
         raise OnnxExportError(
-            f"{folder}: an LSTM predictor or TDT export, which sherpa-onnx's transducer cannot run "
-            "(decode it with `asr transcribe --onnx`; README.md there says why)"
+            f"{folder}: an LSTM predictor, TDT or attention export, which sherpa-onnx's offline recognizers "
+            "cannot run (decode it with `asr transcribe --onnx`; README.md there says why)"
         )
     feat = sherpa_feature_config(model.fbank.opts)
     files = {"tokens": str(folder / "tokens.txt"), "num_threads": num_threads}

@@ -31,6 +31,7 @@ from asr.export import ExportError, ExportOptions, export_model, forward_chunks,
 from asr.metrics import read_kaldi_text, score
 from asr.model import ASRModel, load_model
 from asr.onnx_model import (
+    OnnxDecodeOptions,
     OnnxExportError,
     OnnxModel,
     export_metadata,
@@ -109,7 +110,7 @@ def test_export_equals_pytorch_and_transcribe_onnx_decodes_the_same(
     assert ("sherpa_onnx.OfflineRecognizerConfig" in text) == for_sherpa
     if not for_sherpa:
         assert "sherpa-onnx cannot run these graphs" in text
-        with pytest.raises(OnnxExportError, match="LSTM predictor or TDT"):
+        with pytest.raises(OnnxExportError, match="LSTM predictor, TDT or attention"):
             sherpa_offline_recognizer(tmp_path / "onnx")
     if spec.get("loss") is TDT:
         assert export_metadata(tmp_path / "onnx" / "joiner.onnx")["durations"] == "0,1,2,3"
@@ -127,22 +128,78 @@ def test_export_equals_pytorch_and_transcribe_onnx_decodes_the_same(
     assert np.abs(got - ref.numpy())[valid].max() < PARITY
 
     for max_symbols in (1, 3) if res.format == "transducer" else (1,):
-        onnx = OnnxModel(tmp_path / "onnx", max_symbols=max_symbols)
+        onnx = OnnxModel(tmp_path / "onnx", options=OnnxDecodeOptions(max_symbols=max_symbols))
         expected = model.transcribe(audio, lens, method="greedy", max_symbols=max_symbols)
         assert onnx.transcribe(audio, lens) == expected
         assert any(expected), "an untrained model that emits nothing tests nothing"
 
 
-@pytest.mark.parametrize(
-    "heads,name,reason",
-    [({"attention": {"kind": "attention", "d_model": 32, "num_layers": 1}}, "attention", "attention head")],
-)
-def test_head_without_export_is_an_error_naming_it(heads, name, reason, char_tokenizer, tmp_path):
-    model = _model(char_tokenizer, {"ctc": {"kind": "ctc"}, **heads})
-    with pytest.raises(ExportError, match=rf"head '{name}' .*{reason}.*--head \(ctc\)"):
-        export_model(model, tmp_path / "onnx", ExportOptions(head=name))
+ATTENTION = {"kind": "attention", "d_model": 32, "num_layers": 1, "num_heads": 4, "reverse_weight": 0.3}
+
+
+@pytest.mark.parametrize("reverse", [0.0, 0.3])
+def test_attention_export_rescores_as_attention_rescoring_does(
+    reverse, char_tokenizer, tiny_corpus, tmp_path, one_thread
+):
+    """A CTC + attention model exported with --head attention: the encoder graph's CTC log-probs and
+    memory, and both decoder graphs, equal PyTorch within PARITY; `--onnx` (CTC prefix beam n-best
+    rescored by the decoder graphs) gives `--method attention_rescoring`'s texts, with the weights
+    saved in the export and with others given to OnnxDecodeOptions. sherpa-onnx refuses it."""
+    model = _model(char_tokenizer, {"ctc": {"kind": "ctc"}, "attention": ATTENTION})
+    model.decode_options = model.decode_options.replace(beam=6, ctc_weight=0.4, reverse_weight=reverse)
+    res = export_model(model, tmp_path / "onnx", ExportOptions(head="attention"))
+    assert res.format == "attention" and res.max_abs_diff is not None and res.max_abs_diff < PARITY
+    meta = export_metadata(tmp_path / "onnx" / "encoder.onnx")
+    assert {k: meta[k] for k in ("first_pass_head", "beam", "ctc_weight")} == {
+        "first_pass_head": "ctc", "beam": "6", "ctc_weight": "0.4",
+    }  # fmt: skip
+    assert (tmp_path / "onnx" / "attention_decoder_r2l.onnx").exists()
+    assert "attention_rescoring" in (tmp_path / "onnx" / "README.md").read_text()
+    with pytest.raises(OnnxExportError, match="LSTM predictor, TDT or attention"):
+        sherpa_offline_recognizer(tmp_path / "onnx")
+
+    # the decoder graph on hypotheses of several lengths (padding after the shorter ones)
+    import onnxruntime as ort
+
+    head = model.heads["attention"]
+    g = torch.Generator().manual_seed(5)
+    enc, enc_lens = torch.randn(3, 40, ENCODER["d_model"], generator=g), torch.tensor([40, 31, 12])
+    memory, _ = head.memory(enc, enc_lens)
+    ys = torch.randint(0, len(char_tokenizer), (3, 9), generator=g)
+    ys[:, 0] = head.sos
+    for file, decoder in (("attention_decoder.onnx", head.decoder), ("attention_decoder_r2l.onnx", head.r_decoder)):
+        sess = ort.InferenceSession(str(tmp_path / "onnx" / file), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"memory": memory.detach().numpy(), "memory_lens": enc_lens.numpy(), "ys_in": ys.numpy()})
+        valid = torch.arange(40)[None] < enc_lens[:, None]
+        with torch.no_grad():
+            ref = decoder(ys, None, memory, valid).log_softmax(-1)
+        assert np.abs(got[0] - ref.numpy()).max() < PARITY
+
+    _, audio, lens = _audio(tiny_corpus)
+    for options in (OnnxDecodeOptions(), OnnxDecodeOptions(beam=3, ctc_weight=0.8, reverse_weight=0.5)):
+        onnx = OnnxModel(tmp_path / "onnx", options=options)
+        beam, ctc_w = options.beam or 6, 0.4 if options.ctc_weight is None else options.ctc_weight
+        rev = reverse if options.reverse_weight is None else options.reverse_weight
+        expected = model.transcribe(
+            audio, lens, method="attention_rescoring", beam=beam, ctc_weight=ctc_w, reverse_weight=rev
+        )
+        assert onnx.transcribe(audio, lens) == expected
+        assert len(set(expected)) > 1, "an untrained model that emits one text for all tests nothing"
+
+
+def test_head_without_export_is_an_error_naming_it(char_tokenizer, tmp_path):
+    """TAED (its predictor is the attention decoder: no decoder graph) and an attention head with no
+    CTC head to rescore: errors naming the head and why, nothing written."""
+    taed = {"kind": "taed", "decoder": {"d_model": 32, "num_layers": 1}, "joint_dim": 32}
+    model = _model(char_tokenizer, {"ctc": {"kind": "ctc"}, "taed": taed})
+    with pytest.raises(ExportError, match=r"head 'taed' \(taed\) .*no ONNX decoder graph.*--head \(ctc\)"):
+        export_model(model, tmp_path / "onnx", ExportOptions(head="taed"))
     assert not (tmp_path / "onnx").exists() or not any((tmp_path / "onnx").iterdir())
     assert export_model(model, tmp_path / "ctc", ExportOptions(head="ctc", check=False)).format == "ctc"
+    tr = {"kind": "transducer", "loss": "rnnt", "predictor": STATELESS, "pred_dim": 32, "joint_dim": 32}
+    model = _model(char_tokenizer, {"transducer": tr, "attention": ATTENTION})
+    with pytest.raises(ExportError, match=r"rescores a CTC head's n-best, and this model has none"):
+        export_model(model, tmp_path / "att", ExportOptions(head="attention"))
 
 
 PRUNED = {

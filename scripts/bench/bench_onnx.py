@@ -40,7 +40,7 @@ def main() -> None:
     audio_s = sum(len(load_audio(path)[0]) for _, path in items) / SAMPLE_RATE
 
     model = load_model(args.ckpt)
-    onnx = OnnxModel(args.onnx, threads=1, max_symbols=1)
+    onnx = OnnxModel(args.onnx, threads=1)
     rec = sherpa_offline_recognizer(args.onnx, num_threads=1)
 
     def torch_run():

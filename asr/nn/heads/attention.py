@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,7 @@ from torch import nn
 
 from ..encoders.conformer import padding_mask
 from .base import Head
-from .export import NotExportable
+from .export import AttentionGraphs, DecoderLogProbs
 
 
 def sinusoidal_positions(n: int, dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -255,13 +254,11 @@ class AttentionHead(Head):
     def attention_decoder(self) -> AttentionHead:
         return self
 
-    def export_graphs(self) -> NoReturn:
-        """Raises NotExportable: no ONNX format for the attention head yet (README "Export")."""
-        raise NotExportable(
-            "the attention head has no ONNX export yet: attention rescoring needs a CTC n-best (prefix beam "
-            "search) and a decoder graph over whole hypotheses, which neither `asr transcribe --onnx` nor "
-            "sherpa-onnx's offline recognizers run; export the hybrid's CTC head and decode it greedily"
-        )
+    def export_graphs(self) -> AttentionGraphs:
+        """Both decoders over whole hypotheses, for rescoring a CTC n-best (asr/export.py adds the
+        CTC head's graph as the first pass): the memory projection and DecoderLogProbs views."""
+        r = DecoderLogProbs(self.r_decoder) if self.r_decoder is not None else None
+        return AttentionGraphs(self.enc_proj, DecoderLogProbs(self.decoder), r, self.vocab_size, self.sos)
 
     def memory(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoders' cross-attention input: (projected enc [B, T, d], valid[B, T])."""

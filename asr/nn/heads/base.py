@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .export import CTCGraphs, NotExportable, TransducerGraphs
+from .export import AttentionGraphs, CTCGraphs, NotExportable, TransducerGraphs
 
 
 class Head(nn.Module, ABC):
@@ -51,13 +51,15 @@ class Head(nn.Module, ABC):
                 only heads whose outputs depend on it (TAED) read it.
         """
 
-    def export_graphs(self) -> CTCGraphs | TransducerGraphs:
+    def export_graphs(self) -> CTCGraphs | TransducerGraphs | AttentionGraphs:
         """The head's graphs in the ONNX format of its kind (asr.nn.heads.export), for `asr export`.
 
         Raises:
             NotExportable: the head (or a part of it) has no export yet; the message says why.
         """
-        raise NotExportable(f"the {self.kind} head has no ONNX export yet (exported: CTC heads and transducers)")
+        raise NotExportable(
+            f"the {self.kind} head has no ONNX export yet (exported: CTC heads, transducers and attention decoders)"
+        )
 
     def attention_decoder(self) -> Head | None:
         """The attention decoder that the `attention`, `attention_rescoring` and `joint` methods

@@ -14,6 +14,9 @@ Formats (the ones sherpa-onnx reads; see README "Export"):
   searches read neither): an LSTM predictor's decoder carries its state, (y[N, 1], h, c) ->
   (decoder_out[N, J], h', c') (`LSTMDecoder`), and a TDT joiner returns [N, V + D], the token
   logits then one logit per duration of `durations`.
+- "attention": an attention decoder that rescores a CTC head's n-best (`asr transcribe --onnx`
+  only; no sherpa-onnx recognizer rescores): the decoder's memory projection rides in the encoder
+  graph, and a decoder graph scores whole hypotheses, (memory, memory_lens, ys_in) -> log_probs.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from torch import nn
 from .. import NotExportable
 
 __all__ = [
+    "AttentionGraphs",
     "CTCGraphs",
+    "DecoderLogProbs",
     "DecoderGraph",
     "Joiner",
     "LSTMDecoder",
@@ -80,6 +85,38 @@ class TransducerGraphs:
     def sherpa_onnx(self) -> bool:
         """Whether sherpa-onnx's icefall transducer runs these graphs (stateless, no durations)."""
         return self.decoder_state is None and not self.durations
+
+
+@dataclass(frozen=True)
+class AttentionGraphs:
+    """An attention decoder for rescoring another head's n-best (WeNet's attention rescoring):
+    `memory` maps enc[N, T, D] -> memory[N, T, d] (runs in the encoder graph, once per utterance);
+    `decoder` (and `r_decoder`, the right-to-left one, when trained) maps (memory[N, T, d],
+    memory_lens[N], ys_in[N, L] = sos and the hypothesis, right-padded) -> log_probs[N, L, V + 1]
+    of each next token, eos = sos = V last (`DecoderLogProbs`)."""
+
+    format: ClassVar[str] = "attention"
+    memory: nn.Module
+    decoder: nn.Module
+    r_decoder: nn.Module | None
+    vocab_size: int
+    sos: int
+    sherpa_onnx: ClassVar[bool] = False  # no sherpa-onnx recognizer rescores with a decoder graph
+
+
+class DecoderLogProbs(nn.Module):
+    """forward(memory[N, T, d], memory_lens[N], ys_in[N, L]) -> log_probs[N, L, V + 1]: a
+    TransformerDecoder (forward(ys, ys_lens, memory, memory_valid) -> logits) over whole prefixes,
+    log-softmaxed in float32. Padding after a row's prefix needs no length: the causal mask keeps
+    it from the real positions."""
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, memory: torch.Tensor, memory_lens: torch.Tensor, ys_in: torch.Tensor) -> torch.Tensor:
+        valid = torch.arange(memory.shape[1], device=memory.device)[None, :] < memory_lens[:, None]
+        return self.decoder(ys_in, None, memory, valid).float().log_softmax(-1)
 
 
 class StatelessDecoder(nn.Module):
