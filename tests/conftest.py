@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthesized corpus (real espeak-ng speech) and its manifests."""
+"""Shared fixtures: a tiny synthesized corpus (real espeak-ng speech) and its manifests; the
+training tests' corpus and the models trained once per run for several test files."""
 
 from __future__ import annotations
 
@@ -44,6 +45,36 @@ def tiny_manifests(tiny_corpus, tmp_path_factory) -> Path:
     man = tmp_path_factory.mktemp("tiny") / "manifests"
     assert main(["prepare", "librispeech", "--root", str(tiny_corpus), "--out", str(man), "--tokenizer", "char"]) == 0
     return man
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(folder, corpus, manifests): training.PREPARED_SIZES synthesized (held-out dev and test
+    voices) and prepared with a char tokenizer. The corpus the minutes-long training tests share."""
+    from training import PREPARED_SEED, PREPARED_SIZES
+
+    from asr.cli import main
+    from asr.data.synthetic import synthesize_corpus
+
+    tmp = tmp_path_factory.mktemp("train")
+    corpus = synthesize_corpus(tmp / "LibriSpeech", PREPARED_SIZES, seed=PREPARED_SEED, jobs=2)
+    man = tmp / "manifests"
+    assert main(["prepare", "librispeech", "--root", str(corpus), "--out", str(man), "--tokenizer", "char"]) == 0
+    return tmp, corpus, man
+
+
+@pytest.fixture(scope="session")
+def transducer_exp(prepared) -> Path:
+    """The exp dir of the shared streaming pruned RNN-T + CTC model (training.TRANSDUCER), trained
+    once on `prepared` for test_train's accuracy test and test_export's runtimes."""
+    from training import COMMON, TRANSDUCER
+
+    from asr.cli import main
+
+    tmp, _, man = prepared
+    exp = tmp / "transducer_streaming"
+    assert main(["train", *TRANSDUCER, f"exp_dir={exp}", f"data.manifest_dir={man}", *COMMON]) == 0
+    return exp
 
 
 @pytest.fixture

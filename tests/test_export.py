@@ -21,11 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import COMMON
 
 from asr.cli import main
 from asr.data.audio import load_audio, pad_waves
-from asr.data.synthetic import synthesize_corpus
 from asr.data.tokenizer import Tokenizer
 from asr.export import ExportError, ExportOptions, export_model, forward_chunks, run_streaming_graph, streaming_step
 from asr.metrics import read_kaldi_text, score
@@ -277,36 +275,22 @@ def test_streaming_export_errors_name_the_reason(char_tokenizer, tmp_path):
 
 # ---- trained models, decoded by sherpa-onnx ---------------------------------------------------
 
-# test_train's small Conformer (d_model 96, 4 layers) on one thread: beside another job on two
-# cores, two threads each made an epoch 10x slower (measured). One model serves every slow test:
-# the streaming pruned RNN-T (causal conv, dynamic chunks) with an auxiliary CTC head (weight 0.3),
-# exported three ways: its CTC head and its transducer offline, its transducer streaming. Batches
-# of 15 s (twice test_train's steps per epoch) and the pruned loss's warm-up over 50 steps (not
-# 300: the run has 460) make 10 epochs (~60 s) learn: measured 58% dev WER, where the two models
-# the offline tests trained before (10 epochs each, 30 s batches) decoded every test utterance to
-# nearly the same few words.
-TRAIN = [o for o in COMMON if not o.startswith(("num_threads=", "data.max_duration="))] + [
-    "num_threads=1",
-    "data.max_duration=15",
-    "model=conformer_transducer_streaming",
-    "model.heads.transducer.loss.warmup_steps=50",
-    "+model.heads.ctc={kind:ctc,weight:0.3}",
-    "trainer.max_epochs=10",
-]
+# One trained model serves every slow test: the shared streaming pruned RNN-T with an auxiliary
+# CTC head (conftest.transducer_exp, whose accuracy test_train checks), exported three ways: its
+# CTC head and its transducer offline, its transducer streaming.
 HEADS = ["ctc", "transducer"]  # exported offline, each on its own
 STREAM_CHUNK_MS, STREAM_LEFT_MS = "320", "2560"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The hybrid streaming transducer + CTC trained on 240 synthesized utterances, exported offline
-    per head (onnx_ctc, onnx_transducer) and streaming (onnx_stream)."""
-    tmp = tmp_path_factory.mktemp("export")
-    corpus = synthesize_corpus(tmp / "LibriSpeech", {"train-clean": 240, "dev-clean": 20, "test-clean": 40}, seed=3)
-    man = tmp / "manifests"
-    assert main(["prepare", "librispeech", "--root", str(corpus), "--out", str(man), "--tokenizer", "char"]) == 0
-    exp = tmp / "exp"
-    assert main(["train", f"exp_dir={exp}", f"data.manifest_dir={man}", *TRAIN]) == 0
+def trained(tmp_path_factory, prepared, transducer_exp):
+    """(folder, corpus, manifests): the folder holds the shared transducer's best.ckpt and its exports
+    offline per head (onnx_ctc, onnx_transducer) and streaming (onnx_stream)."""
+    import shutil
+
+    _, corpus, man = prepared
+    exp = tmp_path_factory.mktemp("export")
+    shutil.copy(transducer_exp / "best.ckpt", exp / "best.ckpt")
     ckpt = ["export", "--ckpt", str(exp / "best.ckpt")]
     for head in HEADS:
         assert main([*ckpt, "--out", str(exp / f"onnx_{head}"), "--head", head]) == 0
