@@ -73,9 +73,10 @@ def test_overlapping_phrases_each_fire():
 
 
 def test_per_phrase_boosts_and_repeated_phrases():
-    g = ContextGraph([phrase("12", 3.0), phrase("34", 0.5), phrase("12", 1.0)], V)
-    assert sum(walk(g, [1, 2, 3, 4])[0]) == pytest.approx(3.0 * 2 + 0.5 * 2)
-    assert [p.boost for p in g.phrases] == [3.0, 0.5]  # a repeated phrase counts once, with the larger boost
+    g = ContextGraph([phrase("123", 2.0), phrase("12", 3.0), phrase("34", 0.5), phrase("12", 1.0)], V)
+    assert sum(walk(g, [1, 2, 3, 4])[0]) == pytest.approx(3.0 * 2 + 2.0 * 3 + 0.5 * 2)
+    # a repeated phrase counts once, with the larger boost; phrases stay in the given order
+    assert [(p.tokens, p.boost) for p in g.phrases] == [((1, 2, 3), 2.0), ((1, 2), 3.0), ((3, 4), 0.5)]
 
 
 def test_bonuses_add_up_to_the_phrases_that_fired_whatever_the_sequence():

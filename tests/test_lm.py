@@ -98,6 +98,21 @@ def test_hand_computed_bigram(tmp_path):
     assert lm.sentence_score([ids["A"], ids["B"]]) == pytest.approx(math.log(0.32 * 0.67 * 0.76))
 
 
+def test_modified_discounts_follow_chen_goodman():
+    """On a real corpus the highest order's discounts come from its raw counts of counts:
+    Y = t1 / (t1 + 2 t2), D(k) = k - (k + 1) Y t(k+1) / t(k)."""
+    from collections import Counter
+
+    words = [s.split() for s in SENTENCES]
+    est = estimate(words, 3, sorted({w for s in words for w in s}))
+    # the trigrams: every window of three in <s> w1 .. wn </s>
+    grams = Counter(tuple(t[i : i + 3]) for s in words for t in [[BOS, *s, EOS]] for i in range(len(t) - 2))
+    t = Counter(grams.values())  # t[k]: how many trigrams occur exactly k times
+    y = t[1] / (t[1] + 2 * t[2])
+    want = (1 - 2 * y * t[2] / t[1], 2 - 3 * y * t[3] / t[2], 3 - 4 * y * t[4] / t[3])
+    assert est.modified[2] and est.discounts[2] == pytest.approx(want)
+
+
 def test_probabilities_sum_to_one_for_every_history(trained):
     tok, lm, _ = trained
     for state in range(lm.num_states):

@@ -57,8 +57,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: tokenizer or checkpoint not found")
-    data = path.read_bytes()
-    if data[:2] == b"PK":  # a zip archive: torch.save's format, so a checkpoint
+    with path.open("rb") as f:
+        is_zip = f.read(2) == b"PK"  # a zip archive: torch.save's format, so a checkpoint
+    if is_zip:
         import torch
 
         try:
@@ -68,6 +69,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         if not isinstance(ckpt, dict) or "tokenizer" not in ckpt:
             raise ValueError(f"{path}: a PyTorch file without a tokenizer; not an asr checkpoint")
         data = ckpt["tokenizer"]
+    else:
+        data = path.read_bytes()
     try:
         return Tokenizer(data)
     except (RuntimeError, ValueError, TypeError) as e:

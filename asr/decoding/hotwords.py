@@ -148,6 +148,7 @@ class ContextGraph:
         children: list[dict[int, int]] = [{}]
         parent, depth = [0], [0]
         own: list[Phrase | None] = [None]  # the phrase ending at each node
+        ends = []  # each phrase's node
         for p in phrases:
             if not p.tokens or min(p.tokens) <= BLANK_ID or max(p.tokens) >= vocab_size:
                 raise HotwordsError(f"{p.where}: {p.text!r} has token ids {p.tokens} outside 1..{vocab_size - 1}")
@@ -163,6 +164,7 @@ class ContextGraph:
                 node = nxt
             if own[node] is None or p.boost > own[node].boost:
                 own[node] = p
+            ends.append(node)
         n = len(children)
         # breadth-first: a node's fail state is shallower, so it is done before the node
         order, fail = [], [0] * n
@@ -190,7 +192,7 @@ class ContextGraph:
                 ahead[v] = max(ahead[v], ahead[c], own[c].boost if own[c] is not None else -math.inf)
         ahead[0] = 0.0
         potential = np.where(np.isfinite(ahead), np.maximum(ahead * np.array(depth) - paid, 0.0), 0.0)
-        self.phrases = list(dict.fromkeys(p for p in own if p is not None))
+        self.phrases = [p for p, node in zip(phrases, ends) if own[node] is p]  # in the given order
         self._children = [
             (np.array(list(c), dtype=np.int64), np.array(list(c.values()), dtype=np.int64)) for c in children
         ]
