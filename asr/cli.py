@@ -1,4 +1,4 @@
-"""The `asr` command line: prepare | train | transcribe | stream | align | score | export."""
+"""The `asr` command line: prepare | train | transcribe | stream | align | score | export | lm."""
 
 from __future__ import annotations
 
@@ -110,6 +110,20 @@ Both files hold "utt-id TEXT" lines. Case and whitespace are normalized. A missi
 hypothesis counts as all deletions (with a warning naming it); extra hypotheses are
 reported and ignored. An id given twice in one file is an error naming both lines (which
 text to score would be a guess), as are a missing file and a line that is not UTF-8.""",
+    "lm": """examples:
+  asr lm train --order 3 --text data/lm_text.txt --tokenizer data/synthetic/manifests/tokenizer_char.model \\
+      --out exp/lm/lm.arpa
+  asr lm train --order 5 --text data/synthetic/manifests/train-clean.ref.txt --skip-ids \\
+      --tokenizer exp/x/best.ckpt --out exp/lm/tokens5.arpa     # the checkpoint's own tokenizer
+  asr lm perplexity --lm exp/lm/lm.arpa --tokenizer exp/x/best.ckpt --text test.txt
+
+The LM is over the acoustic model's tokens (sentencepiece pieces or characters), not words:
+beam searches extend hypotheses a token at a time and score every extension with it. Give
+--tokenizer the model's tokenizer (asr prepare's tokenizer_*.model, or the checkpoint). Its
+order counts tokens, so BPE and character tokenizers want higher orders than a word LM
+(e.g. 4-6 for BPE 500, 6-10 for characters). Interpolated modified Kneser-Ney, written as a
+back-off ARPA file whose words are the tokenizer's pieces (readable by KenLM too). Lines
+with characters the tokenizer cannot encode are skipped and named (file:line).""",
 }
 
 
@@ -414,6 +428,30 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lm(args: argparse.Namespace) -> int:
+    from .data.tokenizer import load_tokenizer
+    from .lm import ArpaError, NgramLM, perplexity, train_lm
+
+    try:
+        tokenizer = load_tokenizer(args.tokenizer)
+        if args.lm_command == "train":
+            t0 = time.time()
+            est, report = train_lm(args.text, tokenizer, args.out, args.order, args.skip_ids)
+            sizes = ", ".join(f"{n + 1}-grams {len(t)}" for n, t in enumerate(est.arpa.ngrams))
+            print(f"{args.out}: order {args.order} over {len(tokenizer)} tokens; {sizes}")
+            print(
+                f"{est.sentences} sentences, {est.tokens} tokens (</s> included); text: {report.summary()}; "
+                f"{time.time() - t0:.1f} s"
+            )
+            return 0
+        lm = NgramLM.load(args.lm, tokenizer)
+        ppl, n = perplexity(lm, args.text, tokenizer, args.skip_ids)
+        print(f"perplexity {ppl:.3f} per token over {n} tokens (</s> included)")
+        return 0
+    except (FileNotFoundError, ValueError, ArpaError) as e:
+        raise SystemExit(f"asr lm {args.lm_command}: {e}") from e
+
+
 def _add_weight_flags(p: argparse.ArgumentParser) -> None:
     """The rescoring weights of DecodeOptions (default: the checkpoint's decode options)."""
     for flag, what in (
@@ -660,6 +698,42 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--report", help="write the per-utterance alignment report here (worst first)")
     ps.add_argument("--plot", help="write a PNG of the error rate by utterance length")
     ps.add_argument("--details", dest="verbose", action="store_true", help="print the per-utterance report")
+    plm = sub.add_parser(
+        "lm",
+        help="train a token n-gram LM for fusion, or measure its perplexity",
+        description="N-gram language models over the acoustic model's tokens.",
+        epilog=EXAMPLES["lm"],
+        formatter_class=fmt,
+    )
+    lm_sub = plm.add_subparsers(dest="lm_command", required=True, metavar="LM_COMMAND")
+    plt = lm_sub.add_parser(
+        "train",
+        help="estimate an interpolated modified Kneser-Ney LM over tokens and write ARPA",
+        description="Encode each line of --text with --tokenizer and estimate an interpolated modified "
+        "Kneser-Ney n-gram model over the tokens; write it as ARPA (words: the tokenizer's pieces).",
+        epilog=EXAMPLES["lm"],
+        formatter_class=fmt,
+    )
+    plt.add_argument("--order", type=int, default=3, help="n-gram order, counted in tokens (default 3)")
+    plt.add_argument("--out", required=True, help="the ARPA file to write (e.g. exp/lm/lm.arpa)")
+    plpp = lm_sub.add_parser(
+        "perplexity",
+        help="per-token perplexity of an ARPA LM on a text",
+        description="Per-token perplexity (</s> counted) of --lm on the lines of --text.",
+        epilog=EXAMPLES["lm"],
+        formatter_class=fmt,
+    )
+    plpp.add_argument("--lm", required=True, help="ARPA file from asr lm train")
+    for q in (plt, plpp):
+        q.add_argument("--text", required=True, help="UTF-8 text, one sentence a line")
+        q.add_argument(
+            "--tokenizer",
+            required=True,
+            help="the acoustic model's tokenizer: asr prepare's tokenizer_*.model, or a checkpoint",
+        )
+        q.add_argument(
+            "--skip-ids", action="store_true", help="each line starts with an utterance id (as in *.ref.txt): drop it"
+        )
     p.set_defaults(train_parser=pt)
     return p
 
@@ -688,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
         "align": cmd_align,
         "score": cmd_score,
         "export": cmd_export,
+        "lm": cmd_lm,
     }
     return commands[args.command](args)
 

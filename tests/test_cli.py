@@ -21,7 +21,7 @@ def save_checkpoint(model, tok, path) -> None:
     )
 
 
-@pytest.mark.parametrize("cmd", ["prepare", "transcribe", "stream", "align", "score"])
+@pytest.mark.parametrize("cmd", ["prepare", "transcribe", "stream", "align", "score", "lm"])
 def test_subcommand_help_has_examples(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
@@ -40,7 +40,7 @@ def test_top_level_help_lists_commands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for cmd in ("prepare", "train", "transcribe", "stream", "align", "score"):
+    for cmd in ("prepare", "train", "transcribe", "stream", "align", "score", "lm"):
         assert cmd in out
 
 

@@ -197,6 +197,7 @@ def test_transducer_loss_specs():
 LAYERS = [
     ("asr", "asr._ext", "asr._C", "asr.problems", "asr.metrics", "asr.fsa", "asr.configs"),
     ("asr.data",),
+    ("asr.lm",),  # n-gram LMs over the tokenizer's ids; searches fuse them
     ("asr.losses",),
     ("asr.nn",),
     ("asr.decoding",),

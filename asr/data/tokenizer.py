@@ -49,6 +49,34 @@ class Tokenizer:
         return {c for c in set(text) if not c.isspace() and UNK_ID in self.sp.encode(c, out_type=int)}
 
 
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer in `path`: a sentencepiece model (`asr prepare`'s tokenizer_*.model) or an
+    asr checkpoint, which carries its model's tokenizer.
+
+    Raises FileNotFoundError, or ValueError naming the file when it is neither."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: tokenizer or checkpoint not found")
+    with path.open("rb") as f:
+        is_zip = f.read(2) == b"PK"  # a zip archive: torch.save's format, so a checkpoint
+    if is_zip:
+        import torch
+
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except Exception as e:  # zip and pickle errors: their text is all the reason there is
+            raise ValueError(f"{path}: not a readable checkpoint: {e}") from e
+        if not isinstance(ckpt, dict) or "tokenizer" not in ckpt:
+            raise ValueError(f"{path}: a PyTorch file without a tokenizer; not an asr checkpoint")
+        data = ckpt["tokenizer"]
+    else:
+        data = path.read_bytes()
+    try:
+        return Tokenizer(data)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a usable tokenizer (a sentencepiece model or asr checkpoint): {e}") from e
+
+
 def train_tokenizer(texts: Iterable[str], out_path: str | Path, kind: str = "bpe", vocab_size: int = 500) -> Tokenizer:
     """Train a sentencepiece model (`kind` in bpe|unigram|char) and write it to out_path."""
     texts = [t for t in texts if t.strip()]
