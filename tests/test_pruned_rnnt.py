@@ -13,6 +13,7 @@ import pytest
 import torch
 from devices import DEVICES
 
+from asr._ext import ops
 from asr.losses import rnnt_loss
 from asr.losses.mutual_information import mutual_information_recursion
 from asr.losses.pruned_rnnt import (
@@ -57,6 +58,23 @@ def test_mutual_information_matches_reference(b, s, t, bounds, modified, device)
         g_ref = torch.autograd.grad((ref[finite] * w[finite]).sum(), (px, py), allow_unused=True)
         for a, r in zip(g_ours, g_ref):
             assert torch.allclose(a, torch.zeros_like(a) if r is None else r, atol=1e-10)  # px is empty when S=0
+
+
+@DEVICES
+def test_mutual_information_backward_checks_its_boundary(device):
+    """The backward indexes px, py and p with the boundary it is given: one outside the lattice is an
+    error there too, not only in the forward."""
+    px, py = (x.detach().to(device) for x in rand_px_py(1, 2, 3, modified=False))
+    ans, p = ops().mutual_information_forward(px, py, torch.tensor([[0, 0, 2, 3]], device=device), modified=False)
+    for bad in ([0, 0, 3, 3], [0, 0, 2, 4], [1, 0, 0, 3]):
+        with pytest.raises(RuntimeError, match="boundary out of range"):
+            ops().mutual_information_backward(
+                px, py, torch.tensor([bad], device=device), p, ans, torch.ones_like(ans), modified=False
+            )
+    with pytest.raises(RuntimeError, match=r"ans_grad must be \[B\]"):
+        ops().mutual_information_backward(
+            px, py, torch.tensor([[0, 0, 2, 3]], device=device), p, ans, torch.ones(2, device=device), modified=False
+        )
 
 
 @DEVICES

@@ -50,6 +50,28 @@ inline void check_mutual_information(const torch::Tensor& px, const torch::Tenso
               "boundary must be contiguous int64 [B, 4]");
 }
 
+// The values of boundary [B, 4] (a CPU tensor: callers on a GPU pass a host copy): for every b,
+// 0 <= s_begin <= s_end <= S and 0 <= t_begin <= t_end <= T. The kernels index px, py and p with
+// them unchecked, so the forward and the backward both check (a backward may be called with
+// another boundary than its forward's).
+inline void check_mutual_information_boundary(const torch::Tensor& boundary, int64_t S, int64_t T) {
+  TORCH_CHECK(boundary.device().is_cpu(), "check_mutual_information_boundary: boundary must be a host copy");
+  const int64_t* bd = boundary.data_ptr<int64_t>();
+  for (int64_t b = 0; b < boundary.size(0); ++b) {
+    const int64_t s0 = bd[4 * b], t0 = bd[4 * b + 1], s1 = bd[4 * b + 2], t1 = bd[4 * b + 3];
+    TORCH_CHECK(0 <= s0 && s0 <= s1 && s1 <= S && 0 <= t0 && t0 <= t1 && t1 <= T, "boundary out of range");
+  }
+}
+
+// ans and ans_grad of mutual_information_backward: [B] each (the kernels read ans[b], ans_grad[b]).
+inline void check_mutual_information_ans(const torch::Tensor& px, const torch::Tensor& ans,
+                                         const torch::Tensor& ans_grad) {
+  const int64_t B = px.size(0);
+  TORCH_CHECK(ans.scalar_type() == px.scalar_type() && ans.is_contiguous() && ans.numel() == B,
+              "ans must be contiguous [B] of px's dtype");
+  TORCH_CHECK(ans_grad.numel() == B, "ans_grad must be [B]");
+}
+
 // p of mutual_information_forward, as the backward takes it.
 inline void check_mutual_information_p(const torch::Tensor& p, int64_t B, int64_t S, int64_t T) {
   TORCH_CHECK(p.scalar_type() == torch::kFloat64 && p.is_contiguous() && p.dim() == 3 && p.size(0) == B &&

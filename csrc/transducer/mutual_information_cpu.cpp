@@ -69,6 +69,8 @@ std::vector<torch::Tensor> mutual_information_backward_cpu(const torch::Tensor& 
   auto px_grad = torch::zeros_like(px);
   auto py_grad = torch::zeros_like(py);
   check_mutual_information_p(p, B, S, T);
+  check_mutual_information_ans(px, ans, ans_grad);
+  check_mutual_information_boundary(boundary, S, T);
   auto g = ans_grad.contiguous().to(torch::kFloat64);
   const int64_t* bd = boundary.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(px.scalar_type(), "mutual_information_backward_cpu", [&] {

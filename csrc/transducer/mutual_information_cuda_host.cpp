@@ -34,12 +34,7 @@ std::vector<torch::Tensor> mutual_information_forward_cuda(const torch::Tensor& 
   const c10::cuda::CUDAGuard guard(px.device());
   const int64_t B = px.size(0), S = px.size(1), T = py.size(2);
   // The kernel trusts the boundary: check it here, on a host copy ([B, 4], one small transfer).
-  const auto bd_host = boundary.cpu();
-  const int64_t* bd = bd_host.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t s0 = bd[4 * b], t0 = bd[4 * b + 1], s1 = bd[4 * b + 2], t1 = bd[4 * b + 3];
-    TORCH_CHECK(0 <= s0 && s0 <= s1 && s1 <= S && 0 <= t0 && t0 <= t1 && t1 <= T, "boundary out of range");
-  }
+  check_mutual_information_boundary(boundary.cpu(), S, T);
   auto p = torch::full({B, S + 1, T + 1}, -std::numeric_limits<double>::infinity(),
                        px.options().dtype(torch::kFloat64));
   auto ans = torch::empty({B}, px.options());
@@ -59,7 +54,9 @@ std::vector<torch::Tensor> mutual_information_backward_cuda(const torch::Tensor&
   const c10::cuda::CUDAGuard guard(px.device());
   const int64_t B = px.size(0), S = px.size(1), T = py.size(2);
   check_mutual_information_p(p, B, S, T);
-  TORCH_CHECK(ans.scalar_type() == px.scalar_type() && ans.numel() == B, "ans must be [B] of px's dtype");
+  check_mutual_information_ans(px, ans, ans_grad);
+  // The kernel trusts the boundary as the forward's does (the backward may be given another one)
+  check_mutual_information_boundary(boundary.cpu(), S, T);
   auto px_grad = torch::zeros_like(px);
   auto py_grad = torch::zeros_like(py);
   auto g = ans_grad.contiguous().to(torch::kFloat64);
