@@ -271,6 +271,30 @@ def test_bad_input_errors(device):
         ctc_fst_loss(lp, torch.tensor([[1]]), torch.tensor([4]), torch.tensor([1]), topology="compact")
 
 
+@DEVICES
+def test_backward_checks_the_graphs_it_is_given(device):
+    """The backward indexes beta and the gradient by the arcs' states and labels: graphs other than
+    the forward's are checked there too, with the forward's messages."""
+    from asr._ext import ops
+    from asr.fsa import _prepare
+
+    lp = torch.randn(1, 5, 4, dtype=torch.float64).log_softmax(-1).to(device)
+    graphs = ctc_graphs(torch.tensor([[1, 2]]), torch.tensor([2]), 4)
+    args = _prepare(graphs, lp, torch.tensor([5]), None, None, None)
+    total, alpha, alpha_offsets = ops().dense_intersect_forward(**args, log_probs=lp, viterbi=False)
+    bad = args["arcs"].clone()
+    bad[0, 1] = 1000  # a destination state outside the graph
+    with pytest.raises(RuntimeError, match="has a state outside"):
+        ops().dense_intersect_backward(
+            **{**args, "arcs": bad},
+            log_probs=lp,
+            total=total,
+            alpha=alpha,
+            alpha_offsets=alpha_offsets,
+            grad_total=torch.ones_like(total),
+        )
+
+
 def test_openfst_text_round_trip():
     targets, lens = torch.tensor([[3, 3, 1], [2, 0, 0]]), torch.tensor([3, 1])
     graphs = ctc_graphs(targets, lens, 4, "modified")

@@ -226,6 +226,8 @@ torch::Tensor dense_intersect_backward_cpu(const torch::Tensor& arcs, const torc
   const int64_t B = log_probs.size(0);
   const Graphs G = check_graphs(arcs, scores, arc_offsets, num_states, graph_index, B);
   const Dense D = check_dense(log_probs, lengths, arc_extra, frame_extra, arcs.size(0));
+  // the arcs index beta and the gradient: checked here too (the backward may get other graphs)
+  for (int64_t g = 0; g < G.num_graphs; ++g) check_graph_arcs(G, g, D.V);
   TORCH_CHECK(grad_total.is_contiguous() && grad_total.size(0) == B && grad_total.scalar_type() == log_probs.scalar_type(),
               "grad_total must be contiguous [B] of the log-probs' dtype");
   auto grad = torch::zeros_like(log_probs);

@@ -207,8 +207,11 @@ torch::Tensor dense_intersect_backward_cuda(const torch::Tensor& arcs, const tor
                                             const torch::Tensor& alpha, const torch::Tensor& alpha_offsets,
                                             const torch::Tensor& grad_total) {
   const c10::cuda::CUDAGuard guard(log_probs.device());
+  // check_arcs: build_index below indexes host arrays by the arcs' states (and the kernel indexes
+  // beta and the posteriors by them), so a backward given other graphs than its forward's must
+  // not reach it unchecked; the check is one pass over the arcs, as build_index is
   const HostArgs h = host_args(arcs, scores, arc_offsets, num_states, graph_index, log_probs, lengths, arc_extra,
-                               frame_extra, /*check_arcs=*/false);
+                               frame_extra, /*check_arcs=*/true);
   const int64_t B = log_probs.size(0);
   TORCH_CHECK(grad_total.is_contiguous() && grad_total.size(0) == B && grad_total.scalar_type() == log_probs.scalar_type(),
               "grad_total must be contiguous [B] of the log-probs' dtype");
@@ -227,8 +230,9 @@ torch::Tensor dense_intersect_backward_cuda(const torch::Tensor& arcs, const tor
   AT_DISPATCH_FLOATING_TYPES(log_probs.scalar_type(), "dense_intersect_backward_cuda", [&] {
     C10_CUDA_CHECK(cuda::dense_intersect_backward_launch(
         device_graphs(arcs, scores, arc_offsets, num_states, x, d),
-        device_frames<scalar_t>(log_probs, graph_index, lengths, alpha_offsets.data_ptr<int64_t>(), arc_extra,
-                                frame_extra),
+        // alpha's offsets as computed here from the checked lengths and graphs (alpha's size was
+        // checked against them), not the alpha_offsets argument, whose values are not checked
+        device_frames<scalar_t>(log_probs, graph_index, lengths, d + x.aoff, arc_extra, frame_extra),
         alpha.data_ptr<scalar_t>(), total.data_ptr<scalar_t>(), grad_total.data_ptr<scalar_t>(), d + x.boff,
         d + x.poff, beta.data_ptr<scalar_t>(), post.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
         cuda::block_threads(x.max_states), c10::cuda::getCurrentCUDAStream()));
