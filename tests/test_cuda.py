@@ -2,9 +2,11 @@
 
 Every test here needs a GPU and a CUDA build of asr._C, and skips cleanly without them (CI).
 The per-loss files run their reference cases on both devices (`devices.DEVICES`); here each
-compiled op's CUDA result is compared with its CPU result for the same inputs, on lattices large
-enough that a diagonal has more nodes than a block has threads, and the losses with bf16/fp16
-logits on the GPU are compared with the float32 loss of the same (rounded) values.
+compiled op's CUDA result is compared with its CPU result for the same inputs, on small lattices
+and on lattices whose anti-diagonals (for the FSA: whose graphs' states) outnumber a block's 1024
+threads, so that the kernels' loops over a diagonal's nodes take more than one pass (a diagonal
+of an RNN-T/TDT lattice has at most min(T, U+1) nodes: both must exceed 1024), and the losses
+with bf16/fp16 logits on the GPU are compared with the float32 loss of the same (rounded) values.
 
 Tolerances: float64 agrees to 1e-9 (the kernels compute the same sums in the same order, only
 exp/log1p differ in their last bits between libm and CUDA's math library); float32 losses to
@@ -61,8 +63,15 @@ def _close(cpu, gpu, atol=1e-9, rtol=1e-9):
             assert torch.equal(a, b)
 
 
-# (T lengths, U lengths, V): small, mixed, and U + 1 > 1024 (a diagonal longer than a block)
-RNNT_SHAPES = [([1], [0], 3), ([3, 6, 1, 0], [2, 0, 3, 1], 6), ([40, 33], [17, 25], 9), ([3, 2], [1100, 700], 4)]
+# (T lengths, U lengths, V): small, mixed, U + 1 > 1024 with short diagonals (a block of 1024
+# threads, most idle), and T, U + 1 > 1024 (diagonals of up to 1031 nodes: longer than a block)
+RNNT_SHAPES = [
+    ([1], [0], 3),
+    ([3, 6, 1, 0], [2, 0, 3, 1], 6),
+    ([40, 33], [17, 25], 9),
+    ([3, 2], [1100, 700], 4),
+    ([1100, 7], [1030, 5], 3),
+]
 
 
 @pytest.mark.parametrize("ts,us,v", RNNT_SHAPES)
@@ -112,7 +121,11 @@ def test_mutual_information_boundary_is_checked_on_cuda():
 
 
 @pytest.mark.parametrize("durations,sigma", [((0, 1, 2, 3, 4), 0.0), ((1, 2), 0.05)])
-@pytest.mark.parametrize("ts,us", [([4, 7, 2, 0], [2, 3, 0, 1]), ([60, 45], [20, 31]), ([40], [1100])])
+@pytest.mark.parametrize(
+    "ts,us",
+    # the last: diagonals of up to 1031 nodes, longer than a block (min(T + 1, U + 1) > 1024)
+    [([4, 7, 2, 0], [2, 3, 0, 1]), ([60, 45], [20, 31]), ([40], [1100]), ([1100, 9], [1030, 4])],
+)
 def test_tdt_ops_equal_cpu(ts, us, durations, sigma):
     d = len(durations)
     logits, targets, tl, ul = _lattice_batch(ts, us, 5 + d, seed=3, tokens=5)
@@ -171,6 +184,31 @@ def test_dense_intersection_equals_cpu(topology, dtype, delay):
     _close(res["cpu"][:3], res["cuda"][:3], atol=tol, rtol=tol)
     assert torch.equal(res["cpu"][3], res["cuda"][3])
     assert torch.isinf(res["cpu"][0][3:]).all() and torch.isfinite(res["cpu"][0][:3]).all()
+
+
+@pytest.mark.parametrize("topology", ["standard", "modified"])
+def test_dense_intersection_graphs_larger_than_a_block_equal_cpu(topology):
+    # 600 tokens: graphs of 1202 states, more than a block's 1024 threads (a thread takes several)
+    g = _gen(8)
+    b, t_max, v = 2, 1300, 20
+    lp = torch.randn(b, t_max, v, generator=g, dtype=torch.float64).log_softmax(-1)
+    u_lens, t_lens = torch.tensor([600, 500]), torch.tensor([1300, 1100])
+    targets = torch.randint(1, v, (b, 600), generator=g)
+    graphs = ctc_graphs(targets, u_lens, v, topology)
+    assert int(graphs.num_states.max()) > 1024
+    extra = dict(
+        arc_extra=(graphs.aux_labels > 0).float(), frame_extra=torch.randn(b, t_max, generator=g, dtype=torch.float64)
+    )
+    res = {}
+    for dev in ("cpu", "cuda"):
+        x = lp.to(dev).requires_grad_()
+        total = intersect_dense(graphs, x, t_lens, **extra)
+        (grad,) = torch.autograd.grad(total.sum(), x)
+        best, arcs = viterbi(graphs, x, t_lens, **extra)
+        res[dev] = [r.cpu() for r in (total, grad, best, arcs)]
+    assert torch.isfinite(res["cpu"][0]).all()
+    _close(res["cpu"][:3], res["cuda"][:3])
+    assert torch.equal(res["cpu"][3], res["cuda"][3])
 
 
 def test_dense_intersection_bad_graphs_are_refused_on_cuda_with_the_cpu_message():
