@@ -11,6 +11,8 @@
 # measured) on an H100: build ~2 min, tests ~2, sanitizers ~2, benchmarks ~2; each phase has its
 # own time limit (tests 300 s, each sanitizer 150 s, bench 240 s). Where one command may run at
 # most 10 minutes, run `build test` and then `sanitize bench` (DEVELOPERS.md).
+# The repo root goes first on PYTHONPATH: the scripts run from scripts/ import asr from it even
+# where the editable install failed and the build fell back to `setup.py build_ext --inplace`.
 # Files written under $OUT (eight at most, for tools that copy back only a few):
 #   env.txt build.log tests.log tests.xml memcheck.log racecheck.log bench_cuda.md summary.txt
 # Exit status: non-zero when a phase failed (summary.txt says which); later phases still run.
@@ -22,6 +24,7 @@ OUT="${OUT:-$here/build/gpu-session}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 phases=("$@")
 [[ ${#phases[@]} -eq 0 || " ${phases[*]} " == *" all "* ]] && phases=(build test sanitize bench)
 status=0
