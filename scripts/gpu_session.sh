@@ -8,9 +8,12 @@
 # internet: the build uses no build isolation and installs no dependencies (--no-deps), and the
 # CUDA tests import nothing beyond torch, numpy and tqdm. Each phase builds first if asr._C has no
 # CUDA kernels yet, so phases can run in separate calls on a fresh machine. Estimated (not yet
-# measured) on an H100: build ~2 min, tests ~2, sanitizers ~2, benchmarks ~2; each phase has its
-# own time limit (tests 300 s, each sanitizer 150 s, bench 240 s). Where one command may run at
-# most 10 minutes, run `build test` and then `sanitize bench` (DEVELOPERS.md).
+# measured) on an H100: build ~2 min, tests ~2, sanitizers ~2, benchmarks ~2. Each step has its
+# own time limit (build 360 s, tests 300 s, each sanitizer 150 s, bench 240 s), cut further so
+# that the whole invocation ends within ASR_GPU_BUDGET_S seconds (default 570: one command of a
+# 10-minute limit, with a margin); a step with under 30 s left is SKIPPED (and fails the run), so
+# summary.txt always comes back complete. Where one command may run at most 10 minutes, run
+# `build test` and then `sanitize bench` (DEVELOPERS.md).
 # The repo root goes first on PYTHONPATH: the scripts run from scripts/ import asr from it even
 # where the editable install failed and the build fell back to `setup.py build_ext --inplace`.
 # Files written under $OUT (eight at most, for tools that copy back only a few):
@@ -25,10 +28,33 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+BUDGET="${ASR_GPU_BUDGET_S:-570}"
+deadline=$((SECONDS + BUDGET))
 phases=("$@")
 [[ ${#phases[@]} -eq 0 || " ${phases[*]} " == *" all "* ]] && phases=(build test sanitize bench)
 status=0
 summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
+
+# The time limit of a step: its own cap ($1 s) or what is left of the budget less 10 s for the
+# summary, whichever is less; 0 when under 30 s would be left for it.
+limit() {
+  local left=$((deadline - SECONDS - 10))
+  if ((left < 30)); then echo 0; elif ((left < $1)); then echo "$left"; else echo "$1"; fi
+}
+
+# limited LIMIT CMD...: CMD under `timeout LIMIT` (which kills its process group); LIMIT 0 (no
+# time left) runs nothing and returns 124, as a timeout does (`timeout 0` would mean no limit).
+limited() {
+  local lim=$1
+  shift
+  ((lim > 0)) || return 124
+  timeout "$lim" "$@"
+}
+
+# why RC: a failed step's exit status in words
+why() {
+  if (($1 == 124 || $1 == 137)); then echo "timed out, or under 30 s of the ${BUDGET} s budget was left"; else echo "exit $1"; fi
+}
 
 has_cuda_build() {
   "$PY" -c 'import sys; from asr._ext import ops; sys.exit(0 if ops().with_cuda else 1)' 2>/dev/null
@@ -50,11 +76,12 @@ build() {
   local t0=$SECONDS
   export TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS="$(nproc)" ASR_FORCE_CUDA=1
   # pip's editable install; if pip itself refuses (offline checks), the same extension in place
-  if { "$PY" -m pip install -v --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 ||
-    "$PY" setup.py build_ext --inplace >>"$OUT/build.log" 2>&1; } && has_cuda_build; then
+  if { limited "$(limit 360)" "$PY" -m pip install -v --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 ||
+    limited "$(limit 360)" "$PY" setup.py build_ext --inplace >>"$OUT/build.log" 2>&1; } && has_cuda_build; then
     summary "build: OK in $((SECONDS - t0)) s (sm ${arch}; asr._C.with_cuda = True)"
   else
-    summary "build: FAILED after $((SECONDS - t0)) s (see build.log)"
+    local rc=$?
+    summary "build: FAILED after $((SECONDS - t0)) s ($(why $rc); see build.log)"
     status=1
     return 1
   fi
@@ -69,11 +96,12 @@ run_tests() {
   local files=(tests/test_cuda.py tests/test_rnnt_loss.py tests/test_tdt_loss.py tests/test_pruned_rnnt.py
     tests/test_pruned_tdt.py tests/test_fsa.py tests/test_viterbi.py tests/test_bindings.py)
   local t0=$SECONDS
-  if timeout 300 "$PY" -m pytest -q -rs -p no:cacheprovider -k cuda --junitxml="$OUT/tests.xml" "${files[@]}" \
-    >"$OUT/tests.log" 2>&1; then
+  if limited "$(limit 300)" "$PY" -m pytest -q -rs -p no:cacheprovider -k cuda --junitxml="$OUT/tests.xml" \
+    "${files[@]}" >"$OUT/tests.log" 2>&1; then
     summary "tests: OK in $((SECONDS - t0)) s: $(tail -n 1 "$OUT/tests.log")"
   else
-    summary "tests: FAILED after $((SECONDS - t0)) s: $(tail -n 1 "$OUT/tests.log") (see tests.log)"
+    local rc=$?
+    summary "tests: FAILED after $((SECONDS - t0)) s ($(why $rc)): $(tail -n 1 "$OUT/tests.log" 2>/dev/null) (see tests.log)"
     status=1
   fi
 }
@@ -89,11 +117,12 @@ sanitize() {
     local t0=$SECONDS
     # without torch's caching allocator every tensor is its own allocation, so memcheck sees an
     # access past a tensor's end; --error-exitcode makes a finding fail the phase
-    if PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 3 \
-      "$PY" scripts/cuda_smoke.py >"$OUT/$tool.log" 2>&1; then
+    if limited "$(limit 150)" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" \
+      --error-exitcode 3 "$PY" scripts/cuda_smoke.py >"$OUT/$tool.log" 2>&1; then
       summary "sanitize $tool: OK in $((SECONDS - t0)) s: $(grep -m1 'ERROR SUMMARY' "$OUT/$tool.log" || true)"
     else
-      summary "sanitize $tool: FAILED after $((SECONDS - t0)) s (see $tool.log)"
+      local rc=$?
+      summary "sanitize $tool: FAILED after $((SECONDS - t0)) s ($(why $rc); see $tool.log)"
       status=1
     fi
   done
@@ -102,10 +131,12 @@ sanitize() {
 bench() {
   ensure_build || return 1
   local t0=$SECONDS
-  if timeout 240 "$PY" scripts/bench/bench_cuda_losses.py --out "$OUT/bench_cuda.md" >>"$OUT/summary.txt" 2>&1; then
+  if limited "$(limit 240)" "$PY" scripts/bench/bench_cuda_losses.py --out "$OUT/bench_cuda.md" \
+    >>"$OUT/summary.txt" 2>&1; then
     summary "bench: OK in $((SECONDS - t0)) s (bench_cuda.md)"
   else
-    summary "bench: FAILED after $((SECONDS - t0)) s (its output is above in summary.txt)"
+    local rc=$?
+    summary "bench: FAILED after $((SECONDS - t0)) s ($(why $rc); its output is above in summary.txt)"
     status=1
   fi
 }
