@@ -2,12 +2,14 @@
 """Run every CUDA op of asr._C once on small inputs: the case compute-sanitizer checks.
 
     compute-sanitizer --tool memcheck python scripts/cuda_smoke.py
-    compute-sanitizer --tool racecheck python scripts/cuda_smoke.py
+    compute-sanitizer --tool synccheck python scripts/cuda_smoke.py
 
-Each lattice is small but has diagonals longer than a warp and utterances of different lengths
-(one without frames), so every kernel walks padded, short and empty lattices. It checks nothing
-about values (tests/test_cuda.py does): a clean run means no out-of-bounds access, no
-uninitialized read, no shared-memory race. Exits non-zero if an op raises.
+The small lattices have utterances of different lengths (one without frames), so every kernel
+walks padded, short and empty lattices; then one lattice of each kind (and one FSA graph) whose
+anti-diagonals (states) outnumber a block's 1024 threads, so that the kernels' loops over a
+diagonal's nodes take a second pass. It checks nothing about values (tests/test_cuda.py does): a
+clean memcheck run means no out-of-bounds or misaligned access, a clean synccheck run no
+__syncthreads() reached by only part of a block. Exits non-zero if an op raises.
 """
 
 from __future__ import annotations
@@ -52,8 +54,32 @@ def main() -> None:
         graphs = ctc_graphs(ctc_targets, ctc_ul, 8, "modified")
         intersect_dense(graphs, lp.detach(), ctc_tl)
         viterbi(graphs, lp.detach(), ctc_tl)
+    large(dev, g)
     torch.cuda.synchronize()
     print("cuda_smoke: every CUDA op ran")
+
+
+def large(dev: str, g: torch.Generator) -> None:
+    """One lattice of each kind whose diagonals (graph whose states) outnumber 1024 threads: an
+    RNN-T/TDT diagonal has min(T, U+1) nodes, a mutual-information one min(S+1, T+1)."""
+    t, u = 1100, 1030
+    tl, ul = torch.tensor([t, 7], device=dev), torch.tensor([u, 3], device=dev)
+    targets = torch.randint(1, 3, (2, u), generator=g).to(dev)
+    logits = torch.randn(2, t, u + 1, 3, generator=g).to(dev).requires_grad_()
+    rnnt_loss(logits, targets, tl, ul, reduction="sum").backward()
+    rnnt_best_path(logits.detach(), targets, tl, ul)
+    tdt_logits = torch.randn(2, t, u + 1, 3 + 3, generator=g).to(dev).requires_grad_()
+    tdt_loss(tdt_logits, targets, tl, ul, durations=(0, 1, 2), reduction="sum").backward()
+    tdt_best_path(tdt_logits.detach(), targets, tl, ul, durations=(0, 1, 2))
+    for modified in (False, True):
+        px = torch.randn(1, u, t if modified else t + 1, generator=g).to(dev).requires_grad_()
+        py = torch.randn(1, u + 1, t, generator=g).to(dev).requires_grad_()
+        mutual_information_recursion(px, py).sum().backward()
+    # 600 tokens: a CTC graph of 1202 states
+    lp = torch.randn(1, 1300, 8, generator=g).log_softmax(-1).to(dev).requires_grad_()
+    ctc_targets = torch.randint(1, 8, (1, 600), generator=g)
+    ctc_fst_loss(lp, ctc_targets, torch.tensor([1300]), torch.tensor([600]), delay_penalty=0.1).backward()
+    viterbi(ctc_graphs(ctc_targets, torch.tensor([600]), 8), lp.detach(), torch.tensor([1300]))
 
 
 if __name__ == "__main__":

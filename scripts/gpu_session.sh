@@ -17,7 +17,7 @@
 # The repo root goes first on PYTHONPATH: the scripts run from scripts/ import asr from it even
 # where the editable install failed and the build fell back to `setup.py build_ext --inplace`.
 # Files written under $OUT (eight at most, for tools that copy back only a few):
-#   env.txt build.log tests.log tests.xml memcheck.log racecheck.log bench_cuda.md summary.txt
+#   env.txt build.log tests.log tests.xml memcheck.log synccheck.log bench_cuda.md summary.txt
 # Exit status: non-zero when a phase failed (summary.txt says which); later phases still run.
 set -uo pipefail
 
@@ -113,7 +113,10 @@ sanitize() {
     return 0
   fi
   local tool
-  for tool in memcheck racecheck; do
+  # memcheck: out-of-bounds and misaligned accesses; synccheck: a __syncthreads() reached by only
+  # part of a block (the lattice kernels sync between anti-diagonals). Not racecheck: it checks
+  # shared memory only, and these kernels use none (their diagonals live in global memory).
+  for tool in memcheck synccheck; do
     local t0=$SECONDS
     # without torch's caching allocator every tensor is its own allocation, so memcheck sees an
     # access past a tensor's end; --error-exitcode makes a finding fail the phase
