@@ -2,7 +2,9 @@
 
 Install with `pip install --no-build-isolation -e .` after `pip install torch==...`
 (`make setup` does this), so the extension is compiled against the torch you run.
-CUDA sources (csrc/**/*_cuda.cu) are added when torch has CUDA and a toolkit is found.
+CUDA sources (csrc/**/*_cuda.cu: the kernels) are added when torch has CUDA and a toolkit is found
+(ASR_FORCE_CUDA=1 forces it), with the macro ASR_WITH_CUDA, which also compiles the torch-facing
+wrappers (csrc/**/*_cuda_host.cpp; empty units without it) and their dispatch in bindings.cpp.
 A regular (non-editable) build also copies the top-level conf/, the configs' one source, into
 the package as asr/conf (asr/configs.py finds it there; editable installs read conf/ itself).
 """
@@ -37,7 +39,9 @@ if with_cuda:
         cpp + cu,
         define_macros=macros,
         include_dirs=[os.path.join(here, "csrc")],
-        extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]},
+        # no --use_fast_math: the lattices' exp/log must round as on the CPU (the kernels are latency-bound,
+        # not arithmetic-bound, so it would buy nothing)
+        extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17"]},
         extra_link_args=["-fopenmp"],
     )
 else:

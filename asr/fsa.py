@@ -132,7 +132,9 @@ def _prepare(
     frame_extra: torch.Tensor | None,
 ) -> dict[str, torch.Tensor]:
     """The keyword arguments of asr._C.dense_intersect_forward/backward that describe the graphs and
-    lengths: all but log_probs (and the forward's viterbi, the backward's forward results)."""
+    lengths: all but log_probs (and the forward's viterbi, the backward's forward results), on
+    log_probs' device (graphs are built on the CPU; on a GPU they are copied there, a few KB a
+    graph, and the op runs its CUDA kernels)."""
     if log_probs.dim() != 3:
         raise ValueError(f"log_probs must be [B, T, V], got {tuple(log_probs.shape)}")
     b = log_probs.shape[0]
@@ -142,17 +144,18 @@ def _prepare(
         graph_index = torch.zeros(b, dtype=torch.long) if len(graphs) == 1 else torch.arange(b)
     if (arc_extra is None) != (frame_extra is None):
         raise ValueError("arc_extra and frame_extra go together")
-    empty = torch.empty(0)
+    dev = log_probs.device
+    empty = torch.empty(0, device=dev)
     return dict(
-        arcs=graphs.arcs,
-        scores=graphs.scores,
-        arc_offsets=graphs.arc_offsets,
-        num_states=graphs.num_states,
-        graph_index=graph_index.cpu().long().contiguous(),
-        lengths=lengths.detach().cpu().long().contiguous(),
-        arc_extra=empty if arc_extra is None else arc_extra.float().contiguous(),
+        arcs=graphs.arcs.to(dev),
+        scores=graphs.scores.to(dev),
+        arc_offsets=graphs.arc_offsets.to(dev),
+        num_states=graphs.num_states.to(dev),
+        graph_index=graph_index.to(dev, torch.long).contiguous(),
+        lengths=lengths.detach().to(dev, torch.long).contiguous(),
+        arc_extra=empty if arc_extra is None else arc_extra.to(dev, torch.float32).contiguous(),
         frame_extra=(
-            empty.to(log_probs.dtype) if frame_extra is None else frame_extra.to(log_probs.dtype).contiguous()
+            empty.to(log_probs.dtype) if frame_extra is None else frame_extra.to(dev, log_probs.dtype).contiguous()
         ),
     )
 
@@ -197,13 +200,11 @@ def intersect_dense(
         lengths: [B] frames per utterance.
         arc_extra, frame_extra: optional [A] and [B, T]: an arc taken at frame t also scores
             arc_extra[a] * frame_extra[b, t] (the delay penalty uses this).
-    Returns: total[B] on log_probs' device, -inf where no path fits in lengths[b] frames.
-    The kernels are CPU-only so far: log-probs on a GPU are copied to the CPU and the
-    gradient back.
+    Returns: total[B] on log_probs' device, -inf where no path fits in lengths[b] frames. The
+    kernels run on that device (CPU, or CUDA where asr._C has CUDA kernels: a CUDA tensor in a
+    build without them is an error naming the fix, never a silent copy to the CPU).
     """
-    lp = log_probs.cpu() if log_probs.device.type != "cpu" else log_probs
-    total = _IntersectDense.apply(lp, graphs, lengths, graph_index, arc_extra, frame_extra)
-    return total.to(log_probs.device)
+    return _IntersectDense.apply(log_probs, graphs, lengths, graph_index, arc_extra, frame_extra)
 
 
 @torch.no_grad()
@@ -218,9 +219,10 @@ def viterbi(
     """Best path of each utterance (tropical semiring).
 
     Returns: (best score [B], -inf where no path exists; best_arcs [B, T]: the graph arc (global
-    index into graphs.arcs) taken at each frame, -1 past lengths[b] or without a path).
+    index into graphs.arcs) taken at each frame, -1 past lengths[b] or without a path), both on
+    log_probs' device (where the kernels run, as for intersect_dense).
     """
-    lp = log_probs.detach().cpu().contiguous()  # CPU kernels (see intersect_dense)
+    lp = log_probs.detach().contiguous()
     args = _prepare(graphs, lp, lengths, graph_index, arc_extra, frame_extra)
     total, _, _, best = ops().dense_intersect_forward(**args, log_probs=lp, viterbi=True)
     return total, best

@@ -51,15 +51,15 @@ c10::Device common_device(const char* op, const TensorArgs& tensors) {
 // kernel in this build). Says what is missing and what to do.
 [[noreturn]] void no_kernel(const char* op, const c10::Device& device, bool has_cuda) {
   TORCH_CHECK(!device.is_cuda() || kWithCuda, "asr._C.", op,
-              ": got CUDA tensors, but this build of asr has no CUDA kernels (csrc/ has no *_cuda.cu sources yet; "
-              "the CUDA kernels are tracked in the GPU issue). Move the inputs to the CPU (.cpu()) to use the CPU "
-              "kernels.");
+              ": got CUDA tensors, but this build of asr has no CUDA kernels (it was built without a CUDA toolkit "
+              "or against a torch without CUDA). Rebuild where both are present (`pip install "
+              "--no-build-isolation -e .`; ASR_FORCE_CUDA=1 forces the CUDA build), or move the inputs to the CPU "
+              "(.cpu()) to use the CPU kernels.");
   TORCH_CHECK(!device.is_cuda(), "asr._C.", op, ": got CUDA tensors, but ", op,
               " runs on the CPU only (there is no asr::", op, "_cuda). Move the inputs to the CPU (.cpu()).");
   TORCH_CHECK(false, "asr._C.", op, ": got tensors on device '", device, "', but this build of asr has ", op,
               " kernels only for ", has_cuda ? "the CPU and CUDA" : "the CPU",
-              kWithCuda ? "" : " (no CUDA kernels: csrc/ has no *_cuda.cu sources yet; they are tracked in the GPU "
-                               "issue)",
+              kWithCuda ? "" : " (built without its CUDA kernels)",
               ". Move the inputs to the CPU (.cpu()) to use the CPU kernels.");
 }
 
@@ -167,7 +167,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
          "in order as (t, u, token, duration index), -1 past the path]. Ties: backtracking, the first best arc\n"
          "into a node wins, blank arcs before label arcs, each in the order of durations.");
 
-  // FSA core (csrc/fsa/fsa.h). Graph construction runs on the CPU only: no CUDA kernels.
+  // FSA core (csrc/fsa/fsa.h). Graph construction runs on the CPU only (graphs are small and built per
+  // batch; asr.fsa moves them to the log-probs' device for the intersection, which has CUDA kernels).
   def_op(m, "fsa_ctc_topo", &asr::fsa_ctc_topo_cpu, nullptr, {"vocab_size", "modified"},
          "The CTC topology (standard, or modified: repeats need no blank) over tokens 0..vocab_size-1 as one\n"
          "transducer FSA: [arcs [A, 4] int32, scores [A] float32, arc_offsets [2] int64, num_states [1] int64].");

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr.data.audio import load_audio
-
 
 @pytest.fixture(scope="session")
 def speech_wave(tmp_path_factory) -> torch.Tensor:
     """About 3 s of real speech at 16 kHz from espeak-ng."""
     import subprocess
+
+    # imported here, not at the top: collecting the loss tests needs no audio stack (soundfile), which
+    # the GPU machine's image lacks (scripts/gpu_session.sh runs them there)
+    from asr.data.audio import load_audio
 
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is missing: run `make setup`")

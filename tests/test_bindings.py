@@ -147,9 +147,10 @@ def test_cuda_tensors_without_cuda_kernels_say_what_is_missing():
     with pytest.raises(RuntimeError) as e:
         ops().rnnt_forward(**kw)
     assert str(e.value).splitlines()[0] == (
-        "asr._C.rnnt_forward: got CUDA tensors, but this build of asr has no CUDA kernels (csrc/ has no *_cuda.cu "
-        "sources yet; the CUDA kernels are tracked in the GPU issue). Move the inputs to the CPU (.cpu()) to use the "
-        "CPU kernels."
+        "asr._C.rnnt_forward: got CUDA tensors, but this build of asr has no CUDA kernels (it was built without a "
+        "CUDA toolkit or against a torch without CUDA). Rebuild where both are present (`pip install "
+        "--no-build-isolation -e .`; ASR_FORCE_CUDA=1 forces the CUDA build), or move the inputs to the CPU (.cpu()) "
+        "to use the CPU kernels."
     )
     kw["logits"] = torch.zeros(2)
     with pytest.raises(

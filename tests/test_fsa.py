@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from devices import DEVICES
 
 from asr.fsa import (
     Fsa,
@@ -42,7 +43,7 @@ def _torch_ctc(lp, targets, t_lens, u_lens, reduction="none"):
     return F.ctc_loss(lp.transpose(0, 1), targets, t_lens, u_lens, blank=0, reduction=reduction, zero_infinity=False)
 
 
-def _compare_with_torch(lp, targets, t_lens, u_lens, reduction="none"):
+def _compare_with_torch(lp, targets, t_lens, u_lens, reduction="none", device="cpu"):
     """Loss and gradient against torch's CTC, through a log_softmax over logits.
 
     torch's CTC backward returns the gradient with respect to the logits under the
@@ -51,7 +52,8 @@ def _compare_with_torch(lp, targets, t_lens, u_lens, reduction="none"):
     """
     x = lp.clone().requires_grad_()
     y = lp.clone().requires_grad_()
-    ours = ctc_fst_loss(x.log_softmax(-1), targets, t_lens, u_lens, reduction=reduction)
+    on = (t.to(device) for t in (targets, t_lens, u_lens))
+    ours = ctc_fst_loss(x.to(device).log_softmax(-1), *on, reduction=reduction).cpu()
     ref = _torch_ctc(y.log_softmax(-1), targets, t_lens, u_lens, reduction=reduction)
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-6)
     w = torch.rand(ours.shape, dtype=ours.dtype) if reduction == "none" else torch.tensor(1.0, dtype=ours.dtype)
@@ -65,9 +67,10 @@ def _compare_with_torch(lp, targets, t_lens, u_lens, reduction="none"):
     [(1, 1, 2, 1, False), (1, 5, 3, 0, False), (4, 12, 5, 4, True), (6, 30, 7, 10, False), (3, 9, 4, 4, True)],
 )
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-def test_standard_topology_equals_torch_ctc(b, t_max, v, u_max, repeats, reduction):
+@DEVICES
+def test_standard_topology_equals_torch_ctc(b, t_max, v, u_max, repeats, reduction, device):
     lp, targets, t_lens, u_lens, _ = _batch(b * 100 + t_max, b, t_max, v, u_max, repeats=repeats)
-    _compare_with_torch(lp, targets, t_lens, u_lens, reduction)
+    _compare_with_torch(lp, targets, t_lens, u_lens, reduction, device)
 
 
 def test_minimum_feasible_length_and_blank_only_targets():
@@ -97,21 +100,22 @@ def test_too_few_frames_is_inf_or_zeroed(caplog, monkeypatch):
     assert x.grad[1].abs().max() == 0 and x.grad[0].abs().max() > 0
 
 
+@DEVICES
 @pytest.mark.parametrize("modified", [False, True])
-def test_topologies_match_enumeration_of_all_paths(modified):
+def test_topologies_match_enumeration_of_all_paths(modified, device):
     g = torch.Generator().manual_seed(5)
     for T, target in [(1, [1]), (4, [1, 1]), (5, [2, 1, 1]), (5, [2, 2, 2]), (3, []), (4, [1, 2])]:
         lp = torch.randn(T, 3, generator=g, dtype=torch.float64).log_softmax(-1)
         x = lp.clone().requires_grad_()
         r = lp.clone().requires_grad_()
         ours = -ctc_fst_loss(
-            x[None],
-            torch.tensor([target or [1]]),
-            torch.tensor([T]),
-            torch.tensor([len(target)]),
+            x[None].to(device),
+            torch.tensor([target or [1]], device=device),
+            torch.tensor([T], device=device),
+            torch.tensor([len(target)], device=device),
             topology="modified" if modified else "standard",
             reduction="sum",
-        )
+        ).cpu()
         ref = ctc_paths_reference(r, target, modified=modified)
         torch.testing.assert_close(ours, ref, atol=1e-9, rtol=1e-9)
         if torch.isfinite(ref):
@@ -121,7 +125,7 @@ def test_topologies_match_enumeration_of_all_paths(modified):
     # the modified topology fits "a a" into two frames, the standard one needs three
     lp = torch.zeros(1, 2, 3, dtype=torch.float64)
     two = (torch.tensor([[1, 1]]), torch.tensor([2]), torch.tensor([2]))
-    loss = ctc_fst_loss(lp, *two, topology="modified" if modified else "standard")
+    loss = ctc_fst_loss(lp.to(device), *two, topology="modified" if modified else "standard")
     assert bool(torch.isfinite(loss)) == modified
 
 
@@ -136,13 +140,16 @@ def test_training_graph_sizes():
     assert compose(topo, linear_fsa(targets, lens)).num_states.tolist()[1] >= 10
 
 
+@DEVICES
 @pytest.mark.parametrize("modified", [False, True])
-def test_viterbi_alignment_is_a_valid_best_path(modified):
+def test_viterbi_alignment_is_a_valid_best_path(modified, device):
     g = torch.Generator().manual_seed(11)
     topology = "modified" if modified else "standard"
     for T, target in [(6, [1, 2, 2]), (5, [2, 1]), (4, []), (3, [1, 1, 1] if modified else [1])]:
         lp = torch.randn(1, T, 3, generator=g, dtype=torch.float64).log_softmax(-1)
-        ali = forced_align(lp, [target], torch.tensor([T]), topology=topology)
+        ali = forced_align(lp.to(device), [target], torch.tensor([T]), topology=topology)
+        assert ali.labels.device.type == device
+        ali = type(ali)(ali.labels.cpu(), ali.starts.cpu(), ali.scores.cpu())
         ref = ctc_paths_reference(lp[0], target, modified=modified, viterbi=True)
         torch.testing.assert_close(ali.scores[0], ref, atol=1e-9, rtol=0)
         labels = ali.labels[0]
@@ -158,11 +165,13 @@ def test_viterbi_alignment_is_a_valid_best_path(modified):
             assert collapsed == target
 
 
-def test_viterbi_loss_gradient_is_the_best_path():
+@DEVICES
+def test_viterbi_loss_gradient_is_the_best_path(device):
     lp, targets, t_lens, u_lens, _ = _batch(21, 3, 10, 5, 4)
     x = lp.clone().requires_grad_()
-    loss = ctc_fst_loss(x, targets, t_lens, u_lens, viterbi=True, reduction="sum")
-    ali = forced_align(lp, targets, t_lens, u_lens)
+    loss = ctc_fst_loss(x.to(device), targets.to(device), t_lens, u_lens, viterbi=True, reduction="sum").cpu()
+    ali = forced_align(lp.to(device), targets, t_lens, u_lens)
+    ali = type(ali)(ali.labels.cpu(), ali.starts.cpu(), ali.scores.cpu())
     torch.testing.assert_close(loss, -ali.scores.sum())
     loss.backward()
     expected = torch.zeros_like(lp)
@@ -192,20 +201,21 @@ def _delay_reference(lp: torch.Tensor, target: list[int], penalty: float) -> tor
     return torch.logsumexp(torch.stack(scores), 0)
 
 
-def test_delay_penalty_matches_enumeration_and_favours_early_paths():
+@DEVICES
+def test_delay_penalty_matches_enumeration_and_favours_early_paths(device):
     g = torch.Generator().manual_seed(2)
     for T, target in [(5, [1, 2]), (6, [2, 2]), (4, [1])]:
         lp = torch.randn(T, 3, generator=g, dtype=torch.float64).log_softmax(-1)
         x = lp.clone().requires_grad_()
         r = lp.clone().requires_grad_()
         ours = -ctc_fst_loss(
-            x[None],
+            x[None].to(device),
             torch.tensor([target]),
             torch.tensor([T]),
             torch.tensor([len(target)]),
             delay_penalty=0.5,
             reduction="sum",
-        )
+        ).cpu()
         ref = _delay_reference(r, target, 0.5)
         torch.testing.assert_close(ours, ref, atol=1e-9, rtol=1e-9)
         ours.backward()
@@ -218,17 +228,18 @@ def test_delay_penalty_matches_enumeration_and_favours_early_paths():
 
     def mean_emission_frame(penalty: float) -> float:
         lp.grad = None
-        ctc_fst_loss(lp, tgt, tl, ul, delay_penalty=penalty, reduction="sum").backward()
+        ctc_fst_loss(lp.to(device), tgt, tl, ul, delay_penalty=penalty, reduction="sum").backward()
         occ = -lp.grad[0, :, 1:].sum(-1)  # posterior of a non-blank label per frame
         return float((occ * frames).sum() / occ.sum())
 
     assert mean_emission_frame(0.3) < mean_emission_frame(0.0) - 1.0
 
 
-def test_gradcheck_intersect_dense():
+@DEVICES
+def test_gradcheck_intersect_dense(device):
     lp, targets, t_lens, u_lens, _ = _batch(4, 2, 5, 3, 2)
     graphs = ctc_graphs(targets, u_lens, 3, "modified")
-    x = lp.clone().requires_grad_()
+    x = lp.clone().to(device).requires_grad_()
     arc_extra = (graphs.aux_labels > 0).float()
     frame_extra = torch.randn(2, 5, dtype=torch.float64)
     assert torch.autograd.gradcheck(
@@ -236,26 +247,52 @@ def test_gradcheck_intersect_dense():
     )
 
 
-def test_shared_graph_by_index_and_float32():
+@DEVICES
+def test_shared_graph_by_index_and_float32(device):
     lp, targets, t_lens, u_lens, _ = _batch(8, 4, 12, 6, 3, dtype=torch.float32)
     one = ctc_graphs(targets[:1], u_lens[:1], 6)
-    shared = intersect_dense(one, lp, t_lens)  # one graph for the whole batch
-    per = intersect_dense(ctc_graphs(targets[:1].expand(4, -1), u_lens[:1].expand(4), 6), lp, t_lens)
+    shared = intersect_dense(one, lp.to(device), t_lens).cpu()  # one graph for the whole batch
+    per = intersect_dense(ctc_graphs(targets[:1].expand(4, -1), u_lens[:1].expand(4), 6), lp.to(device), t_lens).cpu()
     torch.testing.assert_close(shared, per)
     ref = -_torch_ctc(lp, targets[:1].expand(4, -1), t_lens, u_lens[:1].expand(4))
     torch.testing.assert_close(shared, ref, atol=1e-4, rtol=1e-5)
-    best, arcs = viterbi(one, lp, t_lens)
+    best, arcs = (x.cpu() for x in viterbi(one, lp.to(device), t_lens))
     assert (best <= shared + 1e-5).all() and ((arcs >= 0).sum(1) == t_lens).all()
 
 
-def test_bad_input_errors():
-    lp = torch.zeros(1, 4, 3).log_softmax(-1)
+@DEVICES
+def test_bad_input_errors(device):
+    lp = torch.zeros(1, 4, 3, device=device).log_softmax(-1)
     with pytest.raises(RuntimeError, match="labels must be > 0"):
         ctc_fst_loss(lp, torch.tensor([[1, 0, 2]]), torch.tensor([4]), torch.tensor([3]))
     with pytest.raises(RuntimeError, match="outside the 3 log-prob columns"):
         intersect_dense(ctc_graphs(torch.tensor([[5]]), torch.tensor([1]), 6), lp, torch.tensor([4]))
     with pytest.raises(ValueError, match="topology"):
         ctc_fst_loss(lp, torch.tensor([[1]]), torch.tensor([4]), torch.tensor([1]), topology="compact")
+
+
+@DEVICES
+def test_backward_checks_the_graphs_it_is_given(device):
+    """The backward indexes beta and the gradient by the arcs' states and labels: graphs other than
+    the forward's are checked there too, with the forward's messages."""
+    from asr._ext import ops
+    from asr.fsa import _prepare
+
+    lp = torch.randn(1, 5, 4, dtype=torch.float64).log_softmax(-1).to(device)
+    graphs = ctc_graphs(torch.tensor([[1, 2]]), torch.tensor([2]), 4)
+    args = _prepare(graphs, lp, torch.tensor([5]), None, None, None)
+    total, alpha, alpha_offsets = ops().dense_intersect_forward(**args, log_probs=lp, viterbi=False)
+    bad = args["arcs"].clone()
+    bad[0, 1] = 1000  # a destination state outside the graph
+    with pytest.raises(RuntimeError, match="has a state outside"):
+        ops().dense_intersect_backward(
+            **{**args, "arcs": bad},
+            log_probs=lp,
+            total=total,
+            alpha=alpha,
+            alpha_offsets=alpha_offsets,
+            grad_total=torch.ones_like(total),
+        )
 
 
 def test_openfst_text_round_trip():

@@ -11,7 +11,9 @@ import logging
 
 import pytest
 import torch
+from devices import DEVICES
 
+from asr._ext import ops
 from asr.losses import rnnt_loss
 from asr.losses.mutual_information import mutual_information_recursion
 from asr.losses.pruned_rnnt import (
@@ -41,10 +43,11 @@ def rand_px_py(b, s, t, modified, seed=0):
         (3, 4, 6, [(0, 0, 4, 6), (1, 2, 3, 5), (0, 0, 2, 2)]),
     ],
 )
-def test_mutual_information_matches_reference(b, s, t, bounds, modified):
+@DEVICES
+def test_mutual_information_matches_reference(b, s, t, bounds, modified, device):
     px, py = rand_px_py(b, s, t, modified)
     bd = torch.tensor(bounds)
-    ans = mutual_information_recursion(px, py, bd)
+    ans = mutual_information_recursion(px.to(device), py.to(device), bd.to(device)).cpu()
     ref = mutual_information_reference(px, py, bd)
     finite = torch.isfinite(ref)
     assert torch.equal(torch.isfinite(ans), finite)
@@ -57,14 +60,33 @@ def test_mutual_information_matches_reference(b, s, t, bounds, modified):
             assert torch.allclose(a, torch.zeros_like(a) if r is None else r, atol=1e-10)  # px is empty when S=0
 
 
-def test_modified_is_impossible_when_t_shorter_than_s():
+@DEVICES
+def test_mutual_information_backward_checks_its_boundary(device):
+    """The backward indexes px, py and p with the boundary it is given: one outside the lattice is an
+    error there too, not only in the forward."""
+    px, py = (x.detach().to(device) for x in rand_px_py(1, 2, 3, modified=False))
+    ans, p = ops().mutual_information_forward(px, py, torch.tensor([[0, 0, 2, 3]], device=device), modified=False)
+    for bad in ([0, 0, 3, 3], [0, 0, 2, 4], [1, 0, 0, 3]):
+        with pytest.raises(RuntimeError, match="boundary out of range"):
+            ops().mutual_information_backward(
+                px, py, torch.tensor([bad], device=device), p, ans, torch.ones_like(ans), modified=False
+            )
+    with pytest.raises(RuntimeError, match=r"ans_grad must be \[B\]"):
+        ops().mutual_information_backward(
+            px, py, torch.tensor([[0, 0, 2, 3]], device=device), p, ans, torch.ones(2, device=device), modified=False
+        )
+
+
+@DEVICES
+def test_modified_is_impossible_when_t_shorter_than_s(device):
     px, py = rand_px_py(1, 4, 3, modified=True)
-    assert torch.isinf(mutual_information_recursion(px, py)).all()
+    assert torch.isinf(mutual_information_recursion(px.to(device), py.to(device))).all()
 
 
+@DEVICES
 @pytest.mark.parametrize("modified", [False, True])
-def test_mutual_information_gradcheck_and_return_grad(modified):
-    px, py = rand_px_py(2, 2, 3, modified, seed=1)
+def test_mutual_information_gradcheck_and_return_grad(modified, device):
+    px, py = (x.detach().to(device).requires_grad_() for x in rand_px_py(2, 2, 3, modified, seed=1))
     assert torch.autograd.gradcheck(lambda a, b: mutual_information_recursion(a, b), (px, py))
     ans, (gx, gy) = mutual_information_recursion(px, py, return_grad=True)
     ref_gx, ref_gy = torch.autograd.grad(mutual_information_recursion(px, py).sum(), (px, py))
@@ -122,10 +144,12 @@ def joiner(am_x: torch.Tensor, lm_x: torch.Tensor, w: torch.Tensor) -> torch.Ten
     return torch.tanh(am_x + lm_x) @ w
 
 
+@DEVICES
 @pytest.mark.parametrize("rnnt_type", ["regular", "modified"])
-def test_pruned_equals_full_when_window_covers_everything(rnnt_type):
-    am, lm, symbols, t_len, s_len, bd = make_transducer()
-    w = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+def test_pruned_equals_full_when_window_covers_everything(rnnt_type, device):
+    am, lm, symbols, t_len, s_len, bd = (x.detach().to(device) for x in make_transducer())
+    am.requires_grad_(), lm.requires_grad_()
+    w = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).to(device)
     _, (gx, gy) = rnnt_loss_simple(lm, am, symbols, 0, bd, rnnt_type=rnnt_type, return_grad=True)
     s_range = symbols.shape[1] + 1
     ranges = get_rnnt_prune_ranges(gx, gy, bd, s_range)

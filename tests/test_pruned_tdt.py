@@ -12,6 +12,7 @@ import logging
 
 import pytest
 import torch
+from devices import DEVICES
 
 from asr.losses import (
     do_rnnt_pruning,
@@ -79,9 +80,10 @@ def arcs_reference(tok_lp, dur_lp, symbols, ul, sigma, blank=0):
 # ---- tdt_arc_loss: the compiled lattice on given arc log-probs --------------------------------
 
 
+@DEVICES
 @pytest.mark.parametrize("ts,us", CASES)
 @pytest.mark.parametrize("durations", [(0, 1, 2, 3), (1, 2), (0, 2)])
-def test_arc_loss_matches_reference_with_removed_arcs(ts, us, durations):
+def test_arc_loss_matches_reference_with_removed_arcs(ts, us, durations, device):
     g = torch.Generator().manual_seed(1)
     b, t, s = len(ts), max(ts), max(us)
     arcs = torch.randn(b, t, s + 1, 2 + len(durations), generator=g, dtype=torch.float64)
@@ -90,11 +92,12 @@ def test_arc_loss_matches_reference_with_removed_arcs(ts, us, durations):
     arcs[torch.rand(arcs.shape, generator=g) < 0.15] = float("-inf")
     arcs.requires_grad_()
     tl, ul = torch.tensor(ts), torch.tensor(us)
-    ours = tdt_arc_loss(arcs, tl, ul, durations)
+    ours = tdt_arc_loss(arcs.to(device), tl.to(device), ul.to(device), durations).cpu()
     ref = tdt_arc_loss_reference(arcs, tl, ul, list(durations))
     assert_same(ours, ref, (arcs,))
     # the posteriors are d log P / d arcs, and the backward that scales them is the same backward
-    loss2, post = tdt_arc_loss(arcs, tl, ul, durations, return_posteriors=True)
+    loss2, post = tdt_arc_loss(arcs.to(device), tl.to(device), ul.to(device), durations, return_posteriors=True)
+    loss2, post = loss2.cpu(), post.cpu()
     (g_ours,) = weighted_grads(loss2, (arcs,))
     (g_ref,) = weighted_grads(ours, (arcs,))
     assert torch.allclose(g_ours, g_ref, atol=1e-12)

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from devices import DEVICES
 
 from asr.losses import rnnt_loss, tdt_loss
 from asr.losses.reference import tdt_loss_reference
@@ -21,11 +22,17 @@ def make(ts, us, v, durations, seed=0):
     return logits, targets, torch.tensor(ts), torch.tensor(us)
 
 
+def on(device, *xs):
+    """xs on `device`; differentiable, so gradients reach the CPU leaves make() returns."""
+    return tuple(x.to(device) for x in xs)
+
+
 @pytest.mark.parametrize("ts,us", CASES)
 @pytest.mark.parametrize("durations,sigma", [((0, 1, 2, 3, 4), 0.0), ((0, 1, 2), 0.05), ((1, 2), 0.0)])
-def test_matches_reference(ts, us, durations, sigma):
+@DEVICES
+def test_matches_reference(ts, us, durations, sigma, device):
     logits, targets, tl, ul = make(ts, us, 5, durations)
-    ours = tdt_loss(logits, targets, tl, ul, durations=durations, sigma=sigma, reduction="none")
+    ours = tdt_loss(*on(device, logits, targets, tl, ul), durations=durations, sigma=sigma, reduction="none").cpu()
     ref = tdt_loss_reference(logits, targets, tl, ul, list(durations), sigma=sigma)
     assert torch.equal(torch.isinf(ours), torch.isinf(ref))
     fin = torch.isfinite(ref)
@@ -36,8 +43,10 @@ def test_matches_reference(ts, us, durations, sigma):
     assert torch.allclose(g_ours, g_ref, atol=1e-10)
 
 
-def test_gradcheck_and_packed_equals_padded():
-    logits, targets, tl, ul = make([4, 3], [2, 1], 4, (0, 1, 2))
+@DEVICES
+def test_gradcheck_and_packed_equals_padded(device):
+    logits, targets, tl, ul = on(device, *make([4, 3], [2, 1], 4, (0, 1, 2)))
+    logits = logits.detach().requires_grad_()
     assert torch.autograd.gradcheck(
         lambda x: tdt_loss(x, targets, tl, ul, durations=(0, 1, 2), sigma=0.1, reduction="sum"), (logits,)
     )
@@ -52,17 +61,20 @@ def test_gradcheck_and_packed_equals_padded():
     )
 
 
-def test_omega_mixes_standard_rnnt_loss():
-    logits, targets, tl, ul = make([5, 3], [2, 2], 5, (0, 1, 2))
+@DEVICES
+def test_omega_mixes_standard_rnnt_loss(device):
+    logits, targets, tl, ul = on(device, *make([5, 3], [2, 2], 5, (0, 1, 2)))
     tdt = tdt_loss(logits, targets, tl, ul, durations=(0, 1, 2), reduction="none")
     rnnt = rnnt_loss(logits[..., :5], targets, tl, ul, reduction="none")
     mixed = tdt_loss(logits, targets, tl, ul, durations=(0, 1, 2), omega=0.3, reduction="none")
     assert torch.allclose(mixed, 0.7 * tdt + 0.3 * rnnt, atol=1e-12)
 
 
-def test_too_few_frames_is_infinite_and_zero_infinity(caplog):
+@DEVICES
+def test_too_few_frames_is_infinite_and_zero_infinity(caplog, device):
     # U=3 symbols need 3 landing frames < T plus a final blank: T=2 is impossible with durations (1,)
-    logits, targets, tl, ul = make([2, 6], [3, 1], 4, (1,))
+    logits, targets, tl, ul = on(device, *make([2, 6], [3, 1], 4, (1,)))
+    logits = logits.detach().requires_grad_()
     loss = tdt_loss(logits, targets, tl, ul, durations=(1,), reduction="none")
     assert torch.isinf(loss[0]) and torch.isfinite(loss[1])
     with caplog.at_level(logging.WARNING):

@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+from devices import DEVICES
 
 from asr.losses import (
     Alignment,
@@ -111,11 +112,13 @@ def tdt_brute_force(logits, targets, tl, ul, durations, blank=0, sigma=0.0):
     return out
 
 
+@DEVICES
 @pytest.mark.parametrize("ts,us,v", RNNT_CASES)
-def test_rnnt_viterbi_is_the_brute_force_best_path(ts, us, v):
+def test_rnnt_viterbi_is_the_brute_force_best_path(ts, us, v, device):
     logits, targets, tl, ul = make(ts, us, v)
-    loss = rnnt_viterbi_loss(logits, targets, tl, ul, reduction="none")
-    path = rnnt_best_path(logits, targets, tl, ul)
+    on = [x.to(device) for x in (logits, targets, tl, ul)]
+    loss = rnnt_viterbi_loss(*on, reduction="none").cpu()
+    path = rnnt_best_path(*on)
     for b, (score, arcs) in enumerate(rnnt_brute_force(logits, targets, tl, ul)):
         assert loss[b].item() == pytest.approx(-score, abs=1e-10)
         assert path.score[b].item() == pytest.approx(score, abs=1e-10)
@@ -124,10 +127,12 @@ def test_rnnt_viterbi_is_the_brute_force_best_path(ts, us, v):
 
 @pytest.mark.parametrize("ts,us,durations", TDT_CASES)
 @pytest.mark.parametrize("sigma", [0.0, 0.3])
-def test_tdt_viterbi_is_the_brute_force_best_path(ts, us, durations, sigma):
+@DEVICES
+def test_tdt_viterbi_is_the_brute_force_best_path(ts, us, durations, sigma, device):
     logits, targets, tl, ul = tdt_make(ts, us, durations)
-    loss = tdt_viterbi_loss(logits, targets, tl, ul, durations=durations, sigma=sigma, reduction="none")
-    path = tdt_best_path(logits, targets, tl, ul, durations=durations, sigma=sigma)
+    on = [x.to(device) for x in (logits, targets, tl, ul)]
+    loss = tdt_viterbi_loss(*on, durations=durations, sigma=sigma, reduction="none").cpu()
+    path = tdt_best_path(*on, durations=durations, sigma=sigma)
     for b, (score, arcs) in enumerate(tdt_brute_force(logits, targets, tl, ul, durations, sigma=sigma)):
         if arcs is None:  # no path: +inf loss, no arcs
             assert loss[b].item() == math.inf and not path.exists[b] and path_arcs(path, b) == []

@@ -61,17 +61,18 @@ class _ViterbiScore(torch.autograd.Function):
     @staticmethod
     def forward(ctx, log_probs, graphs, lengths, arc_extra, frame_extra):
         score, best = fsa_viterbi(graphs, log_probs, lengths, arc_extra=arc_extra, frame_extra=frame_extra)
-        labels = torch.where(best >= 0, graphs.labels.long()[best.clamp(min=0)], -1)
+        labels = torch.where(best >= 0, graphs.labels.to(best.device).long()[best.clamp(min=0)], -1)
         ctx.save_for_backward(labels)
         ctx.shape = log_probs.shape
-        return score.to(log_probs.device)
+        return score
 
     @staticmethod
     def backward(ctx, grad_score):
         (labels,) = ctx.saved_tensors
         grad = torch.zeros(ctx.shape, dtype=grad_score.dtype, device=grad_score.device)
-        on_path = (labels >= 0).to(grad.dtype) * grad_score.cpu()[:, None].to(grad.dtype)
-        grad.scatter_add_(2, labels.clamp(min=0)[..., None].to(grad.device), on_path[..., None].to(grad.device))
+        labels = labels.to(grad.device)
+        on_path = (labels >= 0).to(grad.dtype) * grad_score[:, None].to(grad.dtype)
+        grad.scatter_add_(2, labels.clamp(min=0)[..., None], on_path[..., None])
         return grad, None, None, None, None
 
 
@@ -211,8 +212,9 @@ def forced_align(
     Args:
         log_probs: [B, T, V]. targets: [B, U] padded (or a list of token-id lists).
         input_lengths: [B]. target_lengths: [B]; default: the lengths of the lists, or U.
-    Returns: Alignment with frame labels, token start flags and path scores. An utterance
-    whose transcript cannot fit in its frames gets score -inf and labels -1 (and a warning).
+    Returns: Alignment with frame labels, token start flags and path scores, on log_probs' device
+    (the Viterbi search runs there). An utterance whose transcript cannot fit in its frames gets
+    score -inf and labels -1 (and a warning).
     """
     if isinstance(targets, (list, tuple)):
         target_lengths = torch.tensor([len(y) for y in targets], dtype=torch.long)
@@ -223,9 +225,9 @@ def forced_align(
     if target_lengths is None:
         target_lengths = torch.full((targets.shape[0],), targets.shape[1], dtype=torch.long)
     graphs = ctc_graphs(targets, target_lengths, log_probs.shape[-1], topology)
-    score, best = fsa_viterbi(graphs, log_probs.detach().cpu(), input_lengths)
+    score, best = fsa_viterbi(graphs, log_probs, input_lengths)  # on log_probs' device
     ok = best >= 0
-    arcs = graphs.arcs.long()[best.clamp(min=0)]  # [B, T, 4]
+    arcs = graphs.arcs.to(best.device).long()[best.clamp(min=0)]  # [B, T, 4]
     labels = torch.where(ok, arcs[..., 2], -1)
     starts = ok & (arcs[..., 3] > 0)
     n_bad = int((~torch.isfinite(score)).sum())

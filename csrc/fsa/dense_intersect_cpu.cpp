@@ -93,6 +93,17 @@ inline scalar_t arc_weight(const Graphs& G, const Dense& D, const scalar_t* lp_t
 
 }  // namespace
 
+void check_dense_intersect_args(const torch::Tensor& arcs, const torch::Tensor& scores,
+                                const torch::Tensor& arc_offsets, const torch::Tensor& num_states,
+                                const torch::Tensor& graph_index, const torch::Tensor& log_probs,
+                                const torch::Tensor& lengths, const torch::Tensor& arc_extra,
+                                const torch::Tensor& frame_extra, bool check_arcs) {
+  const Graphs G = check_graphs(arcs, scores, arc_offsets, num_states, graph_index, log_probs.size(0));
+  const Dense D = check_dense(log_probs, lengths, arc_extra, frame_extra, arcs.size(0));
+  if (check_arcs)
+    for (int64_t g = 0; g < G.num_graphs; ++g) check_graph_arcs(G, g, D.V);
+}
+
 std::vector<torch::Tensor> dense_intersect_forward_cpu(const torch::Tensor& arcs, const torch::Tensor& scores,
                                                        const torch::Tensor& arc_offsets,
                                                        const torch::Tensor& num_states,
@@ -215,6 +226,8 @@ torch::Tensor dense_intersect_backward_cpu(const torch::Tensor& arcs, const torc
   const int64_t B = log_probs.size(0);
   const Graphs G = check_graphs(arcs, scores, arc_offsets, num_states, graph_index, B);
   const Dense D = check_dense(log_probs, lengths, arc_extra, frame_extra, arcs.size(0));
+  // the arcs index beta and the gradient: checked here too (the backward may get other graphs)
+  for (int64_t g = 0; g < G.num_graphs; ++g) check_graph_arcs(G, g, D.V);
   TORCH_CHECK(grad_total.is_contiguous() && grad_total.size(0) == B && grad_total.scalar_type() == log_probs.scalar_type(),
               "grad_total must be contiguous [B] of the log-probs' dtype");
   auto grad = torch::zeros_like(log_probs);

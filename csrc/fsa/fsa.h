@@ -70,6 +70,17 @@ torch::Tensor dense_intersect_backward_cpu(const torch::Tensor& arcs, const torc
                                            const torch::Tensor& alpha, const torch::Tensor& alpha_offsets,
                                            const torch::Tensor& grad_total);
 
+// The checks of dense_intersect_forward_cpu (check_arcs: the arcs too) and of its backward, with
+// their messages: dtypes and shapes of all arguments, and the values of graph_index, lengths,
+// arc_offsets, num_states and (check_arcs) arcs, which must be on the CPU; scores, log_probs and
+// the extras are read for their shapes only and may be on any device. The CUDA ops call it with
+// host copies of the small index tensors.
+void check_dense_intersect_args(const torch::Tensor& arcs, const torch::Tensor& scores,
+                                const torch::Tensor& arc_offsets, const torch::Tensor& num_states,
+                                const torch::Tensor& graph_index, const torch::Tensor& log_probs,
+                                const torch::Tensor& lengths, const torch::Tensor& arc_extra,
+                                const torch::Tensor& frame_extra, bool check_arcs);
+
 #ifdef ASR_WITH_CUDA
 // CUDA kernels of dense intersection (dense_intersect_cuda.cu) with the same contracts, for
 // log_probs and graphs on one GPU. Graph construction (ctc_topo, linear, compose) stays on the CPU.

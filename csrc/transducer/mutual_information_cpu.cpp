@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "transducer/checks.h"
 #include "transducer/logmath.h"
 
 namespace asr {
@@ -10,24 +11,11 @@ namespace {
 
 using acc_t = double;  // the recursion accumulates in float64 whatever the dtype of px, py
 
-void check(const torch::Tensor& px, const torch::Tensor& py, const torch::Tensor& boundary, bool modified) {
-  TORCH_CHECK(px.dim() == 3 && py.dim() == 3, "px and py must be 3-D");
-  TORCH_CHECK(px.is_contiguous() && py.is_contiguous(), "px and py must be contiguous");
-  TORCH_CHECK(px.scalar_type() == py.scalar_type(), "px and py must have one dtype");
-  const int64_t B = px.size(0), S = px.size(1), T = py.size(2);
-  TORCH_CHECK(py.size(0) == B && py.size(1) == S + 1, "py must be [B, S+1, T]");
-  TORCH_CHECK(px.size(2) == (modified ? T : T + 1), modified ? "px must be [B, S, T] (modified)"
-                                                             : "px must be [B, S, T+1] (regular)");
-  TORCH_CHECK(boundary.scalar_type() == torch::kInt64 && boundary.is_contiguous() && boundary.dim() == 2 &&
-                  boundary.size(0) == B && boundary.size(1) == 4,
-              "boundary must be contiguous int64 [B, 4]");
-}
-
 }  // namespace
 
 std::vector<torch::Tensor> mutual_information_forward_cpu(const torch::Tensor& px, const torch::Tensor& py,
                                                           const torch::Tensor& boundary, bool modified) {
-  check(px, py, boundary, modified);
+  check_mutual_information(px, py, boundary, modified);
   const int64_t B = px.size(0), S = px.size(1), T = py.size(2), pxT = px.size(2);
   auto p = torch::full({B, S + 1, T + 1}, -std::numeric_limits<double>::infinity(),
                        px.options().dtype(torch::kFloat64));
@@ -76,13 +64,13 @@ std::vector<torch::Tensor> mutual_information_backward_cpu(const torch::Tensor& 
                                                            const torch::Tensor& boundary, const torch::Tensor& p,
                                                            const torch::Tensor& ans, const torch::Tensor& ans_grad,
                                                            bool modified) {
-  check(px, py, boundary, modified);
+  check_mutual_information(px, py, boundary, modified);
   const int64_t B = px.size(0), S = px.size(1), T = py.size(2), pxT = px.size(2);
   auto px_grad = torch::zeros_like(px);
   auto py_grad = torch::zeros_like(py);
-  TORCH_CHECK(p.scalar_type() == torch::kFloat64 && p.is_contiguous() && p.dim() == 3 && p.size(0) == B &&
-                  p.size(1) == S + 1 && p.size(2) == T + 1,
-              "p must be contiguous float64 [B, S+1, T+1] (from mutual_information_forward)");
+  check_mutual_information_p(p, B, S, T);
+  check_mutual_information_ans(px, ans, ans_grad);
+  check_mutual_information_boundary(boundary, S, T);
   auto g = ans_grad.contiguous().to(torch::kFloat64);
   const int64_t* bd = boundary.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(px.scalar_type(), "mutual_information_backward_cpu", [&] {

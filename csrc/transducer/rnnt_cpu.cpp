@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "transducer/checks.h"
 #include "transducer/logmath.h"
 
 namespace asr {
@@ -22,30 +23,14 @@ struct Layout {
   int64_t label(int64_t b, int64_t u) const { return y[b * max_u_targets + u]; }
 };
 
-void check_index(const torch::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == torch::kInt64 && t.is_contiguous(), name, " must be contiguous int64");
-}
-
 Layout make_layout(const torch::Tensor& targets, const torch::Tensor& logit_lengths,
                    const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
                    const torch::Tensor& t_strides, int64_t max_t, int64_t max_u) {
-  check_index(targets, "targets");
-  check_index(logit_lengths, "logit_lengths");
-  check_index(target_lengths, "target_lengths");
-  check_index(row_offsets, "row_offsets");
-  check_index(t_strides, "t_strides");
-  TORCH_CHECK(targets.dim() == 2, "targets must be [B, U]");
+  check_rnnt_layout(targets, logit_lengths, target_lengths, row_offsets, t_strides);
   return Layout{logit_lengths.data_ptr<int64_t>(), target_lengths.data_ptr<int64_t>(),
                 row_offsets.data_ptr<int64_t>(),   t_strides.data_ptr<int64_t>(),
                 targets.data_ptr<int64_t>(),       max_t,
                 max_u,                             targets.size(1)};
-}
-
-void check_rows(const torch::Tensor& logits, const torch::Tensor& denom) {
-  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "logits must be contiguous rows [N, V]");
-  TORCH_CHECK(denom.dim() == 1 && denom.size(0) == logits.size(0) && denom.is_contiguous() &&
-                  denom.scalar_type() == logits.scalar_type(),
-              "denom must be [N] of the logits' dtype");
 }
 
 // The log-probs of the two arcs leaving node (t, u) of utterance b, in float64: blank (to
@@ -84,12 +69,6 @@ void rnnt_alpha(const RnntArcs<scalar_t>& A, int64_t b, acc_t* a) {
       a[L.node(b, t, u)] = v;
     }
   }
-}
-
-void check_acc(const torch::Tensor& alpha, const torch::Tensor& beta) {
-  TORCH_CHECK(alpha.scalar_type() == torch::kFloat64 && beta.scalar_type() == torch::kFloat64 &&
-                  alpha.is_contiguous() && beta.is_contiguous(),
-              "alpha and beta must be contiguous float64 (from rnnt_forward)");
 }
 
 }  // namespace

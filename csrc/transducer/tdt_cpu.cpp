@@ -7,6 +7,7 @@
 #include <array>
 #include <vector>
 
+#include "transducer/checks.h"
 #include "transducer/logmath.h"
 
 namespace asr {
@@ -77,10 +78,7 @@ TdtLattice<scalar_t> make(const torch::Tensor& logits, const torch::Tensor& den_
                           const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
                           const torch::Tensor& t_strides, const torch::Tensor& durations, int64_t num_tokens,
                           int64_t max_t, int64_t max_u, int64_t blank, double sigma) {
-  for (const auto* t : {&targets, &logit_lengths, &target_lengths, &row_offsets, &t_strides, &durations})
-    TORCH_CHECK(t->scalar_type() == torch::kInt64 && t->is_contiguous(), "index tensors must be contiguous int64");
-  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "logits must be contiguous rows [N, V + D]");
-  TORCH_CHECK(logits.size(1) == num_tokens + durations.size(0), "rows must hold V token + D duration logits");
+  check_tdt(logits, targets, logit_lengths, target_lengths, row_offsets, t_strides, durations, num_tokens);
   return TdtLattice<scalar_t>{logits.data_ptr<scalar_t>(),     den_tok.data_ptr<scalar_t>(),
                               den_dur.data_ptr<scalar_t>(),    logit_lengths.data_ptr<int64_t>(),
                               target_lengths.data_ptr<int64_t>(), row_offsets.data_ptr<int64_t>(),
@@ -143,9 +141,7 @@ void tdt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& l
                                      int64_t num_tokens, int64_t blank, double sigma) {
   TORCH_CHECK(grad.is_contiguous() && grad.sizes() == logits.sizes(), "grad must be contiguous like logits");
   const int64_t B = logit_lengths.size(0), max_t = alpha.size(1) - 1, max_u = alpha.size(2) - 1;
-  TORCH_CHECK(alpha.scalar_type() == torch::kFloat64 && beta.scalar_type() == torch::kFloat64 &&
-                  alpha.is_contiguous() && beta.is_contiguous(),
-              "alpha and beta must be contiguous float64 (from tdt_forward)");
+  check_tdt_acc(alpha, beta);
   auto sc = scale.contiguous().to(torch::kFloat64);
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "tdt_subtract_arc_posteriors_cpu", [&] {
     const auto L = make<scalar_t>(logits, den_tok, den_dur, targets, logit_lengths, target_lengths, row_offsets,
