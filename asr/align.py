@@ -19,28 +19,19 @@ import torch
 from tqdm import tqdm
 
 from .data.audio import pad_waves
+from .decoding.timestamps import Word, group_words
 from .losses import forced_align
 from .model import ASRModel
 from .problems import Problems
 from .transcribe import audio_batches
 
 log = logging.getLogger(__name__)
-WORD_START = "\u2581"  # sentencepiece's word-start mark
-
-
-@dataclass
-class Segment:
-    """A token or word with start and end times in seconds."""
-
-    text: str
-    start: float
-    end: float
 
 
 @dataclass
 class UttAlignment:
-    tokens: list[Segment] = field(default_factory=list)
-    words: list[Segment] = field(default_factory=list)
+    tokens: list[Word] = field(default_factory=list)
+    words: list[Word] = field(default_factory=list)
     score: float = 0.0  # log-score of the best path
     frames: torch.Tensor | None = None  # [T] token id per encoder frame (for plots)
     log_probs: torch.Tensor | None = None  # [T, V] (kept only when asked, for plots)
@@ -59,24 +50,6 @@ def ctc_head_name(model: ASRModel, head: str | None) -> str:
             "(train a hybrid, e.g. model=conformer_hybrid_tdt_ctc)"
         )
     return names[0]
-
-
-def words_from_tokens(pieces: list[str], spans: list[tuple[float, float]]) -> list[Segment]:
-    """Group token segments into words by sentencepiece's word-start mark."""
-    words: list[Segment] = []
-    new_word = True
-    for piece, (s, e) in zip(pieces, spans):
-        text = piece.replace(WORD_START, "")
-        if piece.startswith(WORD_START):
-            new_word = True
-        if not text:
-            continue
-        if new_word or not words:
-            words.append(Segment(text, s, e))
-            new_word = False
-        else:
-            words[-1] = Segment(words[-1].text + text, words[-1].start, e)
-    return words
 
 
 @torch.no_grad()
@@ -103,7 +76,7 @@ def align_items(
     tok = model.tokenizer
     if tok is None:
         raise ValueError("the model has no tokenizer (load it with asr.model.load_model)")
-    shift = model.fbank.opts.frame_shift_ms / 1000 * model.encoder.subsampling_factor
+    shift = model.frame_seconds
     model = model.to(device).eval()
     problems = Problems()
     out: dict[str, UttAlignment] = {}
@@ -139,8 +112,8 @@ def align_items(
             pieces = [tok.sp.id_to_piece(t) for t, _, _ in spans]
             times = [(s * shift, (e + 1) * shift) for _, s, e in spans]
             u = UttAlignment(
-                [Segment(p, s, e) for p, (s, e) in zip(pieces, times)],
-                words_from_tokens(pieces, times),
+                [Word(p, s, e) for p, (s, e) in zip(pieces, times)],
+                group_words(pieces, times),
                 float(ali.scores[i]),
             )
             if len(out) < keep_log_probs:
@@ -157,7 +130,7 @@ def write_ctm(path: str | Path, alignments: dict[str, UttAlignment], level: str 
     lines = []
     for uid in sorted(alignments):
         for seg in getattr(alignments[uid], level):
-            lines.append(f"{uid} 1 {seg.start:.2f} {seg.end - seg.start:.2f} {seg.text}\n")
+            lines.append(f"{uid} 1 {seg.start:.2f} {seg.end - seg.start:.2f} {seg.word}\n")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text("".join(lines))
 
@@ -185,7 +158,7 @@ def plot_alignment(ali: UttAlignment, shift: float, path: str | Path, title: str
     )
     for w in ali.words:
         ax.axvspan(w.start, w.end, color="tab:orange", alpha=0.15)
-        ax.text((w.start + w.end) / 2, 1.02, w.text, ha="center", va="bottom", fontsize=8, rotation=30)
+        ax.text((w.start + w.end) / 2, 1.02, w.word, ha="center", va="bottom", fontsize=8, rotation=30)
     ax.set_xlim(0, n * shift)
     ax.set_ylim(0, 1.2)
     ax.set_xlabel("seconds")

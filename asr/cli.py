@@ -268,13 +268,19 @@ def _onnx_transcriber(args: argparse.Namespace):
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .transcribe import decode_batches, transcribe_items, write_kaldi_text
+    from .decoding.timestamps import Transcript
+    from .transcribe import decode_batches, transcribe_items
+    from .transcripts import TIMED
 
+    fmt = _output_format(args)
     if args.onnx:
+        if fmt in TIMED:
+            raise SystemExit(f"asr transcribe: --format {fmt}: --onnx gives no word times yet; decode with --ckpt")
         transcribe, desc = _onnx_transcriber(args)
         items, problems = _input_items(args)
         t0 = time.perf_counter()
-        hyps, load_problems = decode_batches(transcribe, items, args.max_duration, desc, progress=not args.quiet)
+        texts, load_problems = decode_batches(transcribe, items, args.max_duration, desc, progress=not args.quiet)
+        hyps = {uid: Transcript(text) for uid, text in texts.items()}
     else:
         model, device = _inference_model(args)
         options = _decode_options(args, model)
@@ -284,13 +290,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             model, items, options, max_seconds=args.max_duration, device=device, progress=not args.quiet
         )
     elapsed = time.perf_counter() - t0
-    if args.out:
-        write_kaldi_text(args.out, hyps)
-        print(f"wrote {len(hyps)} hypotheses to {args.out}", file=sys.stderr)
-    else:
-        for uid, _ in items:
-            if uid in hyps:
-                print(f"{uid} {hyps[uid]}")
+    _write_results(args, fmt, hyps, items)
     problems.merge(load_problems)
     if problems.counts:
         print(problems.summary("skipped or changed input"), file=sys.stderr)
@@ -299,10 +299,38 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_format(args: argparse.Namespace) -> str:
+    """--format, where --timestamps alone means json; a clear error for formats that cannot be written."""
+    from .transcripts import TIMED
+
+    fmt = args.format or ("json" if args.timestamps else "text")
+    if fmt == "srt" and not args.out:
+        raise SystemExit(f"asr {args.command}: --format srt writes one .srt file per utterance: give --out FOLDER")
+    if fmt in TIMED and getattr(args, "method", None) in ("attention", "joint"):
+        raise SystemExit(
+            f"asr {args.command}: --format {fmt} needs word times, which --method {args.method} does not give "
+            "(the attention decoder reads no frames); use greedy, beam or attention_rescoring"
+        )
+    return fmt
+
+
+def _write_results(args: argparse.Namespace, fmt: str, results: dict, items: list[tuple[str, str]]) -> None:
+    """The results in --format to --out (sorted by id) or stdout (in input order)."""
+    from .transcripts import write_transcripts
+
+    order = sorted(results) if args.out else [uid for uid, _ in items]
+    try:
+        said = write_transcripts(results, order, fmt, args.out)
+    except ValueError as e:
+        raise SystemExit(f"asr {args.command}: {e}") from e
+    if said:
+        print(said, file=sys.stderr)
+
+
 def cmd_stream(args: argparse.Namespace) -> int:
     from .stream import StreamTiming, stream_items
-    from .transcribe import write_kaldi_text
 
+    fmt = _output_format(args)
     model, device = _inference_model(args)
     options = _decode_options(args, model)
     try:
@@ -330,13 +358,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise SystemExit(f"asr stream: {args.ckpt}: {e}") from e
-    if args.out:
-        write_kaldi_text(args.out, report.hyps)
-        print(f"wrote {len(report.hyps)} hypotheses to {args.out}", file=sys.stderr)
-    else:
-        for uid, _ in items:
-            if uid in report.hyps:  # a stream that failed midway is counted, not printed
-                print(f"{uid} {report.hyps[uid]}")
+    _write_results(args, fmt, report.hyps, items)  # a stream that failed midway is counted, not written
     problems.merge(report.problems)
     if problems.counts:
         print(problems.summary("skipped input"), file=sys.stderr)
@@ -369,7 +391,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     out = Path(args.out)
     write_ctm(out / "words.ctm", alis, "words")
     write_ctm(out / "tokens.ctm", alis, "tokens")
-    shift = model.fbank.opts.frame_shift_ms / 1000 * model.encoder.subsampling_factor
+    shift = model.frame_seconds
     plotted = [uid for uid in sorted(alis) if alis[uid].log_probs is not None]
     for uid in plotted:
         plot_alignment(alis[uid], shift, out / f"{uid}.png", title=f"{uid}: {texts[uid]}")
@@ -450,6 +472,17 @@ def cmd_lm(args: argparse.Namespace) -> int:
         return 0
     except (FileNotFoundError, ValueError, ArpaError) as e:
         raise SystemExit(f"asr lm {args.lm_command}: {e}") from e
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=["text", "json", "ctm", "srt"],
+        help="text: 'utt-id TEXT' lines (default); json: one object a line with words, their start and "
+        "end seconds and confidences; ctm: 'utt-id 1 start duration word confidence'; srt: one subtitle "
+        "file per utterance in the --out folder",
+    )
+    parser.add_argument("--timestamps", action="store_true", help="word times and confidences (--format json)")
 
 
 def _add_weight_flags(p: argparse.ArgumentParser) -> None:
@@ -583,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
         "icefall's modified beam search (default: the head's, 10; with --onnx 1)",
     )
     _add_weight_flags(pr)
+    _add_output_flags(pr)
     pr.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (default 120)")
     pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr.add_argument("--threads", type=int, help="torch CPU threads")
@@ -629,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="transducer: most labels per frame (default: decode.max_symbols, else the head's)",
     )
     _add_weight_flags(pst)
+    _add_output_flags(pst)
     pst.add_argument("--batch-size", type=int, default=16, help="streams decoded together (default 16)")
     pst.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pst.add_argument("--threads", type=int, help="torch CPU threads")

@@ -143,6 +143,44 @@ def score(refs: dict[str, str], hyps: dict[str, str], cer: bool = False) -> Scor
     return rep
 
 
+def matched_words(ref: str, hyp: str) -> list[int | None]:
+    """Per hypothesis word, the index of the reference word it equals in the word alignment that
+    `score` counts errors on (jiwer's), or None where it is substituted or inserted. Both texts
+    are normalized first."""
+    ref, hyp = normalize(ref), normalize(hyp)
+    out: list[int | None] = [None] * len(hyp.split())
+    if not ref or not hyp:
+        return out
+    for chunk in jiwer.process_words(ref, hyp).alignments[0]:
+        if chunk.type == "equal":
+            for k in range(chunk.hyp_end_idx - chunk.hyp_start_idx):
+                out[chunk.hyp_start_idx + k] = chunk.ref_start_idx + k
+    return out
+
+
+def auroc(scores: list[float], positive: list[bool]) -> float:
+    """Area under the ROC curve of `scores` separating positive from negative items: the
+    probability that a random positive scores above a random negative (ties count half).
+    Raises ValueError when either class is empty."""
+    pos = [s for s, p in zip(scores, positive) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    if not pos or not neg:
+        raise ValueError(f"AUROC needs both classes; got {len(pos)} positive and {len(neg)} negative items")
+    # rank statistic (Mann-Whitney U) with average ranks for ties: O(n log n)
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = sum(r for r, p in zip(ranks, positive) if p)
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
 def plot_error_by_length(rep: ScoreReport, path: str | Path, bins: int = 6) -> None:
     """Bar chart of the error rate by reference length (equal-count bins)."""
     import matplotlib

@@ -20,6 +20,7 @@ from .data.datamodule import Batch
 from .data.features import Fbank, FbankOptions, GlobalCMVN
 from .data.tokenizer import Tokenizer
 from .decoding import DecodeOptions, Hypothesis, build_model_search, run_search
+from .decoding.timestamps import Transcript, hypothesis_words
 from .nn.encoders import build_encoder
 from .nn.encoders.chunking import FULL
 from .nn.heads import build_head
@@ -145,6 +146,27 @@ class ASRModel(L.LightningModule):
         """Texts for a batch (options and overrides as in `decode`)."""
         assert self.tokenizer is not None, "model has no tokenizer attached"
         return [self.tokenizer.decode(h.tokens) for h in self.decode(audio, audio_lens, options, **overrides)]
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds of one encoder frame (feature hop x subsampling): token frame f starts at f * this."""
+        return self.fbank.opts.frame_shift_ms / 1000 * self.encoder.subsampling_factor
+
+    def transcript(self, hyp: Hypothesis, offset_frames: int = 0) -> Transcript:
+        """A hypothesis as text plus, when its search gave token times, words with start and end
+        seconds (counted from `offset_frames` frames before the hypothesis's first) and confidences."""
+        assert self.tokenizer is not None, "model has no tokenizer attached"
+        words = None
+        if hyp.timed:
+            words = hypothesis_words(hyp, self.tokenizer.sp.id_to_piece, self.frame_seconds, offset_frames)
+        return Transcript(self.tokenizer.decode(hyp.tokens), words)
+
+    def transcribe_words(
+        self, audio: torch.Tensor, audio_lens: torch.Tensor, options: DecodeOptions | None = None, **overrides
+    ) -> list[Transcript]:
+        """Texts with word times and confidences for a batch (options and overrides as in `decode`;
+        the words are None for searches without token times: attention and joint)."""
+        return [self.transcript(h) for h in self.decode(audio, audio_lens, options, **overrides)]
 
     # ---- Lightning hooks -----------------------------------------------------------
     def training_step(self, batch: Batch | None, batch_idx: int):

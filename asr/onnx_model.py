@@ -216,18 +216,18 @@ class AttentionRescoringGraph:
         state = ctc_prefix_beam_continue(
             torch.from_numpy(log_probs), torch.from_numpy(lens), state, self.beam, BLANK_ID
         )
-        nbests = [h.nbest or [(h.tokens, h.score)] for h in state.hypotheses()]
+        nbests = [h.nbest or [h] for h in state.hypotheses()]
         rows = np.array([b for b, nb in enumerate(nbests) for _ in nb])
-        hyps = [toks for nb in nbests for toks, _ in nb]
+        hyps = [h.tokens for nb in nbests for h in nb]
         att = self._score(self.decoder, memory[rows], lens[rows], hyps)
         if self.r_decoder is not None and self.reverse_weight > 0:
             r2l = self._score(self.r_decoder, memory[rows], lens[rows], [h[::-1] for h in hyps])
             att = (1 - self.reverse_weight) * att + self.reverse_weight * r2l
         out, i = [], 0
         for nb in nbests:
-            combined = [(1 - self.ctc_weight) * float(a) + self.ctc_weight * s for (_, s), a in zip(nb, att[i:])]
+            combined = [(1 - self.ctc_weight) * float(a) + self.ctc_weight * h.score for h, a in zip(nb, att[i:])]
             best = max(range(len(nb)), key=lambda j: combined[j])  # the first of equals, as sorted() keeps them
-            out.append(nb[best][0])
+            out.append(nb[best].tokens)
             i += len(nb)
         return out
 

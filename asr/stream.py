@@ -16,6 +16,7 @@ import torch
 from .data.audio import SAMPLE_RATE, AudioError, audio_blocks
 from .decoding import DecodeOptions
 from .decoding.streaming import StreamingRecognizer, stream_decode
+from .decoding.timestamps import Transcript
 from .model import ASRModel
 from .problems import Problems
 
@@ -47,9 +48,10 @@ class StreamTiming:
 
 @dataclass
 class StreamReport:
-    """What a streaming run produced: final texts, skipped input and timing."""
+    """What a streaming run produced: final transcripts (text, words with times), skipped input
+    and timing."""
 
-    hyps: dict[str, str] = field(default_factory=dict)
+    hyps: dict[str, Transcript] = field(default_factory=dict)
     problems: Problems = field(default_factory=Problems)
     chunk_times: list[float] = field(default_factory=list)  # seconds per encoder chunk (all streams of a batch)
     audio_seconds: float = 0.0
@@ -116,10 +118,10 @@ def stream_items(
 
         failed: set[str] = set()
         sources = [guarded_blocks(uid, path, timing.block_samples, report.problems, failed) for uid, path in batch]
-        final = stream_decode(rec, sources, on_partial=partial)
-        for (uid, _), toks in zip(batch, final):
+        stream_decode(rec, sources, on_partial=partial)
+        for (uid, _), hyp in zip(batch, rec.results()):
             if uid not in failed:
-                report.hyps[uid] = model.tokenizer.decode(toks)
+                report.hyps[uid] = model.transcript(hyp)
         report.chunk_times += rec.stats.chunk_times
         report.audio_seconds += rec.stats.audio_seconds
         report.compute_seconds += rec.stats.compute_seconds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from tqdm import tqdm
@@ -13,10 +14,12 @@ from .data.audio import SAMPLE_RATE, AudioError, load_audio, pad_waves
 from .data.audio_check import check_audio
 from .data.librispeech import CheckOptions, Utterance, read_split
 from .decoding import DecodeOptions
+from .decoding.timestamps import Transcript
 from .model import ASRModel
 from .problems import Problems
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 def audio_batches(
@@ -54,15 +57,17 @@ def transcribe_items(
     max_seconds: float = 120.0,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> tuple[dict[str, str], Problems]:
-    """Decode (utt_id, path) items. Returns ({utt_id: text}, problems); bad files are skipped and counted.
+) -> tuple[dict[str, Transcript], Problems]:
+    """Decode (utt_id, path) items. Returns ({utt_id: transcript}, problems): each transcript's
+    text and, where the search gives token times, its words with times and confidences. Bad
+    files are skipped and counted.
 
     options: decoding options (default: the checkpoint's, conf/decode/ at training time).
     """
     opts = model.decode_options_with(options)
     model = model.to(device).eval()
     return decode_batches(
-        lambda audio, lens: model.transcribe(audio.to(device), lens.to(device), opts),
+        lambda audio, lens: model.transcribe_words(audio.to(device), lens.to(device), opts),
         items,
         max_seconds,
         f"decode ({opts.method})",
@@ -71,16 +76,17 @@ def transcribe_items(
 
 
 def decode_batches(
-    transcribe: Callable[[torch.Tensor, torch.Tensor], list[str]],
+    transcribe: Callable[[torch.Tensor, torch.Tensor], list[R]],
     items: list[tuple[str, str]],
     max_seconds: float,
     desc: str = "decode",
     progress: bool = True,
-) -> tuple[dict[str, str], Problems]:
-    """({utt_id: text}, problems) of `transcribe(audio[B, S], lens[B]) -> texts` over the (utt_id,
-    path) items in batches of at most max_seconds of audio; files that fail to load are counted."""
+) -> tuple[dict[str, R], Problems]:
+    """({utt_id: result}, problems) of `transcribe(audio[B, S], lens[B]) -> results` (texts or
+    transcripts) over the (utt_id, path) items in batches of at most max_seconds of audio;
+    files that fail to load are counted."""
     problems = Problems()
-    hyps: dict[str, str] = {}
+    hyps: dict[str, R] = {}
     bar = tqdm(total=len(items), desc=desc, unit="utt", disable=not progress)
     for ids, waves in audio_batches(items, max_seconds, problems):
         audio, lens = pad_waves(waves)
@@ -121,8 +127,3 @@ def split_items(split_dir: str | Path, progress: bool = True) -> tuple[list[tupl
     """Validated (utt_id, path) items of a split, longest first, plus references (split_utterances)."""
     utts, problems = split_utterances(split_dir, progress)
     return [(u.id, str(u.path)) for u in utts], {u.id: u.text for u in utts}, problems
-
-
-def write_kaldi_text(path: str | Path, texts: dict[str, str]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("".join(f"{k} {v}\n" for k, v in sorted(texts.items())), encoding="utf-8")

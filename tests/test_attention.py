@@ -84,9 +84,8 @@ def test_greedy_score_is_the_decoder_score_and_beam_one_is_greedy():
         assert g.score == pytest.approx(r[0], abs=1e-4)
         assert b1.score == pytest.approx(g.score / (len(g.tokens) + 1), abs=1e-4)
         assert b1.tokens == g.tokens
-        assert b4.nbest[0] == (b4.tokens, b4.score) and [s for _, s in b4.nbest] == sorted(
-            (s for _, s in b4.nbest), reverse=True
-        )
+        assert (b4.nbest[0].tokens, b4.nbest[0].score) == (b4.tokens, b4.score)
+        assert [h.score for h in b4.nbest] == sorted((h.score for h in b4.nbest), reverse=True)
     assert any(b4.tokens != g.tokens for b4, g in zip(beam4, greedy))  # the beam matters here
 
 
@@ -103,7 +102,7 @@ def test_batched_equals_alone(beam):
     for b, n in enumerate(lens.tolist()):
         alone = search(enc[b : b + 1, :n], lens[b : b + 1])[0]
         assert alone.tokens == batched[b].tokens and alone.score == pytest.approx(batched[b].score, abs=1e-4)
-        assert [t for t, _ in alone.nbest] == [t for t, _ in batched[b].nbest]
+        assert [h.tokens for h in alone.nbest] == [h.tokens for h in batched[b].nbest]
 
 
 def _hybrid():
@@ -121,12 +120,13 @@ def test_rescoring_picks_the_argmax_of_the_combined_score(weight):
     opts = DecodeOptions("attention_rescoring", beam=4, ctc_weight=weight, reverse_weight=0.3)
     got = run_search(build_model_search(heads, "ctc", opts), enc, lens)
     first = run_search(build_search(heads["ctc"], DecodeOptions("beam", 4)), enc, lens)
-    att = heads["attention"].score(enc, lens, [[t for t, _ in h.nbest] for h in first], reverse_weight=0.3)
+    att = heads["attention"].score(enc, lens, [[h.tokens for h in h0.nbest] for h0 in first], reverse_weight=0.3)
     for g, f, a in zip(got, first, att):
-        combined = [(1 - weight) * sa + weight * sf for (_, sf), sa in zip(f.nbest, a)]
+        combined = [(1 - weight) * sa + weight * h.score for h, sa in zip(f.nbest, a)]
         best = max(range(len(combined)), key=lambda j: combined[j])
-        assert g.tokens == f.nbest[best][0] and g.score == pytest.approx(combined[best], abs=1e-4)
-        assert sorted(t for t, _ in g.nbest) == sorted(t for t, _ in f.nbest)
+        assert g.tokens == f.nbest[best].tokens and g.score == pytest.approx(combined[best], abs=1e-4)
+        assert g.frames == f.nbest[best].frames and g.confidence == f.nbest[best].confidence  # times kept
+        assert sorted(h.tokens for h in g.nbest) == sorted(h.tokens for h in f.nbest)
         if weight == 1.0:
             assert g.tokens == f.tokens
     if weight == 0.0:  # rescoring changes the choice somewhere, or this test would be vacuous
@@ -197,8 +197,8 @@ def test_joint_search_finds_the_argmax_of_the_combined_score(weight):
         assert got[b].tokens == seqs[best] and got[b].score == pytest.approx(combined[best], abs=1e-4)
         # every finished hypothesis of the beam carries its exact combined score (repeats included)
         assert len(got[b].nbest) >= 8
-        for toks, score in got[b].nbest:
-            assert score == pytest.approx(combined[seqs.index(toks)], abs=1e-4), toks
+        for h in got[b].nbest:
+            assert h.score == pytest.approx(combined[seqs.index(h.tokens)], abs=1e-4), h.tokens
         if weight == 1.0:
             assert got[b].tokens == ctc_prefix_beam_search(lp[b : b + 1, :n], lens[b : b + 1], beam=40)[0]
 

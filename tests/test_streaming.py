@@ -9,7 +9,16 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from asr.decoding import ctc_greedy_search, ctc_prefix_beam_search, transducer_beam_search, transducer_greedy_search
+from asr.decoding import (
+    DecodeOptions,
+    Hypothesis,
+    build_search,
+    ctc_greedy_search,
+    ctc_prefix_beam_search,
+    run_search,
+    transducer_beam_search,
+    transducer_greedy_search,
+)
 from asr.decoding.streaming import StreamingRecognizer, stream_decode
 from asr.decoding.transducer import BeamState, transducer_beam_continue, transducer_beam_init
 from asr.nn.encoders.chunking import FULL, chunk_attention_mask, sample_chunking
@@ -361,10 +370,12 @@ def test_streaming_recognizer_equals_offline_greedy(kind, speech_wave):
             else:
                 offline = transducer_greedy_search(head, enc, enc_lens)
                 _assert_mixed(head, _alignment_stats(head, _check_alignments(head, enc, enc_lens, offline), chunk))
+            timed = run_search(build_search(head, DecodeOptions("greedy")), enc, enc_lens)
         rec = StreamingRecognizer(model, chunk_size=chunk, left_context=left)
         partial_lengths = []
         final = stream_decode(rec, waves, block, on_partial=lambda s, h, seen=partial_lengths: seen.append(len(h[0])))
         assert final == offline, (chunk, left)
+        _assert_same_times(rec.results(), timed)
         assert partial_lengths == sorted(partial_lengths)  # hypotheses only grow
         # one stream alone gives the same hypothesis as in the batch
         assert stream_decode(StreamingRecognizer(model, chunk, left), waves[1:2], block) == offline[1:2]
@@ -373,11 +384,21 @@ def test_streaming_recognizer_equals_offline_greedy(kind, speech_wave):
     assert produced > 0  # the untrained model still emits tokens, so equality is not vacuous
 
 
+def _assert_same_times(streamed: list[Hypothesis], offline: list[Hypothesis]) -> None:
+    """Streamed hypotheses carry the offline search's token frames and durations (counted from
+    each stream's start, not its chunk's) and, within the chunked encoder's rounding, confidences."""
+    for got, want in zip(streamed, offline, strict=True):
+        assert (got.tokens, got.frames, got.durations) == (want.tokens, want.frames, want.durations)
+        assert got.confidence == pytest.approx(want.confidence, abs=1e-4)
+
+
 def _beam_scores(state: BeamState) -> list[dict[tuple[int, ...], float]]:
     """Per utterance, each live hypothesis of a finished beam search and its score. Slots are not
     compared: which slot holds a hypothesis is no result (an emptied slot keeps its old labels)."""
     score = state.score.tolist()
-    return [{tuple(h): s for h, s in zip(hyps, row) if s > float("-inf")} for hyps, row in zip(state.hyps, score)]
+    return [
+        {tuple(h.tokens): s for h, s in zip(hyps, row) if s > float("-inf")} for hyps, row in zip(state.hyps, score)
+    ]
 
 
 @pytest.mark.parametrize("kind", ["ctc", "rnnt", "tdt"])
@@ -417,6 +438,7 @@ def test_streaming_beam_search_equals_offline_beam_search(kind, speech_wave, mon
         for i in range(len(sources)):
             enc[i, : lens[i]] = torch.cat([y[i, : n[i]] for y, n in chunks])
         with torch.no_grad():
+            _assert_same_times(rec.results(), run_search(build_search(head, DecodeOptions("beam", 3)), enc, lens))
             if kind == "ctc":
                 return streamed, ctc_prefix_beam_search(head(enc), lens, beam=3), ctc_greedy_search(head(enc), lens)
             # the whole beam, not only its best: every live hypothesis and its score equal the offline

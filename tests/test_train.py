@@ -65,6 +65,8 @@ ATTENTION_EPOCHS = 12
 TAED_THRESHOLD = 0.85
 ATTENTION_CTC_THRESHOLD = 0.50
 JOINT_GAIN = 0.05
+# word times against forced alignment, and confidence (issue 18's targets; figures in the docstring)
+MEDIAN_START_MS, P90_START_MS, CONFIDENCE_AUROC = 40.0, 120.0, 0.8
 
 
 def _test_wer(exp, corpus, man, out, *args) -> float:
@@ -99,6 +101,53 @@ def _transducer_wers(exp: Path, corpus: Path, man: Path) -> dict[str, float]:
     }
 
 
+def _word_times_and_confidence(ckpt: Path, split: Path, searches: list[tuple[str, str]]) -> dict[str, dict]:
+    """Per (head, method) search of a checkpoint on a split: word start errors against the forced
+    alignment (`asr align`, the model's CTC head) of the reference, over the words `asr score`'s
+    alignment finds correct (median and 90th percentile, seconds), and the AUROC of the words'
+    confidences separating correct from wrong words."""
+    import statistics
+
+    from asr.align import align_items
+    from asr.decoding import DecodeOptions
+    from asr.metrics import auroc, matched_words
+    from asr.transcribe import split_items, transcribe_items
+
+    model = load_model(ckpt)
+    items, refs, _ = split_items(split, progress=False)
+    ali, _ = align_items(model, items, refs, progress=False)
+    out = {}
+    for head, method in searches:
+        res, _ = transcribe_items(model, items, DecodeOptions(method, 4, head=head), progress=False)
+        errors, conf, right = [], [], []
+        for uid, r in res.items():
+            assert [w.word for w in r.words] == r.text.split() and all(0 <= w.confidence <= 1 for w in r.words)
+            starts = [w.start for w in r.words]
+            assert starts == sorted(starts) and all(w.end > w.start for w in r.words), uid
+            for w, j in zip(r.words, matched_words(refs[uid], r.text)):
+                conf.append(w.confidence)
+                right.append(j is not None)
+                if j is not None:
+                    errors.append(abs(w.start - ali[uid].words[j].start))
+        errors.sort()
+        out[f"{head} {method}"] = {
+            "median_ms": 1000 * statistics.median(errors),
+            "p90_ms": 1000 * errors[int(0.9 * (len(errors) - 1))],
+            "auroc": auroc(conf, right),
+            "words": len(right),
+            "correct": sum(right),
+        }
+    print(ckpt, {k: {m: round(x, 3) for m, x in v.items()} for k, v in out.items()})
+    return out
+
+
+def _check_word_times(found: dict[str, dict], confidence: bool) -> None:
+    for search, f in found.items():
+        assert f["median_ms"] <= MEDIAN_START_MS and f["p90_ms"] <= P90_START_MS, (search, f)
+        if confidence:
+            assert f["auroc"] >= CONFIDENCE_AUROC, (search, f)
+
+
 def _check_transducer_wers(wer: dict[str, float]) -> None:
     print({k: f"{100 * v:.2f}%" for k, v in wer.items()})
     assert wer["greedy"] < WER_THRESHOLD, wer
@@ -118,6 +167,61 @@ def test_streaming_pruned_transducer_learns_on_held_out_speakers(prepared, trans
 
 
 @pytest.mark.slow
+def test_word_times_and_confidence_of_rnnt_and_its_ctc_head(prepared, transducer_exp):
+    """Word start times of RNN-T greedy and beam search and of the CTC head's searches against the
+    forced alignment of the same model, and RNN-T word confidences against the words `asr score`
+    finds wrong (figures in the module docstring)."""
+    _, corpus, _ = prepared
+    split = corpus / "test-clean"
+    rnnt = [("transducer", "greedy"), ("transducer", "beam")]
+    _check_word_times(_word_times_and_confidence(transducer_exp / "best.ckpt", split, rnnt), confidence=True)
+    # the auxiliary CTC head (42.56% WER) is timed as well; its confidence is tested on the TDT
+    # hybrid's, below
+    ctc = [("ctc", "greedy")]
+    _check_word_times(_word_times_and_confidence(transducer_exp / "best.ckpt", split, ctc), confidence=False)
+
+
+@pytest.mark.slow
+def test_transcribe_and_stream_write_word_times(prepared, transducer_exp, tmp_path, capsys):
+    """`asr transcribe --format json|srt` and `asr stream --format ctm` write the words of the texts
+    they decode, with times inside each file and confidences; formats a method cannot fill are errors."""
+    import json
+
+    import soundfile as sf
+
+    _, corpus, _ = prepared
+    ckpt = str(transducer_exp / "best.ckpt")
+    files = [str(f) for f in sorted((corpus / "test-clean").rglob("*.flac"))[:3]]
+    seconds = {Path(f).stem: sf.info(f).duration for f in files}
+    assert main(["transcribe", "--ckpt", ckpt, *files, "--quiet", "--timestamps"]) == 0  # json
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["id"] for x in lines] == list(seconds)
+    for x in lines:
+        assert [w["word"] for w in x["words"]] == x["text"].split() and x["words"]
+        assert all(0 <= w["start"] < w["end"] <= seconds[x["id"]] + 0.04 for w in x["words"])
+        assert all(0 <= w["confidence"] <= 1 for w in x["words"])
+    assert main(["transcribe", "--ckpt", ckpt, *files, "--quiet", "--format", "srt", "--out", str(tmp_path / "s")]) == 0
+    srt = (tmp_path / "s" / f"{lines[0]['id']}.srt").read_text()
+    assert srt.startswith("1\n00:00:0") and " ".join(srt.split("\n")[2::4]).split() == lines[0]["text"].split()
+    capsys.readouterr()
+    assert main(["stream", "--ckpt", ckpt, *files, "--quiet"]) == 0
+    texts = dict(line.split(" ", 1) for line in capsys.readouterr().out.splitlines())
+    assert main(["stream", "--ckpt", ckpt, *files, "--quiet", "--format", "ctm"]) == 0
+    ctm = [line.split() for line in capsys.readouterr().out.splitlines()]
+    for uid, text in texts.items():
+        rows = [r for r in ctm if r[0] == uid]
+        assert [r[4] for r in rows] == text.split()
+        starts = [float(r[2]) for r in rows]
+        assert starts == sorted(starts) and all(0 <= float(r[5]) <= 1 for r in rows)
+    for bad, said in (
+        (["--format", "srt"], "give --out FOLDER"),
+        (["--format", "ctm", "--method", "attention"], "does not give"),
+    ):
+        with pytest.raises(SystemExit, match=said):
+            main(["transcribe", "--ckpt", ckpt, *files, "--quiet", *bad])
+
+
+@pytest.mark.slow
 def test_hybrid_tdt_ctc_learns_on_held_out_speakers(prepared):
     """The TDT head and the hybrid's CTC head learn the same task (figures in the module docstring)."""
     tmp, corpus, man = prepared
@@ -125,6 +229,10 @@ def test_hybrid_tdt_ctc_learns_on_held_out_speakers(prepared):
     args = ["train", "model=conformer_hybrid_tdt_ctc", f"exp_dir={exp}", f"data.manifest_dir={man}"]
     assert main([*args, f"trainer.max_epochs={TDT_EPOCHS}", *COMMON]) == 0
     _check_transducer_wers(_transducer_wers(exp, corpus, man))
+    # word times and confidence of a half-trained model: the earliest checkpoint the run kept
+    half = sorted((exp / "checkpoints").glob("epoch*.ckpt"))[0]  # epoch05 (6 of 8) when measured
+    searches = [("transducer", "greedy"), ("transducer", "beam"), ("ctc", "greedy")]
+    _check_word_times(_word_times_and_confidence(half, corpus / "test-clean", searches), confidence=True)
 
 
 @pytest.mark.slow

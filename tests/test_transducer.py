@@ -40,8 +40,9 @@ def enc_batch(seed=1, lens=(23, 9, 17, 1)):
 
 
 @torch.no_grad()
-def reference_greedy(head, enc, n, max_symbols):
-    """One utterance, frame-looping greedy search written plainly (RNN-T or TDT)."""
+def reference_greedy(head, enc, n, max_symbols, trace: list | None = None):
+    """One utterance, frame-looping greedy search written plainly (RNN-T or TDT). `trace`, if
+    given, receives each label's (frame, duration): TDT its predicted duration, RNN-T 1."""
     v = head.vocab_size
     out, state = head.predictor(torch.tensor([[head.blank]]))
     hyp, t, on_frame = [], 0, 0
@@ -64,6 +65,8 @@ def reference_greedy(head, enc, n, max_symbols):
             t, on_frame = t + adv, 0
             continue
         hyp.append(k)
+        if trace is not None:
+            trace.append((t, adv if head.durations else 1))
         out, state = head.predictor(torch.tensor([[k]]), state)
         on_frame = on_frame + 1 if adv == 0 else 0
         t += adv
@@ -223,7 +226,9 @@ def test_wide_beam_finds_the_most_probable_sequence(loss, max_symbols):
         assert tuple(hyps[i]) == best, (totals[tuple(hyps[i])], totals[best])
         # paths were merged into their label sequences: one slot per sequence, holding the
         # probability of its surviving paths (all of them when the beam pruned nothing)
-        alive = [(tuple(h), math.exp(sc)) for h, sc in zip(state.hyps[i], state.score[i].tolist()) if sc > -math.inf]
+        alive = [
+            (tuple(h.tokens), math.exp(sc)) for h, sc in zip(state.hyps[i], state.score[i].tolist()) if sc > -math.inf
+        ]
         assert len(dict(alive)) == len(alive)
         assert all(p <= totals[seq] + 1e-6 for seq, p in alive)
         if len(totals) <= 1000:

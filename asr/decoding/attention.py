@@ -18,7 +18,7 @@ first pass of rescoring runs chunk by chunk and the rescoring runs once the stre
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -99,8 +99,8 @@ def attention_beam_search(head, enc: torch.Tensor, enc_lens: torch.Tensor, beam:
     out = []
     for i in range(b):
         order = sorted((j for j in range(k) if score[i, j] > neg), key=lambda j: -float(ranked[i, j]))
-        nbest = [(_strip(ys[i * k + j, 1:].tolist(), head.eos), float(ranked[i, j])) for j in order]
-        out.append(Hypothesis(nbest[0][0], nbest[0][1], nbest))
+        nbest = [Hypothesis(_strip(ys[i * k + j, 1:].tolist(), head.eos), float(ranked[i, j])) for j in order]
+        out.append(replace(nbest[0], nbest=nbest))
     return out
 
 
@@ -187,13 +187,13 @@ class AttentionRescoringSearch:
         if ending:
             first = self.first.hypotheses(state.first)
             e, n = frames_of(state, ending)
-            nbests = [first[i].nbest or [(first[i].tokens, first[i].score)] for i in ending]
-            att = self.head.score(e, n, [[t for t, _ in nb] for nb in nbests], self.reverse_weight)
+            nbests = [first[i].nbest or [first[i]] for i in ending]
+            att = self.head.score(e, n, [[h.tokens for h in nb] for nb in nbests], self.reverse_weight)
             for i, nb, a in zip(ending, nbests, att):
-                combined = [((1 - self.weight) * sa + self.weight * sf, toks) for (toks, sf), sa in zip(nb, a)]
-                ranked = sorted(range(len(nb)), key=lambda j: -combined[j][0])
-                out = [(nb[j][0], combined[j][0]) for j in ranked]
-                state.results[i] = Hypothesis(out[0][0], out[0][1], out)
+                # the first pass's hypotheses keep their token times and confidences
+                combined = [h.with_score((1 - self.weight) * sa + self.weight * h.score) for h, sa in zip(nb, a)]
+                ranked = sorted(combined, key=lambda h: -h.score)
+                state.results[i] = replace(ranked[0], nbest=ranked)
         return state
 
     def hypotheses(self, state: FramesState) -> list[Hypothesis]:

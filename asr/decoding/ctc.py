@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from .confidence import entropy_confidence
 from .search import Hypothesis
 
 
@@ -18,6 +19,16 @@ class GreedyCTCState:
     last: torch.Tensor  # [B] best token of the last frame read (-1 before any frame)
     score: torch.Tensor  # [B] log-probability of the best path so far
     tokens: list[list[int]]  # tokens emitted so far per utterance
+    frames: list[list[int]]  # per token: first frame of its run (from the utterance's start)
+    durations: list[list[int]]  # per token: frames in its run
+    confidence: list[list[float]]  # per token: highest probability over its run
+    offset: list[int]  # frames read so far per utterance
+
+    def hypotheses(self) -> list[Hypothesis]:
+        return [
+            Hypothesis(list(t), float(s), [], list(f), list(d), list(c))
+            for t, s, f, d, c in zip(self.tokens, self.score.tolist(), self.frames, self.durations, self.confidence)
+        ]
 
 
 def ctc_greedy_init(batch_size: int, device: torch.device | str = "cpu") -> GreedyCTCState:
@@ -25,6 +36,10 @@ def ctc_greedy_init(batch_size: int, device: torch.device | str = "cpu") -> Gree
         torch.full((batch_size,), -1, dtype=torch.long, device=device),
         torch.zeros(batch_size, device=device),
         [[] for _ in range(batch_size)],
+        [[] for _ in range(batch_size)],
+        [[] for _ in range(batch_size)],
+        [[] for _ in range(batch_size)],
+        [0] * batch_size,
     )
 
 
@@ -32,21 +47,42 @@ def ctc_greedy_continue(
     log_probs: torch.Tensor, lengths: torch.Tensor, state: GreedyCTCState, blank: int = 0
 ) -> GreedyCTCState:
     """Best path over the next frames log_probs[B, T, V] (lengths[B] valid): argmax per frame,
-    merge repeats (also across the chunk boundary), drop blanks."""
+    merge repeats (also across the chunk boundary), drop blanks. Each token keeps the frames of
+    its run: where it starts, how long it lasts, its highest probability on the way."""
     if log_probs.shape[1] == 0:
         return state
     best_lp, best = log_probs.max(dim=-1)  # [B, T]
-    t = best.shape[1]
     lengths = lengths.to(best.device)
-    valid = torch.arange(t, device=best.device)[None, :] < lengths[:, None]
-    prev = torch.cat([state.last[:, None].to(best.device), best[:, :-1]], dim=1)
-    keep = valid & (best != blank) & (best != prev)
+    valid = torch.arange(best.shape[1], device=best.device)[None, :] < lengths[:, None]
     score = state.score + best_lp.float().masked_fill(~valid, 0.0).sum(dim=1)
     at_end = best.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0]
     last = torch.where(lengths > 0, at_end, state.last.to(best.device))
-    best, keep = best.cpu(), keep.cpu()
-    tokens = [old + best[b][keep[b]].tolist() for b, old in enumerate(state.tokens)]
-    return GreedyCTCState(last, score, tokens)
+    best, prob, prev = best.cpu(), entropy_confidence(log_probs).cpu(), state.last.cpu().tolist()
+    # the lists grow in place (an hour-long stream must not copy them at every chunk): the
+    # state passed in is consumed
+    out = GreedyCTCState(last, score, state.tokens, state.frames, state.durations, state.confidence, state.offset)
+    for b, n in enumerate(lengths.tolist()):
+        if n == 0:
+            continue
+        # runs of one argmax: a token per run that is not blank, unless it continues the last
+        # run of the previous chunk
+        toks, counts = torch.unique_consecutive(best[b, :n], return_counts=True)
+        run = torch.repeat_interleave(torch.arange(len(toks)), counts)
+        peak = torch.zeros(len(toks)).scatter_reduce(0, run, prob[b, :n], "amax", include_self=False)
+        start = (counts.cumsum(0) - counts).tolist()
+        for i, (tok, cnt, p) in enumerate(zip(toks.tolist(), counts.tolist(), peak.tolist())):
+            if tok == blank:
+                continue
+            if i == 0 and tok == prev[b] and out.tokens[b]:
+                out.durations[b][-1] += cnt
+                out.confidence[b][-1] = max(out.confidence[b][-1], p)
+                continue
+            out.tokens[b].append(tok)
+            out.frames[b].append(out.offset[b] + start[i])
+            out.durations[b].append(cnt)
+            out.confidence[b].append(p)
+        out.offset[b] += n
+    return out
 
 
 def ctc_greedy_search(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
@@ -73,11 +109,19 @@ def _logaddexp(a: float, b: float) -> float:
 class PrefixTree:
     """One utterance's prefixes as a tree: node 0 is the empty prefix, and extending a prefix by
     a token is O(1) however long it is (a stream can run for an hour), where tuple keys would
-    copy the prefix at every extension."""
+    copy the prefix at every extension.
+
+    Each node also keeps when its last token was emitted: `frame` (the first frame of the
+    token's most probable run), `end` (the last frame on which the prefix most probably still
+    sat on that token) and `conf` (the token's highest probability from `frame` to `end`).
+    """
 
     parent: list[int] = field(default_factory=lambda: [-1])
     token: list[int] = field(default_factory=lambda: [-1])
     child: dict[tuple[int, int], int] = field(default_factory=dict)
+    frame: list[int] = field(default_factory=lambda: [-1])
+    end: list[int] = field(default_factory=lambda: [-1])
+    conf: list[float] = field(default_factory=lambda: [0.0])
 
     def extend(self, node: int, tok: int) -> int:
         """The node of prefix `node` + `tok` (made on first use)."""
@@ -87,6 +131,9 @@ class PrefixTree:
             n = self.child[key] = len(self.parent)
             self.parent.append(node)
             self.token.append(tok)
+            self.frame.append(-1)
+            self.end.append(-1)
+            self.conf.append(0.0)
         return n
 
     def labels(self, node: int) -> list[int]:
@@ -96,15 +143,32 @@ class PrefixTree:
             node = self.parent[node]
         return out[::-1]
 
+    def hypothesis(self, node: int, score: float) -> Hypothesis:
+        """The prefix `node` as a Hypothesis with its tokens' frames, durations and confidences."""
+        path = []
+        while node > 0:
+            path.append(node)
+            node = self.parent[node]
+        path.reverse()
+        return Hypothesis(
+            [self.token[n] for n in path],
+            score,
+            [],
+            [self.frame[n] for n in path],
+            [self.end[n] - self.frame[n] + 1 for n in path],
+            [self.conf[n] for n in path],
+        )
+
 
 @dataclass
 class PrefixBeamState:
     """Where a CTC prefix beam search stands between chunks of frames (streaming): per utterance,
     the surviving prefixes (tree nodes) with their log probabilities of ending in blank and in
-    their last token."""
+    their last token, and the frames read so far."""
 
     beams: list[dict[int, tuple[float, float]]]
     trees: list[PrefixTree]
+    offset: list[int] = field(default_factory=list)
 
     def best(self) -> list[list[int]]:
         """The most probable prefix per utterance (the partial result while streaming)."""
@@ -113,18 +177,20 @@ class PrefixBeamState:
         ]
 
     def hypotheses(self) -> list[Hypothesis]:
-        """Per utterance the best prefix with its log-probability, and the n-best list."""
+        """Per utterance the best prefix with its log-probability and times, and the n-best list."""
         out = []
         for b, tree in zip(self.beams, self.trees):
-            ranked = sorted(((tree.labels(p), _logaddexp(*s)) for p, s in b.items()), key=lambda x: -x[1])
-            out.append(Hypothesis(ranked[0][0], ranked[0][1], ranked))
+            ranked = sorted((tree.hypothesis(p, _logaddexp(*s)) for p, s in b.items()), key=lambda h: -h.score)
+            out.append(replace(ranked[0], nbest=ranked))
         return out
 
 
 def ctc_prefix_beam_init(batch_size: int) -> PrefixBeamState:
     """Before any frame: the empty prefix, ending in blank with probability 1."""
     return PrefixBeamState(
-        [{0: (0.0, -math.inf)} for _ in range(batch_size)], [PrefixTree() for _ in range(batch_size)]
+        [{0: (0.0, -math.inf)} for _ in range(batch_size)],
+        [PrefixTree() for _ in range(batch_size)],
+        [0] * batch_size,
     )
 
 
@@ -158,16 +224,23 @@ def ctc_prefix_beam_continue(
 
     The search is frame-synchronous and its state is the beam, so frames fed in chunks give
     exactly the prefixes of one call over all of them.
+
+    Token times: on each frame, a surviving prefix's last token counts as emitted there when
+    the paths that emit it on this frame outweigh those that had emitted it before; it still
+    lasts while its paths ending in the token outweigh those ending in blank.
     """
     k = token_prune or beam
     topv, topi = log_probs.float().topk(min(k, log_probs.shape[-1]), dim=-1)
     topv, topi = topv.cpu().tolist(), topi.cpu().tolist()
     blank_lp = log_probs[..., blank].float().cpu().tolist()
+    frame_conf = entropy_confidence(log_probs).cpu().tolist()
     out = []
+    offsets = list(state.offset) or [0] * log_probs.shape[0]
     for b in range(log_probs.shape[0]):
         beams, tree = state.beams[b], state.trees[b]
         for t in range(int(lengths[b])):
             nxt: dict[int, list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
+            new: dict[int, float] = {}  # node -> log-prob mass of the paths emitting its token on this frame
             pb_t = blank_lp[b][t]
             for prefix, (pb, pnb) in beams.items():
                 total = _logaddexp(pb, pnb)
@@ -176,15 +249,39 @@ def ctc_prefix_beam_continue(
                 for lp, tok in zip(topv[b][t], topi[b][t]):
                     if tok == blank:
                         continue
-                    ext = nxt[tree.extend(prefix, tok)]
+                    node = tree.extend(prefix, tok)
+                    ext = nxt[node]
                     if prefix and tree.token[prefix] == tok:
                         e[1] = _logaddexp(e[1], pnb + lp)  # repeat merges into the same prefix
-                        ext[1] = _logaddexp(ext[1], pb + lp)  # a blank separated the repeat
+                        came = pb + lp  # a blank separated the repeat
                     else:
-                        ext[1] = _logaddexp(ext[1], total + lp)
-            beams = {p: (s[0], s[1]) for p, s in sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam]}
+                        came = total + lp
+                    ext[1] = _logaddexp(ext[1], came)
+                    new[node] = _logaddexp(new.get(node, -math.inf), came)
+            kept = sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam]
+            g = offsets[b] + t
+            for node, (sb, snb) in kept:
+                if node in new:
+                    mass = new[node]
+                    if mass > _logaddexp(sb, _logsubexp(snb, mass)):  # emitted here, most probably
+                        tree.frame[node], tree.end[node], tree.conf[node] = g, g, frame_conf[b][t]
+                        continue
+                if node and snb > sb and tree.frame[node] >= 0:  # still on its last token
+                    tree.end[node] = g
+                    tree.conf[node] = max(tree.conf[node], frame_conf[b][t])
+            beams = {p: (s[0], s[1]) for p, s in kept}
         out.append(beams)
-    return PrefixBeamState(out, state.trees)
+        offsets[b] += int(lengths[b])
+    return PrefixBeamState(out, state.trees, offsets)
+
+
+def _logsubexp(a: float, b: float) -> float:
+    """log(exp(a) - exp(b)) for a >= b (-inf when equal): the rest of a sum once one part is known."""
+    if b == -math.inf:
+        return a
+    if b >= a:
+        return -math.inf
+    return a + math.log1p(-math.exp(b - a))
 
 
 class CTCGreedySearch:
@@ -202,7 +299,7 @@ class CTCGreedySearch:
         return ctc_greedy_continue(self.head(enc), enc_lens, state, self.head.blank)
 
     def hypotheses(self, state: GreedyCTCState) -> list[Hypothesis]:
-        return [Hypothesis(list(t), float(s)) for t, s in zip(state.tokens, state.score.tolist())]
+        return state.hypotheses()
 
 
 class CTCPrefixBeamSearch:

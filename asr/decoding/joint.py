@@ -18,6 +18,8 @@ stated score over all label sequences, which a test checks by enumeration).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from .attention import WholeUtteranceSearch
@@ -132,8 +134,8 @@ def joint_beam_search(
     for i in range(b):
         order = sorted((j for j in range(k) if score[i, j] > NEG), key=lambda j: -float(score[i, j]))
         rows_i = ys.view(b, k, -1)[i, :, 1:].tolist()
-        nbest = [(rows_i[j][: rows_i[j].index(eos)], float(score[i, j])) for j in order]
-        out.append(Hypothesis(nbest[0][0], nbest[0][1], nbest))
+        nbest = [Hypothesis(rows_i[j][: rows_i[j].index(eos)], float(score[i, j])) for j in order]
+        out.append(replace(nbest[0], nbest=nbest))
     return out
 
 

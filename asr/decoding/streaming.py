@@ -84,7 +84,7 @@ class StreamingRecognizer:
         self.search = build_model_search(model.heads, self.head_name, self.options)
         self.chunk_size, self.left_context = chunk_size, left_context
         self.method, self.beam = self.options.method, self.options.beam
-        self.frame_seconds = model.fbank.opts.frame_shift_ms / 1000 * enc.subsampling_factor
+        self.frame_seconds = model.frame_seconds
         self.batch_size = 0
 
     @property

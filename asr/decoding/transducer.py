@@ -30,11 +30,12 @@ chunk by chunk and end with exactly the result of one call over all of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import torch
 
+from .confidence import entropy_confidence
 from .search import Hypothesis
 
 _HASH_MOD = 2_147_483_647  # label-sequence hashes for merging (mod a prime < 2^31: no int64 overflow)
@@ -54,8 +55,8 @@ def _split(
     not_blank_dur: torch.Tensor | None = None,
     tok_blank: torch.Tensor | None = None,
 ):
-    """Joint logits [..., V(+D)] -> (best label [...], frames it advances [...], its log-prob [...])
-    for greedy search.
+    """Joint logits [..., V(+D)] -> (best label [...], frames it advances [...], the decision's
+    log-prob [...], its confidence [...] (TDT: of the token's distribution)) for greedy search.
 
     For TDT, not_blank_dur = (durations == 0) and tok_blank = one-hot of blank over V, made
     once per search rather than at every step.
@@ -64,7 +65,7 @@ def _split(
     tok = logits[..., :v].float()
     if durations is None:  # RNN-T: blank moves one frame, a label stays
         best, label = tok.max(-1)
-        return label, (label == head.blank).long(), best - tok.logsumexp(-1)
+        return label, (label == head.blank).long(), best - tok.logsumexp(-1), entropy_confidence(tok.log_softmax(-1))
     # TDT: the most probable (token, duration) decision; blank only with durations > 0,
     # the only ones its loss trains (so beam=1 makes the same decision). Token and duration
     # are normalized separately, so both sides of the comparison carry the same two
@@ -76,8 +77,11 @@ def _split(
     blank_total = tok[..., head.blank] + blank_dur
     is_blank = blank_total >= best_lab + best_dur
     # the score needs the normalizers the decision could skip
-    lp = torch.where(is_blank, blank_total, best_lab + best_dur) - tok.logsumexp(-1) - dur.logsumexp(-1)
-    return (torch.where(is_blank, head.blank, lab), torch.where(is_blank, durations[blank_idx], durations[dur_idx]), lp)
+    tok_norm = tok.logsumexp(-1)
+    lp = torch.where(is_blank, blank_total, best_lab + best_dur) - tok_norm - dur.logsumexp(-1)
+    label = torch.where(is_blank, head.blank, lab)
+    conf = entropy_confidence(tok - tok_norm[..., None])  # of the token's distribution, not its duration's
+    return label, torch.where(is_blank, durations[blank_idx], durations[dur_idx]), lp, conf
 
 
 def _attend(
@@ -100,6 +104,16 @@ class GreedyState:
     on_frame: torch.Tensor  # [B] labels emitted on that frame so far
     tokens: list[list[int]]  # labels emitted so far per utterance
     score: torch.Tensor  # [B] log-probability of the decisions taken so far (blanks and labels)
+    frames: list[list[int]]  # per label: the frame it was emitted on (from the utterance's start)
+    durations: list[list[int]]  # per label: TDT its duration, RNN-T 1
+    confidence: list[list[float]]  # per label: its probability
+    offset: torch.Tensor  # [B] frames before the next chunk
+
+    def hypotheses(self) -> list[Hypothesis]:
+        return [
+            Hypothesis(list(t), float(s), [], list(f), list(d), list(c))
+            for t, s, f, d, c in zip(self.tokens, self.score.tolist(), self.frames, self.durations, self.confidence)
+        ]
 
 
 @torch.no_grad()
@@ -116,6 +130,10 @@ def transducer_greedy_init(head, batch_size: int, device: torch.device | str = "
         zeros.clone(),
         [[] for _ in range(batch_size)],
         torch.zeros(batch_size, device=device),
+        [[] for _ in range(batch_size)],
+        [[] for _ in range(batch_size)],
+        [[] for _ in range(batch_size)],
+        zeros.clone(),
     )
 
 
@@ -159,9 +177,9 @@ def transducer_greedy_continue(
     t, on_frame = state.t.clone(), state.on_frame.clone()  # on_frame: labels emitted on the current frame
     active = t < lens
     score = state.score.clone()
-    emitted: list[torch.Tensor] = []
+    steps: list[tuple[torch.Tensor, ...]] = []  # per emission step: (label or -1, frame, duration, confidence)
     while bool(active.any()):
-        label, adv, lp = _split(head, head.joint.combine(_frames(enc_p, t), pred_p), durations, *masks)
+        label, adv, lp, conf = _split(head, head.joint.combine(_frames(enc_p, t), pred_p), durations, *masks)
         # inner loop: utterances on blank move on (joint only) until each has a label or ends
         need = active & (label == head.blank)
         while bool(need.any()):
@@ -173,13 +191,14 @@ def transducer_greedy_continue(
             idx = need.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            l_i, a_i, lp_i = _split(head, head.joint.combine(enc_p[idx, t[idx]], pred_p[idx]), durations, *masks)
-            label[idx], adv[idx], lp[idx] = l_i, a_i, lp_i
+            l_i, a_i, lp_i, c_i = _split(head, head.joint.combine(enc_p[idx, t[idx]], pred_p[idx]), durations, *masks)
+            label[idx], adv[idx], lp[idx], conf[idx] = l_i, a_i, lp_i, c_i
             need[idx] = l_i == head.blank
         emit = active  # each active utterance now holds a label at frame t
         if not bool(emit.any()):
             break
-        emitted.append(torch.where(emit, label, -1))
+        span = adv if durations is not None else torch.ones_like(adv)
+        steps.append((torch.where(emit, label, -1), state.offset + t, span, conf))
         score = score + lp.masked_fill(~emit, 0.0)
         on_frame = torch.where(emit & (adv == 0), on_frame + 1, on_frame.masked_fill(emit & (adv > 0), 0))
         force = emit & (on_frame >= max_symbols)  # cap reached: move to the next frame
@@ -189,11 +208,29 @@ def transducer_greedy_continue(
         pred_state = pred.merge_state(emit, new_state, pred_state)
         pred_p = torch.where(emit[:, None], head.joint.project_pred(new_out[:, 0]), pred_p)
         active = t < lens
-    tokens = [list(x) for x in state.tokens]
-    if emitted:
-        for i, row in enumerate(torch.stack(emitted, dim=1).tolist()):
-            tokens[i].extend(x for x in row if x >= 0)
-    return GreedyState(pred_state, pred_p, (t - lens).clamp(min=0), on_frame, tokens, score)
+    # the lists grow in place (a long stream must not copy them at every chunk): the state
+    # passed in is consumed
+    if steps:
+        lab, frm, dur, lpl = (torch.stack(x, dim=1).tolist() for x in zip(*steps))  # each [B, steps]
+        for i in range(len(lab)):
+            for tok, f, d, c in zip(lab[i], frm[i], dur[i], lpl[i]):
+                if tok >= 0:
+                    state.tokens[i].append(tok)
+                    state.frames[i].append(f)
+                    state.durations[i].append(d)
+                    state.confidence[i].append(c)
+    return GreedyState(
+        pred_state,
+        pred_p,
+        (t - lens).clamp(min=0),
+        on_frame,
+        state.tokens,
+        score,
+        state.frames,
+        state.durations,
+        state.confidence,
+        state.offset + lens,
+    )
 
 
 @dataclass
@@ -209,22 +246,35 @@ class BeamState:
     hsh: torch.Tensor  # [B, K] hash of the label sequence (merging)
     pred_state: Any  # the predictor's state per slot (batch B*K)
     pred_p: torch.Tensor  # [B*K, J] projected predictor output for each slot's last label
-    hyps: list[list[list[int]]]  # [B][K] labels of each slot
+    hyps: list[list[Trace]]  # [B][K] labels of each slot, with their frames, durations, confidences
+    offset: torch.Tensor  # [B] frames before the next chunk
 
     def best(self) -> list[list[int]]:
         """The most probable hypothesis per utterance (the partial result while streaming)."""
         top = self.score.argmax(dim=1).tolist()
-        return [list(self.hyps[i][k]) for i, k in enumerate(top)]
+        return [list(self.hyps[i][k].tokens) for i, k in enumerate(top)]
 
     def hypotheses(self) -> list[Hypothesis]:
         """Per utterance the best hypothesis with its log-probability, and the n-best (live slots)."""
         out = []
         for i, row in enumerate(self.score.tolist()):
             ranked = sorted(
-                ((list(self.hyps[i][k]), s) for k, s in enumerate(row) if s > float("-inf")), key=lambda x: -x[1]
+                (self.hyps[i][k].hypothesis(s) for k, s in enumerate(row) if s > float("-inf")), key=lambda h: -h.score
             )
-            out.append(Hypothesis(ranked[0][0], ranked[0][1], ranked))
+            out.append(replace(ranked[0], nbest=ranked))
         return out
+
+
+class Trace(NamedTuple):
+    """A beam slot's labels and, per label, its frame, duration and confidence (Hypothesis fields)."""
+
+    tokens: list[int]
+    frames: list[int]
+    durations: list[int]
+    confidence: list[float]
+
+    def hypothesis(self, score: float) -> Hypothesis:
+        return Hypothesis(list(self.tokens), score, [], list(self.frames), list(self.durations), list(self.confidence))
 
 
 @torch.no_grad()
@@ -246,7 +296,8 @@ def transducer_beam_init(head, batch_size: int, beam: int = 4, device: torch.dev
         zeros.clone(),
         state,
         head.joint.project_pred(out[:, 0]),
-        [[[] for _ in range(k)] for _ in range(b)],
+        [[Trace([], [], [], []) for _ in range(k)] for _ in range(b)],
+        torch.zeros(b, dtype=torch.long, device=device),
     )
 
 
@@ -305,7 +356,7 @@ def transducer_beam_continue(
     score, t, on_frame, hsh = state.score, state.t, state.on_frame, state.hsh
     pred_state, pred_p = _attend(head, state.pred_state, state.pred_p, enc, enc_lens)
     parents: list[torch.Tensor] = []
-    labels: list[torch.Tensor] = []
+    steps: list[tuple[torch.Tensor, ...]] = []  # per step: (label or -1, frame, duration, confidence)
     arange_b = torch.arange(b, device=device)[:, None]
     slots = torch.arange(k, device=device)
     while True:
@@ -335,12 +386,15 @@ def transducer_beam_continue(
         label = torch.where(is_carry, head.blank, (idx // d) % v)
         moves = raw[label, idx % d]
         on_par = torch.gather(on_frame, 1, parent)
+        t_par = torch.gather(t, 1, parent)
+        conf = torch.gather(entropy_confidence(lp_tok), 1, parent)
+        span = moves if tdt else torch.ones_like(moves)
         adv = torch.where(moves > 0, moves, (on_par + 1 >= max_symbols).long())  # the cap forces a move
         adv = adv.masked_fill(is_carry, 0)
         emit = (label != head.blank) & ~is_carry
         on_frame = torch.where(is_carry, on_par, torch.where(adv == 0, on_par + 1, 0))
         # no clamp at the end: a TDT jump past this chunk lands in the next one
-        t = torch.gather(t, 1, parent) + adv
+        t = t_par + adv
         hsh = torch.gather(hsh, 1, parent)
         hsh = torch.where(emit, (hsh * _HASH_MUL + label + 1) % _HASH_MOD, hsh)
         # merge hypotheses with equal labels on equal frames (and equal counts of labels on that
@@ -350,7 +404,7 @@ def transducer_beam_continue(
         same &= on_frame[:, :, None] == on_frame[:, None, :]
         score = _merge(top, same & alive[:, :, None] & alive[:, None, :], slots)
         parents.append(parent)
-        labels.append(torch.where(emit, label, -1))
+        steps.append((torch.where(emit, label, -1), state.offset[:, None] + t_par, span, conf))
         # predictor: the parent's state, advanced by the new label where one was emitted
         flat = (arange_b * k + parent).reshape(-1)
         pred_state = pred.select_state(pred_state, flat)
@@ -366,7 +420,8 @@ def transducer_beam_continue(
         same = (hsh[:, :, None] == hsh[:, None, :]) & fin[:, :, None] & fin[:, None, :]
         score = torch.where(fin, _merge(score, same, slots), score)
         t, on_frame = torch.where(fin, lens, t), on_frame.masked_fill(fin, 0)
-    return BeamState(score, t - lens, on_frame, hsh, pred_state, pred_p, _extend(state.hyps, parents, labels))
+    hyps = _extend(state.hyps, parents, steps)
+    return BeamState(score, t - lens, on_frame, hsh, pred_state, pred_p, hyps, state.offset + lens[:, 0])
 
 
 def _merge(score: torch.Tensor, same: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -379,20 +434,37 @@ def _merge(score: torch.Tensor, same: torch.Tensor, slots: torch.Tensor) -> torc
     return merged.masked_fill(~keep, float("-inf"))
 
 
-def _extend(hyps: list[list[list[int]]], parents: list[torch.Tensor], labels: list[torch.Tensor]):
-    """Each slot's labels after the steps of one call: its ancestor slot's labels at the start of
-    the call plus the labels emitted on the way (backtracking the parent pointers, batched)."""
+def _extend(hyps: list[list[Trace]], parents: list[torch.Tensor], steps: list[tuple[torch.Tensor, ...]]):
+    """Each slot's trace after the steps of one call: its ancestor slot's trace at the start of
+    the call plus the labels emitted on the way, with their frames, durations and confidences
+    (backtracking the parent pointers, batched). steps[i] = (label or -1, frame, duration,
+    confidence), each [B, K]."""
     if not parents:
         return hyps
     b, k = parents[0].shape
     slot = torch.arange(k, device=parents[0].device).expand(b, k)
-    emitted = []
-    for par, lab in zip(reversed(parents), reversed(labels)):
-        emitted.append(torch.gather(lab, 1, slot))
+    picked = []
+    for par, step in zip(reversed(parents), reversed(steps)):
+        picked.append(torch.stack([x.gather(1, slot).to(torch.float64) for x in step], dim=-1))  # [B, K, 4]
         slot = torch.gather(par, 1, slot)
     origin = slot.tolist()
-    seq = torch.stack(emitted[::-1], dim=2).tolist()  # [B, K, steps]
-    return [[hyps[i][origin[i][j]] + [x for x in seq[i][j] if x >= 0] for j in range(k)] for i in range(b)]
+    seq = torch.stack(picked[::-1], dim=2).tolist()  # [B, K, steps, 4]
+    out = []
+    for i in range(b):
+        row = []
+        for j in range(k):
+            old = hyps[i][origin[i][j]]
+            new = [x for x in seq[i][j] if x[0] >= 0]
+            row.append(
+                Trace(
+                    old.tokens + [int(x[0]) for x in new],
+                    old.frames + [int(x[1]) for x in new],
+                    old.durations + [int(x[2]) for x in new],
+                    old.confidence + [x[3] for x in new],
+                )
+            )
+        out.append(row)
+    return out
 
 
 class TransducerGreedySearch:
@@ -412,7 +484,7 @@ class TransducerGreedySearch:
         return transducer_greedy_continue(self.head, enc, enc_lens, state, self.max_symbols)
 
     def hypotheses(self, state: GreedyState) -> list[Hypothesis]:
-        return [Hypothesis(list(t), float(s)) for t, s in zip(state.tokens, state.score.tolist())]
+        return state.hypotheses()
 
 
 class TransducerBeamSearch:

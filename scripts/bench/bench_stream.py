@@ -80,6 +80,7 @@ def main() -> None:
         )
     for method, beam in searches if not a.size else []:
         hyps, _ = transcribe_items(model, items, DecodeOptions(method, beam), progress=False)
+        hyps = {uid: t.text for uid, t in hyps.items()}
         name = "greedy" if method == "greedy" else f"beam {beam}"
         print(f"| {name} | offline, full context | - | - | - | {100 * score(refs, hyps).error_rate:.2f}% |")
 
