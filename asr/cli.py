@@ -216,7 +216,7 @@ def _decode_options(args: argparse.Namespace, model):
             f"asr {args.command}: {args.ckpt} has no head {args.head!r}; its heads are {list(model.heads)}"
         )
     try:
-        return model.decode_options_with(
+        options = model.decode_options_with(
             method=args.method,
             beam=args.beam,
             head=args.head,
@@ -224,8 +224,18 @@ def _decode_options(args: argparse.Namespace, model):
             ctc_weight=args.ctc_weight,
             transducer_weight=args.transducer_weight,
             reverse_weight=args.reverse_weight,
+            lm=args.lm,
+            lm_weight=args.lm_weight,
+            ilm_weight=args.ilm_weight,
+            hotwords=args.hotwords,
+            hotword_boost=args.hotword_boost,
         )
-    except ValueError as e:
+        if options.fusion.active:  # the files load once here, so a bad line is named before decoding
+            from .decoding import build_model_search
+
+            build_model_search(model.heads, model.decode_head(options), options, model.fusion(options))
+        return options
+    except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"asr {args.command}: {e}") from e
 
 
@@ -247,7 +257,8 @@ def _onnx_transcriber(args: argparse.Namespace):
     """(transcribe(audio, lens) -> texts, progress label) of an `asr export` folder (--onnx)."""
     from .onnx_model import OnnxDecodeOptions, OnnxExportError, OnnxModel
 
-    ignored = [f for f in ("method", "head", "transducer_weight") if getattr(args, f)]
+    fused = ("lm", "lm_weight", "ilm_weight", "hotwords", "hotword_boost")
+    ignored = [f for f in ("method", "head", "transducer_weight", *fused) if getattr(args, f)]
     if ignored:
         raise SystemExit(
             f"asr transcribe --onnx: the export decodes as it was exported; drop --{ignored[0].replace('_', '-')}"
@@ -486,13 +497,26 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_weight_flags(p: argparse.ArgumentParser) -> None:
-    """The rescoring weights of DecodeOptions (default: the checkpoint's decode options)."""
+    """The rescoring weights and the LM / hotword fusion flags of DecodeOptions (default: the checkpoint's)."""
     for flag, what in (
         ("--ctc-weight", "attention_rescoring after CTC: w in (1 - w) * attention + w * CTC score"),
         ("--transducer-weight", "attention_rescoring after a transducer: the same w"),
         ("--reverse-weight", "attention scores: weight of the right-to-left decoder, if trained"),
     ):
         p.add_argument(flag, type=float, help=f"{what} (default: the checkpoint's decode options)")
+    p.add_argument("--lm", help="ARPA n-gram LM over the model's tokens (asr lm train) fused into beam searches")
+    p.add_argument("--lm-weight", type=float, help="shallow fusion: score += W * ln p_LM per token (default 0.3)")
+    p.add_argument(
+        "--ilm-weight",
+        type=float,
+        help="transducer beam search with --lm: score -= W * ln p_ILM, the predictor's internal LM (default 0)",
+    )
+    p.add_argument(
+        "--hotwords",
+        help="phrase file (one a line, optional ' :BOOST'): biases CTC and transducer searches toward them; "
+        "greedy then runs as a beam of 1; --format json names the phrases that fired",
+    )
+    p.add_argument("--hotword-boost", type=float, help="bonus per phrase token where a line gives none (default 1.5)")
 
 
 def build_parser() -> argparse.ArgumentParser:

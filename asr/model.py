@@ -20,6 +20,7 @@ from .data.datamodule import Batch
 from .data.features import Fbank, FbankOptions, GlobalCMVN
 from .data.tokenizer import Tokenizer
 from .decoding import DecodeOptions, Hypothesis, build_model_search, run_search
+from .decoding.fusion import Fusion, build_fusion
 from .decoding.timestamps import Transcript, hypothesis_words
 from .nn.encoders import build_encoder
 from .nn.encoders.chunking import FULL
@@ -75,6 +76,7 @@ class ASRModel(L.LightningModule):
                 f"decode.head={self.decode_options.head!r} is not a head of this model: {list(self.heads)}"
             )
         self.tokenizer: Tokenizer | None = None
+        self._fusions: dict = {}  # FusionOptions -> loaded Fusion (model.fusion)
         self.val_wer = WordErrorRate()
 
     # ---- forward -------------------------------------------------------------------
@@ -137,8 +139,20 @@ class ASRModel(L.LightningModule):
         e.g. method="beam", beam=8, head="ctc" (None values keep the option).
         """
         opts = self.decode_options_with(options, **overrides)
-        search = build_model_search(self.heads, self.decode_head(opts), opts)
+        search = build_model_search(self.heads, self.decode_head(opts), opts, self.fusion(opts))
         return run_search(search, *self(audio, audio_lens))
+
+    def fusion(self, options: DecodeOptions) -> Fusion | None:
+        """The LM and hotwords `options` name, loaded for this model's tokenizer once per set of
+        fusion options (None when they name none, or only an LM with weight 0)."""
+        key = options.fusion
+        if not key.active:
+            return None
+        if key not in self._fusions:
+            if self.tokenizer is None:
+                raise ValueError("fusing an LM or hotwords needs the model's tokenizer (load it with load_model)")
+            self._fusions[key] = build_fusion(key, self.tokenizer)
+        return self._fusions[key]
 
     def transcribe(
         self, audio: torch.Tensor, audio_lens: torch.Tensor, options: DecodeOptions | None = None, **overrides
@@ -152,21 +166,26 @@ class ASRModel(L.LightningModule):
         """Seconds of one encoder frame (feature hop x subsampling): token frame f starts at f * this."""
         return self.fbank.opts.frame_shift_ms / 1000 * self.encoder.subsampling_factor
 
-    def transcript(self, hyp: Hypothesis, offset_frames: int = 0) -> Transcript:
+    def transcript(self, hyp: Hypothesis, offset_frames: int = 0, fusion: Fusion | None = None) -> Transcript:
         """A hypothesis as text plus, when its search gave token times, words with start and end
-        seconds (counted from `offset_frames` frames before the hypothesis's first) and confidences."""
+        seconds (counted from `offset_frames` frames before the hypothesis's first) and confidences;
+        with a fusion that has hotwords, the phrases that fired in it."""
         assert self.tokenizer is not None, "model has no tokenizer attached"
         words = None
         if hyp.timed:
             words = hypothesis_words(hyp, self.tokenizer.sp.id_to_piece, self.frame_seconds, offset_frames)
-        return Transcript(self.tokenizer.decode(hyp.tokens), words)
+        graph = fusion.get("hotwords") if fusion is not None else None
+        fired = None if graph is None else [m.phrase.text for m in graph.matches(hyp.tokens)]
+        return Transcript(self.tokenizer.decode(hyp.tokens), words, fired)
 
     def transcribe_words(
         self, audio: torch.Tensor, audio_lens: torch.Tensor, options: DecodeOptions | None = None, **overrides
     ) -> list[Transcript]:
         """Texts with word times and confidences for a batch (options and overrides as in `decode`;
         the words are None for searches without token times: attention and joint)."""
-        return [self.transcript(h) for h in self.decode(audio, audio_lens, options, **overrides)]
+        opts = self.decode_options_with(options, **overrides)
+        fusion = self.fusion(opts)
+        return [self.transcript(h, fusion=fusion) for h in self.decode(audio, audio_lens, opts)]
 
     # ---- Lightning hooks -----------------------------------------------------------
     def training_step(self, batch: Batch | None, batch_idx: int):

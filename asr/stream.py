@@ -121,7 +121,7 @@ def stream_items(
         stream_decode(rec, sources, on_partial=partial)
         for (uid, _), hyp in zip(batch, rec.results()):
             if uid not in failed:
-                report.hyps[uid] = model.transcript(hyp)
+                report.hyps[uid] = model.transcript(hyp, fusion=model.fusion(rec.options))
         report.chunk_times += rec.stats.chunk_times
         report.audio_seconds += rec.stats.audio_seconds
         report.compute_seconds += rec.stats.compute_seconds

@@ -152,8 +152,8 @@ def _search_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None, 
     for key, name in names.items():
         real = registry.SEARCHES[key]
 
-        def spy(head, options, _real=real, _name=name):
-            search = _real(head, options)  # the beam and max_symbols the search was built with
+        def spy(head, options, fusion, _real=real, _name=name):
+            search = _real(head, options, fusion)  # the beam and max_symbols the search was built with
             calls.append((_name, getattr(search, "beam", None), getattr(search, "max_symbols", None)))
             return search
 

@@ -67,6 +67,9 @@ ATTENTION_CTC_THRESHOLD = 0.50
 JOINT_GAIN = 0.05
 # word times against forced alignment, and confidence (issue 18's targets; figures in the docstring)
 MEDIAN_START_MS, P90_START_MS, CONFIDENCE_AUROC = 40.0, 120.0, 0.8
+# LM fusion and hotwords on the shared transducer (figures in the docstring)
+LM_CTC_GAIN, LM_RNNT_GAIN, LM_TDT_GAIN = 0.10, 0.01, 0.05
+HOTWORD_GAIN, HOTWORD_OTHER_WER = 5, 0.005
 
 
 def _test_wer(exp, corpus, man, out, *args) -> float:
@@ -181,6 +184,94 @@ def test_word_times_and_confidence_of_rnnt_and_its_ctc_head(prepared, transducer
     _check_word_times(_word_times_and_confidence(transducer_exp / "best.ckpt", split, ctc), confidence=False)
 
 
+def _decode_json(ckpt: Path, split: Path, out: Path, *flags: str) -> dict[str, dict]:
+    """`asr transcribe --format json` of a split: {utt id: record}."""
+    import json
+
+    args = ["transcribe", "--ckpt", str(ckpt), "--data", str(split), "--quiet", "--format", "json", "--out", str(out)]
+    assert main([*args, *flags]) == 0
+    return {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+
+
+def _train_lm(man: Path, ckpt: Path, out: Path) -> Path:
+    """`asr lm train`: an 8-gram LM over the model's characters from the training transcripts."""
+    args = ["lm", "train", "--order", "8", "--text", str(man / "train-clean.ref.txt"), "--skip-ids"]
+    assert main([*args, "--tokenizer", str(ckpt), "--out", str(out)]) == 0
+    return out
+
+
+def _wer(refs: dict[str, str], found: dict[str, dict]) -> float:
+    return score(refs, {u: r["text"] for u, r in found.items()}).error_rate
+
+
+@pytest.mark.slow
+def test_lm_fusion_and_hotwords_help_on_held_out_speakers(prepared, transducer_exp, tmp_path):
+    """An 8-gram character LM trained on the training transcripts (`asr lm train`) lowers the WER
+    of the shared model's CTC head and of its RNN-T (with the internal LM subtracted); hotwords
+    naming words the RNN-T beam search gets wrong make it recognize them, leave the other words'
+    WER within HOTWORD_OTHER_WER of what it was, and are reported when they fire (figures in the
+    module docstring)."""
+    from collections import Counter
+
+    from asr.metrics import matched_words, normalize
+
+    _, corpus, man = prepared
+    split, ckpt = corpus / "test-clean", transducer_exp / "best.ckpt"
+    refs = read_kaldi_text(man / "test-clean.ref.txt")
+    lm = _train_lm(man, ckpt, tmp_path / "lm8.arpa")
+    beam = ["--method", "beam", "--beam", "4"]
+    wer = {
+        "ctc": _wer(refs, _decode_json(ckpt, split, tmp_path / "c.json", *beam, "--head", "ctc")),
+        "ctc+lm": _wer(
+            refs,
+            _decode_json(
+                ckpt, split, tmp_path / "cl.json", *beam, "--head", "ctc", "--lm", str(lm), "--lm-weight", "0.6"
+            ),
+        ),
+    }
+    base = _decode_json(ckpt, split, tmp_path / "t.json", *beam)
+    wer["rnnt"] = _wer(refs, base)
+    lm_flags = ["--lm", str(lm), "--lm-weight", "0.6", "--ilm-weight", "0.3"]
+    wer["rnnt+lm-ilm"] = _wer(refs, _decode_json(ckpt, split, tmp_path / "tl.json", *beam, *lm_flags))
+    print({k: f"{100 * v:.2f}%" for k, v in wer.items()})
+    assert wer["ctc+lm"] <= wer["ctc"] - LM_CTC_GAIN, wer
+    assert wer["rnnt+lm-ilm"] <= wer["rnnt"] - LM_RNNT_GAIN, wer
+
+    # hotwords: the words the beam search got wrong that occur in at most 3 test sentences
+    in_sentences = Counter(w for t in refs.values() for w in set(normalize(t).split()))
+    missed = set()
+    for uid, r in base.items():
+        ref_words = normalize(refs[uid]).split()
+        found = {j for j in matched_words(refs[uid], r["text"]) if j is not None}
+        missed |= {w for j, w in enumerate(ref_words) if j not in found and in_sentences[w] <= 3}
+    assert len(missed) >= 3, missed
+    (tmp_path / "hot.txt").write_text("".join(f"{w}\n" for w in sorted(missed)))
+    biased = _decode_json(
+        ckpt, split, tmp_path / "h.json", *beam, "--hotwords", str(tmp_path / "hot.txt"), "--hotword-boost", "0.7"
+    )
+
+    def hits(found: dict[str, dict]) -> int:
+        return sum(w in set(found[u]["text"].split()) for u in refs for w in normalize(refs[u]).split() if w in missed)
+
+    def others(found: dict[str, dict]) -> float:
+        def keep(t: str) -> str:
+            return " ".join(w for w in normalize(t).split() if w not in missed)
+
+        return score({u: keep(t) for u, t in refs.items()}, {u: keep(r["text"]) for u, r in found.items()}).error_rate
+
+    occurrences = sum(w in missed for t in refs.values() for w in normalize(t).split())
+    print(
+        f"hotwords {sorted(missed)}: {hits(base)} -> {hits(biased)} of {occurrences} occurrences; other words "
+        f"{100 * others(base):.2f}% -> {100 * others(biased):.2f}%"
+    )
+    assert hits(biased) >= hits(base) + HOTWORD_GAIN
+    assert others(biased) <= others(base) + HOTWORD_OTHER_WER
+    fired = [p for r in biased.values() for p in r["hotwords"]]
+    assert (
+        fired and set(fired) <= missed and all(p in r["text"].split() for r in biased.values() for p in r["hotwords"])
+    )
+
+
 @pytest.mark.slow
 def test_transcribe_and_stream_write_word_times(prepared, transducer_exp, tmp_path, capsys):
     """`asr transcribe --format json|srt` and `asr stream --format ctm` write the words of the texts
@@ -233,6 +324,15 @@ def test_hybrid_tdt_ctc_learns_on_held_out_speakers(prepared):
     half = sorted((exp / "checkpoints").glob("epoch*.ckpt"))[0]  # epoch05 (6 of 8) when measured
     searches = [("transducer", "greedy"), ("transducer", "beam"), ("ctc", "greedy")]
     _check_word_times(_word_times_and_confidence(half, corpus / "test-clean", searches), confidence=True)
+    # an LM (with the internal LM subtracted) helps the half-trained TDT beam search
+    lm = _train_lm(man, half, exp / "lm8.arpa")
+    refs = read_kaldi_text(man / "test-clean.ref.txt")
+    beam = ["--method", "beam", "--beam", "4"]
+    plain = _wer(refs, _decode_json(half, corpus / "test-clean", exp / "half.json", *beam))
+    flags = ["--lm", str(lm), "--lm-weight", "0.6", "--ilm-weight", "0.4"]
+    fused = _wer(refs, _decode_json(half, corpus / "test-clean", exp / "half_lm.json", *beam, *flags))
+    print(f"half-trained TDT beam 4: {100 * plain:.2f}% -> {100 * fused:.2f}% with the LM")
+    assert fused <= plain - LM_TDT_GAIN, (plain, fused)
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Decoding: searches per head kind behind one Search interface, registered by (head kind, method).
 
-Score providers the beam searches will share (not yet wired in): `Fusion` of an n-gram LM
-(asr.lm.NgramLM) and a hotword `ContextGraph`, configured by `FusionOptions`.
+Beam searches (CTC prefix, transducer) add a `Fusion` of an n-gram LM (asr.lm.NgramLM) and a
+hotword `ContextGraph` to their scores: DecodeOptions' lm / hotwords fields, loaded by
+`model.fusion(options)`, passed to `build_search(head, options, fusion)`.
 
 Functional forms (token ids per utterance) remain for direct use and tests:
 ctc_greedy_search, ctc_prefix_beam_search, transducer_greedy_search, transducer_beam_search.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .confidence import entropy_confidence
+from .fusion import Fusion
 from .search import Hypothesis
 
 
@@ -122,6 +123,9 @@ class PrefixTree:
     frame: list[int] = field(default_factory=lambda: [-1])
     end: list[int] = field(default_factory=lambda: [-1])
     conf: list[float] = field(default_factory=lambda: [0.0])
+    # with fusion: the node's fusion state (None until scored) and the fused score of its tokens
+    fstate: list[tuple[int, ...] | None] = field(default_factory=lambda: [None])
+    fused: list[float] = field(default_factory=lambda: [0.0])
 
     def extend(self, node: int, tok: int) -> int:
         """The node of prefix `node` + `tok` (made on first use)."""
@@ -134,7 +138,22 @@ class PrefixTree:
             self.frame.append(-1)
             self.end.append(-1)
             self.conf.append(0.0)
+            self.fstate.append(None)
+            self.fused.append(0.0)
         return n
+
+    def fuse(self, node: int, fusion: Fusion) -> None:
+        """Score node's last token with `fusion` after its parent's state (once per node: a node
+        is one token sequence, so its fused score never changes)."""
+        if self.fstate[node] is not None:
+            return
+        if node == 0:
+            self.fstate[0] = fusion.initial_state()
+            return
+        parent = self.parent[node]
+        self.fuse(parent, fusion)
+        delta, self.fstate[node] = fusion.score(self.fstate[parent], self.token[node])
+        self.fused[node] = self.fused[parent] + delta
 
     def labels(self, node: int) -> list[int]:
         out = []
@@ -169,29 +188,35 @@ class PrefixBeamState:
     beams: list[dict[int, tuple[float, float]]]
     trees: list[PrefixTree]
     offset: list[int] = field(default_factory=list)
+    fusion: Fusion | None = None  # the LM / hotwords fused into the scores (asr.decoding.fusion)
 
     def best(self) -> list[list[int]]:
         """The most probable prefix per utterance (the partial result while streaming)."""
-        return [
-            tree.labels(max(b.items(), key=lambda kv: _logaddexp(*kv[1]))[0]) for b, tree in zip(self.beams, self.trees)
-        ]
+        return [h.tokens for h in self.hypotheses()]
 
     def hypotheses(self) -> list[Hypothesis]:
-        """Per utterance the best prefix with its log-probability and times, and the n-best list."""
+        """Per utterance the best prefix with its score and times, and the n-best list. The score
+        is the prefix's log-probability plus, with fusion, its fused score as if it ended here."""
         out = []
         for b, tree in zip(self.beams, self.trees):
-            ranked = sorted((tree.hypothesis(p, _logaddexp(*s)) for p, s in b.items()), key=lambda h: -h.score)
+            ranked = sorted((tree.hypothesis(p, self._ended(tree, p, s)) for p, s in b.items()), key=lambda h: -h.score)
             out.append(replace(ranked[0], nbest=ranked))
         return out
 
+    def _ended(self, tree: PrefixTree, node: int, s: tuple[float, float]) -> float:
+        if self.fusion is None:
+            return _logaddexp(*s)
+        return _logaddexp(*s) + tree.fused[node] + self.fusion.final_score(tree.fstate[node])
 
-def ctc_prefix_beam_init(batch_size: int) -> PrefixBeamState:
-    """Before any frame: the empty prefix, ending in blank with probability 1."""
-    return PrefixBeamState(
-        [{0: (0.0, -math.inf)} for _ in range(batch_size)],
-        [PrefixTree() for _ in range(batch_size)],
-        [0] * batch_size,
-    )
+
+def ctc_prefix_beam_init(batch_size: int, fusion: Fusion | None = None) -> PrefixBeamState:
+    """Before any frame: the empty prefix, ending in blank with probability 1. `fusion`: an LM
+    and/or hotwords whose scores the search adds (asr.decoding.fusion.build_fusion)."""
+    trees = [PrefixTree() for _ in range(batch_size)]
+    if fusion is not None:
+        for tree in trees:
+            tree.fuse(0, fusion)
+    return PrefixBeamState([{0: (0.0, -math.inf)} for _ in range(batch_size)], trees, [0] * batch_size, fusion)
 
 
 def ctc_prefix_beam_search(
@@ -225,6 +250,10 @@ def ctc_prefix_beam_continue(
     The search is frame-synchronous and its state is the beam, so frames fed in chunks give
     exactly the prefixes of one call over all of them.
 
+    With the state's fusion, prefixes are ranked and pruned by their log-probability plus the
+    fused score of their tokens (shallow fusion: lm_weight * ln p_LM, hotword bonuses), added
+    once per token when a prefix is extended, not on blanks or merged repeats.
+
     Token times: on each frame, a surviving prefix's last token counts as emitted there when
     the paths that emit it on this frame outweigh those that had emitted it before; it still
     lasts while its paths ending in the token outweigh those ending in blank.
@@ -236,6 +265,7 @@ def ctc_prefix_beam_continue(
     frame_conf = entropy_confidence(log_probs).cpu().tolist()
     out = []
     offsets = list(state.offset) or [0] * log_probs.shape[0]
+    fusion = state.fusion
     for b in range(log_probs.shape[0]):
         beams, tree = state.beams[b], state.trees[b]
         for t in range(int(lengths[b])):
@@ -250,6 +280,8 @@ def ctc_prefix_beam_continue(
                     if tok == blank:
                         continue
                     node = tree.extend(prefix, tok)
+                    if fusion is not None:
+                        tree.fuse(node, fusion)
                     ext = nxt[node]
                     if prefix and tree.token[prefix] == tok:
                         e[1] = _logaddexp(e[1], pnb + lp)  # repeat merges into the same prefix
@@ -258,7 +290,7 @@ def ctc_prefix_beam_continue(
                         came = total + lp
                     ext[1] = _logaddexp(ext[1], came)
                     new[node] = _logaddexp(new.get(node, -math.inf), came)
-            kept = sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam]
+            kept = sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]) - tree.fused[kv[0]])[:beam]
             g = offsets[b] + t
             for node, (sb, snb) in kept:
                 if node in new:
@@ -272,7 +304,7 @@ def ctc_prefix_beam_continue(
             beams = {p: (s[0], s[1]) for p, s in kept}
         out.append(beams)
         offsets[b] += int(lengths[b])
-    return PrefixBeamState(out, state.trees, offsets)
+    return PrefixBeamState(out, state.trees, offsets, fusion)
 
 
 def _logsubexp(a: float, b: float) -> float:
@@ -303,13 +335,14 @@ class CTCGreedySearch:
 
 
 class CTCPrefixBeamSearch:
-    """The Search interface over a CTC head's log-probs, prefix beam search with `beam` prefixes."""
+    """The Search interface over a CTC head's log-probs, prefix beam search with `beam` prefixes
+    (and an LM / hotwords fused, if given)."""
 
-    def __init__(self, head, beam: int):
-        self.head, self.beam = head, beam
+    def __init__(self, head, beam: int, fusion: Fusion | None = None):
+        self.head, self.beam, self.fusion = head, beam, fusion
 
     def init(self, batch_size: int, device: torch.device | str) -> PrefixBeamState:
-        return ctc_prefix_beam_init(batch_size)
+        return ctc_prefix_beam_init(batch_size, self.fusion)
 
     def advance(
         self, state: PrefixBeamState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor

@@ -16,8 +16,9 @@ graph (`asr.decoding.hotwords.ContextGraph`: delta = bonus) satisfy the protocol
 `Fusion` combines the providers that `FusionOptions` asks for, with their weights:
 score += lm_weight * ln p_LM + hotword bonuses (the boosts are their own weights). The
 internal-LM subtraction of transducers (ilm_weight) is the search's to compute, from the
-model's predictor, and is no provider. Not yet wired into the searches: see
-docs/lm_hotwords_draft.md for how they will use it.
+model's predictor, and is no provider. CTC prefix beam search keeps one state per prefix-tree
+node; transducer beam search keeps states[B, K, P] beside its scores (asr/decoding/ctc.py,
+transducer.py; README "Language model fusion and hotwords").
 """
 
 from __future__ import annotations

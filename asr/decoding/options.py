@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from .fusion import FusionOptions
+
 # greedy | beam: the decoding head's own searches; attention: the attention head's beam search;
 # attention_rescoring: the decoding head's beam n-best rescored by the attention head;
 # joint: one-pass beam search on CTC prefix and attention scores
@@ -24,6 +26,12 @@ class DecodeOptions:
     ctc_weight: float = 0.5  # attention_rescoring after CTC and joint: w in (1 - w) * attention + w * CTC
     transducer_weight: float = 0.5  # attention_rescoring after a transducer: the same w
     reverse_weight: float = 0.0  # attention scores: weight of the right-to-left decoder (if trained)
+    # fusion (asr.decoding.fusion.FusionOptions checks them): greedy becomes a beam of 1 when active
+    lm: str | None = None  # ARPA n-gram LM over the model's tokens (asr lm train)
+    lm_weight: float = 0.3  # score += lm_weight * ln p_LM per token (and for the sentence end)
+    ilm_weight: float = 0.0  # transducers: score -= ilm_weight * ln p_ILM (the predictor's own LM)
+    hotwords: str | None = None  # phrase file: one a line, optional ` :BOOST`
+    hotword_boost: float = 1.5  # bonus per phrase token where a line gives none
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -38,6 +46,12 @@ class DecodeOptions:
                 raise ValueError(f"{name} must be a number in [0, 1], not {w!r}")
         if self.head is not None and not (isinstance(self.head, str) and self.head):
             raise ValueError(f"head must be a head's name, not {self.head!r}")
+        _ = self.fusion  # building FusionOptions validates the fusion fields
+
+    @property
+    def fusion(self) -> FusionOptions:
+        """The LM and hotword options (FusionOptions validates them)."""
+        return FusionOptions(self.lm, self.lm_weight, self.ilm_weight, self.hotwords, self.hotword_boost)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DecodeOptions:

@@ -15,24 +15,33 @@ from dataclasses import replace
 from ..nn.heads import Head
 from .attention import AttentionRescoringSearch, AttentionSearch
 from .ctc import CTCGreedySearch, CTCPrefixBeamSearch
+from .fusion import Fusion
 from .joint import JointSearch
 from .options import DecodeOptions
 from .search import Search
 from .transducer import TransducerBeamSearch, TransducerGreedySearch
 
-SearchFactory = Callable[[Head, DecodeOptions], Search]
+# (head, options, fusion: the loaded LM / hotwords or None) -> search
+SearchFactory = Callable[[Head, DecodeOptions, Fusion | None], Search]
+
+
+def _transducer_beam(head: Head, o: DecodeOptions, fusion: Fusion | None) -> Search:
+    return TransducerBeamSearch(head, o.beam, o.max_symbols, fusion, o.ilm_weight if fusion else 0.0)
+
 
 SEARCHES: dict[tuple[str, str], SearchFactory] = {
-    ("ctc", "greedy"): lambda head, o: CTCGreedySearch(head),
-    ("ctc", "beam"): lambda head, o: CTCPrefixBeamSearch(head, o.beam),
-    ("transducer", "greedy"): lambda head, o: TransducerGreedySearch(head, o.max_symbols),
-    ("transducer", "beam"): lambda head, o: TransducerBeamSearch(head, o.beam, o.max_symbols),
+    ("ctc", "greedy"): lambda head, o, f: CTCGreedySearch(head),
+    ("ctc", "beam"): lambda head, o, f: CTCPrefixBeamSearch(head, o.beam, f),
+    ("transducer", "greedy"): lambda head, o, f: TransducerGreedySearch(head, o.max_symbols),
+    ("transducer", "beam"): _transducer_beam,
     # TAED is a transducer whose predictor attends to the encoder: the same searches
-    ("taed", "greedy"): lambda head, o: TransducerGreedySearch(head, o.max_symbols),
-    ("taed", "beam"): lambda head, o: TransducerBeamSearch(head, o.beam, o.max_symbols),
-    ("attention", "greedy"): lambda head, o: AttentionSearch(head),
-    ("attention", "beam"): lambda head, o: AttentionSearch(head, o.beam),
+    ("taed", "greedy"): lambda head, o, f: TransducerGreedySearch(head, o.max_symbols),
+    ("taed", "beam"): _transducer_beam,
+    ("attention", "greedy"): lambda head, o, f: AttentionSearch(head),
+    ("attention", "beam"): lambda head, o, f: AttentionSearch(head, o.beam),
 }
+# searches that fuse an LM and hotwords; with fusion, greedy search runs as the beam of 1
+FUSES = {"ctc", "transducer", "taed"}
 # the weight of the first pass in attention rescoring, by the first pass head's kind
 FIRST_PASS_WEIGHT = {"ctc": "ctc_weight", "transducer": "transducer_weight", "taed": "transducer_weight"}
 
@@ -42,22 +51,33 @@ def methods(kind: str) -> list[str]:
     return sorted(m for k, m in SEARCHES if k == kind)
 
 
-def build_search(head: Head, options: DecodeOptions) -> Search:
-    """The search `options.method` of the head's kind, configured by the options."""
+def build_search(head: Head, options: DecodeOptions, fusion: Fusion | None = None) -> Search:
+    """The search `options.method` of the head's kind, configured by the options; `fusion` (an LM
+    and/or hotwords, asr.decoding.fusion.build_fusion) is added to beam searches' scores, and
+    greedy search with fusion is a beam search of 1 (a greedy choice cannot be biased)."""
+    if fusion is not None:
+        if head.kind not in FUSES:
+            raise ValueError(f"a {head.kind} head's searches fuse no LM or hotwords; CTC and transducer heads do")
+        if options.method == "greedy":
+            options = replace(options, method="beam", beam=1)
     factory = SEARCHES.get((head.kind, options.method))
     if factory is None:
         raise ValueError(f"a {head.kind} head has no {options.method!r} search; it has {methods(head.kind)}")
-    return factory(head, options)
+    return factory(head, options, fusion)
 
 
-def build_model_search(heads: Mapping[str, Head], head: str, options: DecodeOptions) -> Search:
+def build_model_search(
+    heads: Mapping[str, Head], head: str, options: DecodeOptions, fusion: Fusion | None = None
+) -> Search:
     """The search for a model's heads: `options.method` of head `head`, or a method that combines
     heads: `attention` (the attention decoder's beam search), `attention_rescoring` (head's beam
     n-best rescored by the attention decoder) and `joint` (CTC head `head` and the attention
     decoder in one beam search). The attention decoder is the first head's that has one
     (`Head.attention_decoder`: an attention head, or TAED's)."""
     if options.method not in ("attention", "attention_rescoring", "joint"):
-        return build_search(heads[head], options)
+        return build_search(heads[head], options, fusion)
+    if fusion is not None and options.method != "attention_rescoring":
+        raise ValueError(f"method {options.method!r} fuses no LM or hotwords; greedy, beam and attention_rescoring do")
     decoders = [d for d in (h.attention_decoder() for h in heads.values()) if d is not None]
     if not decoders:
         raise ValueError(f"method {options.method!r} needs an attention decoder; the heads are {list(heads)}")
@@ -74,5 +94,5 @@ def build_model_search(heads: Mapping[str, Head], head: str, options: DecodeOpti
     if first.kind not in FIRST_PASS_WEIGHT:
         raise ValueError(f"attention_rescoring rescores a CTC or transducer head's n-best; {head!r} is {first.kind}")
     weight = getattr(options, FIRST_PASS_WEIGHT[first.kind])
-    first_pass = build_search(first, replace(options, method="beam"))
+    first_pass = build_search(first, replace(options, method="beam"), fusion)
     return AttentionRescoringSearch(first_pass, decoder, weight, options.reverse_weight)

@@ -81,7 +81,7 @@ class StreamingRecognizer:
         self.options = model.decode_options_with(options, **overrides)
         self.head_name = model.decode_head(self.options)
         self.head = model.heads[self.head_name]
-        self.search = build_model_search(model.heads, self.head_name, self.options)
+        self.search = build_model_search(model.heads, self.head_name, self.options, model.fusion(self.options))
         self.chunk_size, self.left_context = chunk_size, left_context
         self.method, self.beam = self.options.method, self.options.beam
         self.frame_seconds = model.frame_seconds

@@ -84,10 +84,14 @@ class Transcript:
 
     text: str
     words: list[Word] | None = None
+    hotwords: list[str] | None = None  # with hotword biasing: the phrases that fired, in order
 
     def to_dict(self, uid: str) -> dict:
-        """The JSON-lines record: {"id", "text", "words": [{"word", "start", "end", "confidence"}]}."""
+        """The JSON-lines record: {"id", "text", "words": [{"word", "start", "end", "confidence"}]}
+        (and "hotwords": [phrases that fired] when biased)."""
         out: dict = {"id": uid, "text": self.text}
         if self.words is not None:
             out["words"] = [w.to_dict() for w in self.words]
+        if self.hotwords is not None:
+            out["hotwords"] = self.hotwords
         return out

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .confidence import entropy_confidence
+from .fusion import Fusion
 from .search import Hypothesis
 
 _HASH_MOD = 2_147_483_647  # label-sequence hashes for merging (mod a prime < 2^31: no int64 overflow)
@@ -248,6 +249,7 @@ class BeamState:
     pred_p: torch.Tensor  # [B*K, J] projected predictor output for each slot's last label
     hyps: list[list[Trace]]  # [B][K] labels of each slot, with their frames, durations, confidences
     offset: torch.Tensor  # [B] frames before the next chunk
+    fstate: torch.Tensor | None = None  # [B, K, P] each slot's fusion state (LM, hotwords), if fused
 
     def best(self) -> list[list[int]]:
         """The most probable hypothesis per utterance (the partial result while streaming)."""
@@ -278,8 +280,11 @@ class Trace(NamedTuple):
 
 
 @torch.no_grad()
-def transducer_beam_init(head, batch_size: int, beam: int = 4, device: torch.device | str = "cpu") -> BeamState:
-    """The state before any frame: one live hypothesis per utterance (slot 0), no labels."""
+def transducer_beam_init(
+    head, batch_size: int, beam: int = 4, device: torch.device | str = "cpu", fusion: Fusion | None = None
+) -> BeamState:
+    """The state before any frame: one live hypothesis per utterance (slot 0), no labels; with
+    `fusion` (an LM and/or hotwords), each slot's fusion state before any token."""
     if beam < 1:
         raise ValueError("beam must be >= 1")
     b, k = batch_size, beam
@@ -298,6 +303,7 @@ def transducer_beam_init(head, batch_size: int, beam: int = 4, device: torch.dev
         head.joint.project_pred(out[:, 0]),
         [[Trace([], [], [], []) for _ in range(k)] for _ in range(b)],
         torch.zeros(b, dtype=torch.long, device=device),
+        None if fusion is None else fusion.initial_states(b * k, device).view(b, k, -1),
     )
 
 
@@ -327,6 +333,8 @@ def transducer_beam_continue(
     state: BeamState,
     max_symbols: int | None = None,
     final: torch.Tensor | None = None,
+    fusion: Fusion | None = None,
+    ilm_weight: float = 0.0,
 ) -> BeamState:
     """Run the beam search over the next encoder frames enc[B, T, D] (enc_lens[B] valid).
 
@@ -336,6 +344,13 @@ def transducer_beam_continue(
     the end are merged last. Feeding frames in chunks makes exactly the decisions of one call
     over all of them: each step depends only on the state, and hypotheses beyond the chunk
     are never on an utterance's earliest frame while others are inside it.
+
+    fusion (the state must come from transducer_beam_init with the same fusion): every label
+    candidate's score gains the fused score of its token (lm_weight * ln p_LM, hotword
+    bonuses) and, with ilm_weight > 0, loses ilm_weight * ln p_ILM(token): the internal LM,
+    the joint's token distribution with the encoder's contribution removed (ILME) and blank
+    excluded. A hypothesis that ends (final) gains the fusion's end score (ln p_LM(</s>), the
+    credit of an unfinished hotword taken back) before the last merge.
     """
     max_symbols = head.symbols_per_frame(max_symbols)
     b, device = enc.shape[0], enc.device
@@ -355,6 +370,9 @@ def transducer_beam_continue(
     lens = enc_lens.to(device)[:, None]
     score, t, on_frame, hsh = state.score, state.t, state.on_frame, state.hsh
     pred_state, pred_p = _attend(head, state.pred_state, state.pred_p, enc, enc_lens)
+    fstate = state.fstate
+    if (fusion is None) != (fstate is None):
+        raise ValueError("fuse with the fusion the beam state was made with (transducer_beam_init(..., fusion))")
     parents: list[torch.Tensor] = []
     steps: list[tuple[torch.Tensor, ...]] = []  # per step: (label or -1, frame, duration, confidence)
     arange_b = torch.arange(b, device=device)[:, None]
@@ -377,6 +395,12 @@ def transducer_beam_continue(
             cand[:, :, head.blank, :] = cand[:, :, head.blank, :].masked_fill(durations == 0, neg)  # as in the loss
         else:
             cand = lp_tok[..., None]
+        if fusion is not None:
+            f_delta, f_next = fusion.score_all(fstate.view(b * k, -1))  # [B*K, V], [B*K, V, P]
+            bonus = f_delta.view(b, k, v)  # blank: 0
+            if ilm_weight > 0:
+                bonus = bonus - ilm_weight * _internal_lm(head, pred_p).view(b, k, v)
+            cand = cand + bonus[..., None]
         cand = (score[..., None, None] + cand).masked_fill(~running[..., None, None], neg)
         carry = score.masked_fill(running, neg)  # waiting and finished hypotheses compete unchanged
         pool = torch.cat([cand.reshape(b, k * v * d), carry], dim=1)
@@ -410,6 +434,9 @@ def transducer_beam_continue(
         pred_state = pred.select_state(pred_state, flat)
         pred_p = pred_p[flat]
         emit_f = emit.reshape(-1)
+        if fusion is not None:
+            fstate = torch.where(emit_f[:, None], f_next[flat, label.reshape(-1)], fstate.view(b * k, -1)[flat])
+            fstate = fstate.view(b, k, -1)
         if bool(emit_f.any()):
             new_out, new_state = pred(label.reshape(-1, 1), pred_state)
             pred_state = pred.merge_state(emit_f, new_state, pred_state)
@@ -417,11 +444,25 @@ def transducer_beam_continue(
     if final is not None and bool(final.any()):
         # utterances that end here: every hypothesis is finished, wherever a jump left it
         fin = final.to(device)[:, None] & (score > neg)
+        if fusion is not None:
+            ends = [fusion.final_score(tuple(s)) for s in fstate.view(b * k, -1).tolist()]
+            score = torch.where(fin, score + torch.tensor(ends, device=device).view(b, k), score)
         same = (hsh[:, :, None] == hsh[:, None, :]) & fin[:, :, None] & fin[:, None, :]
         score = torch.where(fin, _merge(score, same, slots), score)
         t, on_frame = torch.where(fin, lens, t), on_frame.masked_fill(fin, 0)
     hyps = _extend(state.hyps, parents, steps)
-    return BeamState(score, t - lens, on_frame, hsh, pred_state, pred_p, hyps, state.offset + lens[:, 0])
+    return BeamState(score, t - lens, on_frame, hsh, pred_state, pred_p, hyps, state.offset + lens[:, 0], fstate)
+
+
+def _internal_lm(head, pred_p: torch.Tensor) -> torch.Tensor:
+    """ln p_ILM(token | labels so far) [N, V] from each hypothesis's projected predictor output
+    pred_p[N, J]: the joint's token distribution with no encoder contribution, blank excluded
+    (its column is 0: blank is no token of the LM)."""
+    logits = head.joint.combine(torch.zeros_like(pred_p), pred_p)[..., : head.vocab_size].float()
+    logits[..., head.blank] = float("-inf")
+    lp = logits.log_softmax(-1)
+    lp[..., head.blank] = 0.0
+    return lp
 
 
 def _merge(score: torch.Tensor, same: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -488,16 +529,22 @@ class TransducerGreedySearch:
 
 
 class TransducerBeamSearch:
-    """The Search interface for a transducer head: batched beam search with `beam` hypotheses."""
+    """The Search interface for a transducer head: batched beam search with `beam` hypotheses,
+    with an LM / hotwords fused and the internal LM subtracted (ilm_weight) if given."""
 
-    def __init__(self, head, beam: int, max_symbols: int | None = None):
+    def __init__(
+        self, head, beam: int, max_symbols: int | None = None, fusion: Fusion | None = None, ilm_weight: float = 0.0
+    ):
         self.head, self.beam, self.max_symbols = head, beam, max_symbols
+        self.fusion, self.ilm_weight = fusion, ilm_weight
 
     def init(self, batch_size: int, device: torch.device | str) -> BeamState:
-        return transducer_beam_init(self.head, batch_size, self.beam, device)
+        return transducer_beam_init(self.head, batch_size, self.beam, device, self.fusion)
 
     def advance(self, state: BeamState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor) -> BeamState:
-        return transducer_beam_continue(self.head, enc, enc_lens, state, self.max_symbols, final)
+        return transducer_beam_continue(
+            self.head, enc, enc_lens, state, self.max_symbols, final, self.fusion, self.ilm_weight
+        )
 
     def hypotheses(self, state: BeamState) -> list[Hypothesis]:
         return state.hypotheses()
