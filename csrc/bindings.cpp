@@ -124,13 +124,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
          "In place: grad[row, blank] and grad[row, y_{u+1}] -= scale[b] * arc posterior (grad [N, V], like\n"
          "logits). Utterances with infinite loss are skipped.");
 
-  def_op(m, "rnnt_softmax_to_grad", &asr::rnnt_softmax_to_grad_cpu, nullptr,
-         {"grad", "logits", "denom", "targets", "logit_lengths", "target_lengths", "row_offsets", "t_strides",
-          "alpha", "beta", "loss", "scale", "blank"},
-         "In place: grad [N, V] holding softmax(logits) becomes scale[b] * (occupancy * softmax - arc posteriors)\n"
-         "in one pass (rnnt_log_occupancy, multiply and rnnt_subtract_arc_posteriors fused); padding rows and\n"
-         "utterances with infinite loss or scale 0 get 0. CPU only.");
-
   def_op(m, "rnnt_viterbi", &asr::rnnt_viterbi_cpu, ASR_CUDA_KERNEL(rnnt_viterbi_cuda),
          {"logits", "denom", "targets", "logit_lengths", "target_lengths", "row_offsets", "t_strides", "max_t",
           "max_u", "blank"},

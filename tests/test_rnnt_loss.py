@@ -12,9 +12,7 @@ import pytest
 import torch
 from devices import DEVICES
 
-from asr._ext import ops
 from asr.losses import rnnt_loss
-from asr.losses.lattice import row_layout
 from asr.losses.reference import rnnt_loss_reference
 
 # (T lengths, U lengths, V): T=1, U=0, mixed lengths, B=1 and B>1
@@ -167,33 +165,3 @@ def test_backward_twice_with_retain_graph_gives_the_same_gradient(device):
     (g1,) = torch.autograd.grad(loss, logits, retain_graph=True)
     (g2,) = torch.autograd.grad(loss, logits)
     assert torch.equal(g1, g2)
-
-
-@pytest.mark.parametrize("packed", [False, True])
-def test_fused_softmax_to_grad_equals_the_composed_kernels(packed):
-    """rnnt_softmax_to_grad (the CPU backward's one pass) = rnnt_log_occupancy, exp, multiply and
-    rnnt_subtract_arc_posteriors, with scales 0 and > 0, an utterance without alignment (T_b = 0),
-    padding rows (zeroed) and packed rows."""
-    ts, us, v = [3, 6, 0, 4], [2, 0, 3, 4], 5
-    logits, targets, tl, ul = make(ts, us, v, "cpu", dtype=torch.float32)
-    logits = logits.detach()
-    if packed:
-        logits = torch.cat([logits[b, : ts[b], : us[b] + 1].reshape(-1, v) for b in range(len(ts))])
-    rows, offsets, strides, max_t = row_layout(logits, tl, ul, max(us))
-    denom = torch.logsumexp(rows, -1)
-    loss, alpha, beta = ops().rnnt_forward(rows, denom, targets, tl, ul, offsets, strides, max_t, max(us), 0)
-    scale = torch.tensor([0.5, 0.0, 1.0, 2.0])
-    args = (rows, denom, targets, tl, ul, offsets, strides, alpha, beta, loss, scale)
-    composed = torch.softmax(rows, -1)
-    log_occ = ops().rnnt_log_occupancy(alpha, beta, loss, scale, tl, ul, offsets, strides, rows.shape[0])
-    composed.mul_(log_occ.exp()[:, None])
-    ops().rnnt_subtract_arc_posteriors(composed, *args, blank=0)
-    fused = torch.softmax(rows, -1)
-    ops().rnnt_softmax_to_grad(fused, *args, blank=0)
-    assert torch.allclose(fused, composed, atol=1e-6)
-    rows_of = torch.repeat_interleave(torch.arange(4), torch.diff(torch.cat([offsets, torch.tensor([len(rows)])])))
-    assert fused[(rows_of == 1) | (rows_of == 2)].eq(0).all()  # scale 0, no alignment
-    if not packed:  # padding rows of utterance 0: t >= 3 or u > 2
-        pad = torch.ones(max_t, max(us) + 1, dtype=torch.bool)
-        pad[:3, :3] = False
-        assert fused[: max_t * (max(us) + 1)][pad.flatten()].eq(0).all()

@@ -68,21 +68,29 @@ class _RNNTLoss(torch.autograd.Function):
             grad, ctx.softmax = ctx.softmax, None  # softmax from the forward pass, used up here
             if grad is None:  # a second backward through the same graph (retain_graph): recompute
                 grad = torch.softmax(rows, -1)
-        else:
-            grad = torch.zeros_like(rows)
-        # infinite losses get zero gradient whether or not zero_infinity
-        args = (rows, denom, targets, logit_lengths, target_lengths, offsets, strides, alpha, beta, loss, scale)
-        if fused and rows.device.type == "cpu":
-            # one pass over the rows: occupancy scaling and arc posteriors while each row is in cache
-            ops().rnnt_softmax_to_grad(grad, *args, blank=blank)
-        elif fused:
             log_occ = ops().rnnt_log_occupancy(
                 alpha, beta, loss, scale, logit_lengths, target_lengths, offsets, strides, num_rows=rows.shape[0]
             )
-            grad.mul_(log_occ.exp_()[:, None])  # occupancy 0 on padding rows and impossible utterances
-            ops().rnnt_subtract_arc_posteriors(grad, *args, blank=blank)
+            occ = log_occ.exp_()  # 0 on padding rows and impossible utterances
+            grad.mul_(occ[:, None])  # in place, one op (see asr.losses.lattice.row_softmax_and_logsumexp)
         else:
-            ops().rnnt_subtract_arc_posteriors(grad, *args, blank=blank)
+            grad = torch.zeros_like(rows)
+        # infinite losses get zero gradient whether or not zero_infinity
+        ops().rnnt_subtract_arc_posteriors(
+            grad,
+            rows,
+            denom,
+            targets,
+            logit_lengths,
+            target_lengths,
+            offsets,
+            strides,
+            alpha,
+            beta,
+            loss,
+            scale,
+            blank=blank,
+        )
         if not fold:
             if clamp > 0:
                 grad.clamp_(-clamp, clamp)

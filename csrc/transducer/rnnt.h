@@ -48,18 +48,6 @@ void rnnt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& 
                                       const torch::Tensor& beta, const torch::Tensor& loss, const torch::Tensor& scale,
                                       int64_t blank);
 
-// In place: grad [N, V], holding softmax(logits) on entry, becomes the fused loss's gradient
-// scale[b] * (occupancy(t, u) * softmax - arc posteriors) in one pass over the rows (each row scaled
-// and its two arc posteriors subtracted while it is in cache); rows outside the lattices (padding)
-// and utterances with infinite loss or scale 0 get 0. scale must be >= 0. Same result as
-// rnnt_log_occupancy, exp, multiply and rnnt_subtract_arc_posteriors, with the occupancy rounded
-// once from float64. Utterance b owns the rows [row_offsets[b], row_offsets[b + 1]). CPU only.
-void rnnt_softmax_to_grad_cpu(torch::Tensor& grad, const torch::Tensor& logits, const torch::Tensor& denom,
-                              const torch::Tensor& targets, const torch::Tensor& logit_lengths,
-                              const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
-                              const torch::Tensor& t_strides, const torch::Tensor& alpha, const torch::Tensor& beta,
-                              const torch::Tensor& loss, const torch::Tensor& scale, int64_t blank);
-
 // Viterbi: the best path of each utterance (the max semiring on the same lattice and recursion as
 // rnnt_forward's alpha). Returns {score [B] float64: the best path's log-prob, -inf without a path
 // (T_b == 0); arcs [B, max_t + max_u, 3] int64: the path's T_b + U_b arcs in order, each

@@ -3,7 +3,6 @@
 
 #include <ATen/Parallel.h>
 
-#include <algorithm>
 #include <vector>
 
 #include "transducer/checks.h"
@@ -93,23 +92,6 @@ void rnnt_alpha(const Arcs& A, int64_t b, acc_t* a) {
       }
       a[L.node(b, t, u)] = v;
     }
-  }
-}
-
-// gr[blank] and gr[y_{u+1}] -= s * the posterior of the two arcs leaving node (t, u) of utterance b,
-// whose logits row is xr (normalizer den_r) and gradient row gr. log_p = beta[b, 0, 0].
-template <typename scalar_t>
-inline void subtract_node_posteriors(const Layout& L, scalar_t* gr, const scalar_t* xr, scalar_t den_r, const acc_t* a,
-                                     const acc_t* be, acc_t log_p, acc_t s, int64_t b, int64_t t, int64_t u,
-                                     int64_t blank) {
-  const int64_t T = L.T[b], U = L.U[b];
-  // arc posterior = exp(alpha(t, u) + lp(arc) + beta(dst) - log P), summed in float64
-  const acc_t head = a[L.node(b, t, u)] - acc_t(den_r) - log_p;
-  const acc_t beta_next_blank = t + 1 < T ? be[L.node(b, t + 1, u)] : (u == U ? acc_t(0) : neg_inf<acc_t>());
-  gr[blank] -= static_cast<scalar_t>(s * std::exp(head + acc_t(xr[blank]) + beta_next_blank));
-  if (u < U) {
-    const int64_t y = L.label(b, u);
-    gr[y] -= static_cast<scalar_t>(s * std::exp(head + acc_t(xr[y]) + be[L.node(b, t, u + 1)]));
   }
 }
 
@@ -217,63 +199,23 @@ void rnnt_subtract_arc_posteriors_cpu(torch::Tensor& grad, const torch::Tensor& 
     scalar_t* g = grad.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
+        const int64_t T = L.T[b], U = L.U[b];
         if (!std::isfinite(l[b]) || s[b] == 0) continue;
         const acc_t log_p = be[L.node(b, 0, 0)];  // float64, not the rounded loss
-        for (int64_t t = 0; t < L.T[b]; ++t) {
-          for (int64_t u = 0; u <= L.U[b]; ++u) {
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t u = 0; u <= U; ++u) {
             const int64_t r = L.row(b, t, u);
-            subtract_node_posteriors(L, g + r * V, x + r * V, den[r], a, be, log_p, s[b], b, t, u, blank);
+            const scalar_t* xr = x + r * V;
+            // arc posterior = exp(alpha(t, u) + lp(arc) + beta(dst) - log P), summed in float64
+            const acc_t head = a[L.node(b, t, u)] - acc_t(den[r]) - log_p;
+            const acc_t beta_next_blank =
+                t + 1 < T ? be[L.node(b, t + 1, u)] : (u == U ? acc_t(0) : neg_inf<acc_t>());
+            g[r * V + blank] -= static_cast<scalar_t>(s[b] * std::exp(head + acc_t(xr[blank]) + beta_next_blank));
+            if (u < U) {
+              const int64_t y = L.label(b, u);
+              g[r * V + y] -= static_cast<scalar_t>(s[b] * std::exp(head + acc_t(xr[y]) + be[L.node(b, t, u + 1)]));
+            }
           }
-        }
-      }
-    });
-  });
-}
-
-void rnnt_softmax_to_grad_cpu(torch::Tensor& grad, const torch::Tensor& logits, const torch::Tensor& denom,
-                              const torch::Tensor& targets, const torch::Tensor& logit_lengths,
-                              const torch::Tensor& target_lengths, const torch::Tensor& row_offsets,
-                              const torch::Tensor& t_strides, const torch::Tensor& alpha, const torch::Tensor& beta,
-                              const torch::Tensor& loss, const torch::Tensor& scale, int64_t blank) {
-  TORCH_CHECK(grad.is_contiguous() && grad.sizes() == logits.sizes() && grad.scalar_type() == logits.scalar_type(),
-              "grad must be contiguous like logits");
-  check_rows(logits, denom);
-  const int64_t B = logit_lengths.size(0), max_t = alpha.size(1), max_u = alpha.size(2) - 1;
-  const int64_t N = logits.size(0), V = logits.size(1);
-  const Layout L = make_layout(targets, logit_lengths, target_lengths, row_offsets, t_strides, max_t, max_u);
-  check_acc(alpha, beta);
-  auto sc = scale.contiguous().to(torch::kFloat64);
-  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "rnnt_softmax_to_grad_cpu", [&] {
-    const scalar_t* x = logits.data_ptr<scalar_t>();
-    const scalar_t* den = denom.data_ptr<scalar_t>();
-    const acc_t* a = alpha.data_ptr<acc_t>();
-    const acc_t* be = beta.data_ptr<acc_t>();
-    const scalar_t* l = loss.data_ptr<scalar_t>();
-    const acc_t* s = sc.data_ptr<acc_t>();
-    scalar_t* g = grad.data_ptr<scalar_t>();
-    // Work items are the frames (b, t), rows row(b, t, 0 .. t_strides[b]): utterance b owns the rows
-    // [row_offsets[b], row_offsets[b + 1]) (N for the last), padding included, so every row is
-    // written once, the padding rows with 0.
-    at::parallel_for(0, B * max_t, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / max_t, t = i % max_t;
-        const int64_t first = L.row(b, t, 0), owned_end = b + 1 < B ? L.off[b + 1] : N;
-        if (first >= owned_end) continue;  // packed rows: no frame t >= T_b
-        const int64_t last = std::min(first + L.st[b], owned_end);
-        const bool live = t < L.T[b] && std::isfinite(l[b]) && s[b] > 0;
-        const acc_t log_p = be[L.node(b, 0, 0)];  // float64, not the rounded loss
-        for (int64_t r = first; r < last; ++r) {
-          const int64_t u = r - first;
-          scalar_t* gr = g + r * V;
-          if (!live || u > L.U[b]) {
-            std::fill(gr, gr + V, scalar_t(0));
-            continue;
-          }
-          // occupancy * scale = exp(alpha + beta - log P) * s in float64, rounded once
-          const acc_t log_occ = a[L.node(b, t, u)] + be[L.node(b, t, u)] - log_p + std::log(s[b]);
-          const scalar_t occ = static_cast<scalar_t>(std::exp(log_occ));
-          for (int64_t v = 0; v < V; ++v) gr[v] *= occ;
-          subtract_node_posteriors(L, gr, x + r * V, den[r], a, be, log_p, s[b], b, t, u, blank);
         }
       }
     });
