@@ -159,16 +159,19 @@ def same_process(args, variants: list[str]) -> None:
             t = timed(runs[v])
             if r:  # round 0 warms up
                 times[v].append(t)
-    floor = median(times[variants[0]])
+    floor = times[variants[0]]
     print(
         f"B={args.B} T={args.T} U={args.U} V={args.V} float32, logits {logits_gib(args):.2f} GiB, "
         f"{args.threads} threads, same process, {args.repeats} rounds, load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"| variant | median time | x {variants[0]} | all times |")
-    print("| --- | --- | --- | --- |")
+    # a round's ratio compares two calls made seconds apart: steadier than the ratio of medians when
+    # the load changes during the run
+    print(f"| variant | median time | x {variants[0]} (of medians) | median of rounds' ratios | all times |")
+    print("| --- | --- | --- | --- | --- |")
     for v in variants:
         m = median(times[v])
-        print(f"| {v} | {m:.3f} s | {m / floor:.2f} | {' '.join(f'{t:.3f}' for t in times[v])} |")
+        ratio = median([t / f for t, f in zip(times[v], floor)])
+        print(f"| {v} | {m:.3f} s | {m / median(floor):.2f} | {ratio:.2f} | {' '.join(f'{t:.3f}' for t in times[v])} |")
 
 
 def main() -> None:
