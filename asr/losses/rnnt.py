@@ -4,8 +4,8 @@ The log-softmax is fused: when a gradient is needed, the forward pass writes the
 softmax straight into the buffer that becomes the gradient and reads the row
 normalizers off it (one pass); the backward pass scales it by node occupancy and
 subtracts the arc posteriors. No B*T*(U+1)*V tensor exists besides that gradient (and
-without a gradient, none at all). The per-element work runs as vectorized tensor ops
-over chunks of rows (asr.losses.lattice); the compiled kernel does the (t, u) lattice:
+without a gradient, none at all). The per-element work runs as vectorized tensor ops,
+one op over all rows each (asr.losses.lattice); the compiled kernel does the (t, u) lattice:
 alpha, beta, occupancies, arc posteriors.
 
 The other topologies (asr.losses.topology: modified, constrained, rna) gather the blank and
@@ -21,7 +21,6 @@ from .._ext import ops
 from .lattice import (
     check_inputs,
     finish_loss,
-    row_chunks,
     row_layout,
     row_logsumexp,
     row_softmax_and_logsumexp,
@@ -68,15 +67,12 @@ class _RNNTLoss(torch.autograd.Function):
             # d loss / d logit = occupancy * softmax - arc posteriors
             grad, ctx.softmax = ctx.softmax, None  # softmax from the forward pass, used up here
             if grad is None:  # a second backward through the same graph (retain_graph): recompute
-                grad = torch.empty_like(rows)
-                for i, j in row_chunks(rows.shape[0], rows.shape[1]):
-                    torch.ops.aten._softmax.out(rows[i:j], -1, False, out=grad[i:j])
+                grad = torch.softmax(rows, -1)
             log_occ = ops().rnnt_log_occupancy(
                 alpha, beta, loss, scale, logit_lengths, target_lengths, offsets, strides, num_rows=rows.shape[0]
             )
             occ = log_occ.exp_()  # 0 on padding rows and impossible utterances
-            for i, j in row_chunks(rows.shape[0], rows.shape[1]):
-                grad[i:j].mul_(occ[i:j, None])
+            grad.mul_(occ[:, None])  # in place, one op (see asr.losses.lattice.row_softmax_and_logsumexp)
         else:
             grad = torch.zeros_like(rows)
         # infinite losses get zero gradient whether or not zero_infinity
