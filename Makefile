@@ -45,6 +45,7 @@ demo: setup
 	$(ASR) transcribe --ckpt $(EXP)/best.ckpt --data $(DATA)/LibriSpeech/test-clean --out $(EXP)/hyp_greedy.txt
 	$(ASR) transcribe --ckpt $(EXP)/best.ckpt --data $(DATA)/LibriSpeech/test-clean --out $(EXP)/hyp_beam.txt --method beam --beam 4 --quiet
 	$(ASR) stream --ckpt $(EXP)/best.ckpt --data $(DATA)/LibriSpeech/test-clean --out $(EXP)/hyp_stream_320ms.txt --chunk-ms 320 --quiet
+	$(ASR) transcribe --ckpt $(EXP)/best.ckpt --data $(DATA)/LibriSpeech/test-clean --format ctm --out $(EXP)/words.ctm --quiet
 	$(ASR) score $(DATA)/manifests/test-clean.ref.txt $(EXP)/hyp_stream_320ms.txt --report $(EXP)/errors_stream_320ms.txt
 	$(ASR) score $(DATA)/manifests/test-clean.ref.txt $(EXP)/hyp_beam.txt --report $(EXP)/errors_beam.txt
 	$(ASR) score $(DATA)/manifests/test-clean.ref.txt $(EXP)/hyp_greedy.txt --report $(EXP)/errors_greedy.txt --plot $(EXP)/wer_by_length.png

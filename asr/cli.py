@@ -45,6 +45,11 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
   asr transcribe --ckpt exp/x/best.ckpt --data DIR/test-clean --out hyp.txt --method beam --beam 8
   asr transcribe --ckpt exp/hybrid/best.ckpt --data DIR/test-clean --out hyp_ctc.txt --head ctc
   asr transcribe --onnx exp/x/onnx --data DIR/test-clean --out hyp.txt   # an `asr export` folder, onnxruntime
+  asr transcribe --ckpt exp/x/best.ckpt --timestamps a.wav                  # JSON lines: words, times, confidence
+  asr transcribe --ckpt exp/x/best.ckpt --data DIR/test-clean --format ctm --out exp/x/words.ctm
+  asr transcribe --ckpt exp/x/best.ckpt --format srt --out subs/ talk.wav   # subs/talk.srt
+  asr transcribe --ckpt exp/x/best.ckpt --method beam --lm lm.arpa --lm-weight 0.6 --ilm-weight 0.3 a.wav
+  asr transcribe --ckpt exp/x/best.ckpt --method beam --hotwords hot.txt --format json a.wav
 
 --method/--beam/--head/--max-symbols override the decode options saved in the checkpoint
 (conf/decode/ at training time: decode.method, decode.beam, decode.head, decode.max_symbols).
@@ -62,6 +67,8 @@ truncated, not a checkpoint, or another model's is an error naming it and what i
   asr stream --ckpt exp/stream/best.ckpt --chunk-ms 160 --left-context-ms 1280 a.wav
   asr stream --ckpt exp/stream/best.ckpt --data DIR/test-clean --out exp/stream/hyp_320ms.txt
   asr stream --ckpt exp/stream/best.ckpt --method beam --beam 4 a.wav  # beam search, continued chunk by chunk
+  asr stream --ckpt exp/stream/best.ckpt --format json a.wav            # final words with times and confidence
+  asr stream --ckpt exp/stream/best.ckpt --method beam --lm lm.arpa --hotwords hot.txt a.wav
 
 Each file is read block by block (one chunk of audio per block, as a live source would
 deliver it) and decoded chunk by chunk with the encoder's caches; several files stream
