@@ -307,7 +307,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _long_form_options(args: argparse.Namespace):
-    """LongFormOptions of --long-form-seconds/--window-seconds/--overlap-seconds/--long-form-windows,
+    """LongFormOptions of --long-form-seconds/--window-seconds/--overlap-seconds/--pause-ms/--long-form-windows,
     validated once; a clear error otherwise."""
     from .longform import LongFormOptions
 
@@ -316,6 +316,7 @@ def _long_form_options(args: argparse.Namespace):
             min_seconds=args.long_form_seconds,
             window_seconds=args.window_seconds,
             overlap_seconds=args.overlap_seconds,
+            pause_ms=args.pause_ms,
             windowed=args.long_form_windows,
         )
     except ValueError as e:
@@ -655,6 +656,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument(
         "--long-form-windows", action="store_true", help="long files: decode windows even when the model streams"
+    )
+    pr.add_argument(
+        "--pause-ms",
+        type=float,
+        default=150.0,
+        help="long files: a pause this long (30 dB below the speech level) ends a segment, and the "
+        "speech after it decodes from a fresh start; 0 = fixed windows / one stream (default 150)",
     )
     pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr.add_argument("--threads", type=int, help="torch CPU threads")

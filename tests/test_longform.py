@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from asr.decoding import DecodeOptions, Hypothesis, build_search, run_search
+from asr.decoding.endpoint import Endpointer
 from asr.longform import LongFormOptions, WindowMerger, Windows, transcribe_long
 from asr.nn.heads import build_head
 
@@ -79,6 +80,30 @@ def test_long_form_options_are_validated_once():
         LongFormOptions(window_seconds=10, overlap_seconds=6)
     with pytest.raises(ValueError, match="finite left context"):
         LongFormOptions(left_context_ms=-1)
+    with pytest.raises(ValueError, match="pause_ms >= 0"):
+        LongFormOptions(pause_ms=-1)
+
+
+def test_endpointer_starts_segments_where_speech_resumes_after_a_pause():
+    """Speech-like noise bursts (with dips of 50 ms inside, like the gaps between words) separated by
+    pauses of 200-600 ms, fed in odd-sized blocks: a segment starts at each burst after a pause,
+    on its first 10 ms frame, and nowhere else."""
+    g = torch.Generator().manual_seed(0)
+    parts, onsets, t = [], [], 0
+    for k, (burst, pause) in enumerate([(0.9, 0.3), (1.4, 0.6), (0.5, 0.2), (1.1, 0.0)]):
+        wave = 0.3 * torch.randn(round(burst * 16000), generator=g) * (1 + torch.rand(1, generator=g))
+        wave[4000:4800] *= 0.001  # a 50 ms dip: shorter than a pause
+        if k:
+            onsets.append(t)
+        gap = 1e-4 * torch.randn(round(pause * 16000), generator=g)  # quiet, not digital silence
+        parts += [wave, gap]
+        t += len(wave) + len(gap)
+    audio = torch.cat(parts)
+    ep, starts, i = Endpointer(span_frames=15, pause_db=30), [], 0
+    for n in [1000, 3333, 160, 7777] * 100:
+        starts += ep.accept(audio[i : i + n])
+        i += n
+    assert starts == onsets  # every onset is a multiple of 160 here: exactly the first frame
 
 
 def _model(tmp_path: Path, causal: bool):
@@ -113,7 +138,8 @@ def test_streaming_path_equals_stream_decode(tmp_path, speech_wave, one_thread):
 
     model, _ = _model(tmp_path, causal=True)
     path, wave = _long_file(tmp_path, speech_wave, 4)
-    tr, stats = transcribe_long(model, str(path), long_form=LongFormOptions(left_context_ms=640), progress=False)
+    lf = LongFormOptions(left_context_ms=640, pause_ms=0)  # one stream: no endpoints
+    tr, stats = transcribe_long(model, str(path), long_form=lf, progress=False)
     rec = StreamingRecognizer(model, 8, 16)
     stream_decode(rec, [wave], 5120)
     assert stats.path == "streaming" and tr == model.transcript(rec.results()[0])
@@ -124,9 +150,45 @@ def test_windowed_path_for_a_model_that_does_not_stream(tmp_path, speech_wave, o
     model, _ = _model(tmp_path, causal=False)
     path, wave = _long_file(tmp_path, speech_wave, 5)
     seconds = len(wave) / 16000
-    tr, stats = transcribe_long(model, str(path), long_form=LongFormOptions(window_seconds=4, overlap_seconds=1))
-    assert stats.path == "windowed" and stats.windows == -(-(seconds - 1) // 3)
+    lf = LongFormOptions(window_seconds=4, overlap_seconds=1, pause_ms=0)  # fixed windows
+    tr, stats = transcribe_long(model, str(path), long_form=lf)
+    assert stats.path == "windowed" and stats.windows == -(-(seconds - 1) // 3) and stats.pause_cuts == 0
     assert tr.words and _monotonic(tr.words) and tr.words[-1].end <= seconds + model.frame_seconds
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_two_utterances_apart_decode_like_each_alone(tmp_path, speech_wave, one_thread, windowed):
+    """Speech, half a second of silence, speech: an endpoint at the second utterance's first sound
+    starts a fresh stream (or segment), so the file decodes like its two parts decoded alone, the
+    second's times offset by where it starts."""
+    import soundfile as sf
+
+    from asr.data.audio import SAMPLE_RATE
+    from asr.decoding.streaming import StreamingRecognizer, stream_decode
+
+    model, _ = _model(tmp_path, causal=True)
+    wave = torch.cat([speech_wave, torch.zeros(8000), speech_wave])
+    path = tmp_path / "two.wav"
+    sf.write(str(path), wave.numpy(), SAMPLE_RATE, subtype="FLOAT")
+    lf = LongFormOptions(left_context_ms=640, windowed=windowed)
+    tr, stats = transcribe_long(model, str(path), long_form=lf, progress=False)
+    ep = Endpointer(round(lf.pause_ms / 10), lf.pause_db)
+    cuts = ep.accept(wave)
+    assert stats.pause_cuts == len(cuts) >= 1 and len(speech_wave) < cuts[-1] <= len(speech_wave) + 8000 + 1600
+    bounds = [0, *cuts, len(wave)]
+    frame = round(model.frame_seconds * SAMPLE_RATE)
+    tokens, frames, conf = [], [], []
+    for a, b in zip(bounds, bounds[1:]):
+        if windowed:
+            hyp = model.decode(wave[None, a:b], torch.tensor([b - a]))[0]
+        else:
+            rec = StreamingRecognizer(model, 8, 16)
+            stream_decode(rec, [wave[a:b]], 5120)
+            hyp = rec.results()[0]
+        tokens += hyp.tokens
+        frames += [round(a / frame) + f for f in hyp.frames]
+        conf += hyp.confidence
+    assert tr == model.transcript(Hypothesis(tokens, 0.0, frames=frames, confidence=conf)) and _monotonic(tr.words)
 
 
 def test_transcribe_decodes_long_files_long_form(tmp_path, speech_wave, capsys, one_thread):
