@@ -1,20 +1,26 @@
 """Long-form transcription: one file of any length decoded with bounded memory.
 
 The whole waveform is never loaded (asr.data.audio.audio_blocks reads the file block by block).
-Two ways, chosen by the encoder:
+The file is cut at pauses (asr.decoding.endpoint: `LongFormOptions.pause_ms` of frames
+`pause_db` below the running speech level): each segment starts on the 10 ms frame where speech
+resumes and decodes from a fresh start, the pause going with the segment before. A model
+trained on isolated sentences loses the first words of a sentence that follows another in one
+decoding pass, or that starts after a long silence; cut this way, each sentence decodes as
+it would alone. Two ways, chosen by the encoder:
 
 - streaming: a model whose encoder streams (`encoder.streams`) gets the file's blocks through
   `StreamingRecognizer` with a fixed attention left context (default 320 ms chunks and 2560 ms
   of left context: `asr stream`'s defaults, one of the pairs the shared streaming configs train
-  with, conf/model/encoder/conformer_streaming.yaml). The encoder's caches and the search's
-  state are all that grows: memory is that of one chunk plus the hypothesis's tokens.
-- windows: other models (or `LongFormOptions.windowed`) decode overlapping windows (default
-  20 s, 4 s shared by neighbours) one at a time with `model.decode`. Each boundary between
-  two windows is cut at a word start that both windows emitted on (nearly) the same frame,
-  close to the middle of their overlap, so that no word is dropped or doubled and each side
-  keeps the words furthest from its edges, where it sees the most context. Without such a
-  word (silence, or the windows disagree there) the cut falls on the middle frame of the
-  overlap, token by token (counted in `LongFormStats.token_cuts`).
+  with, conf/model/encoder/conformer_streaming.yaml); an endpoint finishes the stream and starts
+  a new one. The encoder's caches and the search's state are all that grows: memory is that of
+  one chunk plus the hypothesis's tokens.
+- windows: other models (or `LongFormOptions.windowed`) decode one segment at a time with
+  `model.decode`. Audio without a pause for a whole window (default 20 s) is decoded in
+  overlapping windows (4 s shared by neighbours); such a boundary is cut at a word start that
+  both windows emitted on (nearly) the same frame, close to the middle of their overlap, so
+  that no word is dropped or doubled and each side keeps the words furthest from its edges.
+  Without such a word (silence, or the windows disagree there) the cut falls on the middle
+  frame of the overlap, token by token (counted in `LongFormStats.token_cuts`).
 
 Either way the result is one hypothesis over the file, with token frames counted from the
 file's start, and `model.transcript` makes its words: word times are from the file start.

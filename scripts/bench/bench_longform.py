@@ -60,6 +60,7 @@ def child(args: argparse.Namespace) -> None:
                 "monotonic": all(a <= b for a, b in zip(starts, starts[1:])),
                 "word_cuts": st.word_cuts,
                 "token_cuts": st.token_cuts,
+                "pause_cuts": st.pause_cuts,
                 "text": tr.text,
             }
         )
