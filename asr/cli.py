@@ -50,6 +50,7 @@ tb/ (TensorBoard: tensorboard --logdir exp_dir/tb) and csv/version_N/metrics.csv
   asr transcribe --ckpt exp/x/best.ckpt --format srt --out subs/ talk.wav   # subs/talk.srt
   asr transcribe --ckpt exp/x/best.ckpt --method beam --lm lm.arpa --lm-weight 0.6 --ilm-weight 0.3 a.wav
   asr transcribe --ckpt exp/x/best.ckpt --method beam --hotwords hot.txt --format json a.wav
+  asr transcribe --ckpt exp/x/best.ckpt lecture.flac --format srt --out subs/  # a file of any length
 
 --method/--beam/--head/--max-symbols override the decode options saved in the checkpoint
 (conf/decode/ at training time: decode.method, decode.beam, decode.head, decode.max_symbols).
@@ -305,7 +306,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         items, problems = _input_items(args)
         t0 = time.perf_counter()
         hyps, load_problems = transcribe_items(
-            model, items, options, max_seconds=args.max_duration, device=device, progress=not args.quiet
+            model,
+            items,
+            options,
+            max_seconds=args.max_duration,
+            device=device,
+            progress=not args.quiet,
+            long_form=_long_form_options(args),
         )
     elapsed = time.perf_counter() - t0
     _write_results(args, fmt, hyps, items)
@@ -315,6 +322,23 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     total = len(items) if args.data else len(args.files)
     print(f"decoded {len(hyps)} of {total} utterances in {elapsed:.1f}s", file=sys.stderr)
     return 0
+
+
+def _long_form_options(args: argparse.Namespace):
+    """LongFormOptions of --long-form-seconds/--window-seconds/--overlap-seconds/--pause-ms/--long-form-windows,
+    validated once; a clear error otherwise."""
+    from .longform import LongFormOptions
+
+    try:
+        return LongFormOptions(
+            min_seconds=args.long_form_seconds,
+            window_seconds=args.window_seconds,
+            overlap_seconds=args.overlap_seconds,
+            pause_ms=args.pause_ms,
+            windowed=args.long_form_windows,
+        )
+    except ValueError as e:
+        raise SystemExit(f"asr {args.command}: {e}") from e
 
 
 def _output_format(args: argparse.Namespace) -> str:
@@ -649,6 +673,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weight_flags(pr)
     _add_output_flags(pr)
     pr.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (default 120)")
+    pr.add_argument(
+        "--long-form-seconds",
+        type=float,
+        default=60.0,
+        help="files longer than this are decoded long-form, one at a time with bounded memory: a "
+        "streaming model through its chunked encoder (320 ms chunks, 2560 ms left context), others "
+        "in overlapping windows (default 60)",
+    )
+    pr.add_argument("--window-seconds", type=float, default=20.0, help="long-form window (default 20)")
+    pr.add_argument(
+        "--overlap-seconds", type=float, default=4.0, help="long-form overlap of neighbouring windows (default 4)"
+    )
+    pr.add_argument(
+        "--long-form-windows", action="store_true", help="long files: decode windows even when the model streams"
+    )
+    pr.add_argument(
+        "--pause-ms",
+        type=float,
+        default=150.0,
+        help="long files: a pause this long (30 dB below the speech level) ends a segment, and the "
+        "speech after it decodes from a fresh start; 0 = fixed windows / one stream (default 150)",
+    )
     pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr.add_argument("--threads", type=int, help="torch CPU threads")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -10,11 +10,12 @@ from typing import TypeVar
 import torch
 from tqdm import tqdm
 
-from .data.audio import SAMPLE_RATE, AudioError, load_audio, pad_waves
+from .data.audio import SAMPLE_RATE, AudioError, audio_seconds, load_audio, pad_waves
 from .data.audio_check import check_audio
 from .data.librispeech import CheckOptions, Utterance, read_split
 from .decoding import DecodeOptions
 from .decoding.timestamps import Transcript
+from .longform import LongFormOptions, transcribe_long
 from .model import ASRModel
 from .problems import Problems
 
@@ -57,22 +58,39 @@ def transcribe_items(
     max_seconds: float = 120.0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    long_form: LongFormOptions | None = None,
 ) -> tuple[dict[str, Transcript], Problems]:
     """Decode (utt_id, path) items. Returns ({utt_id: transcript}, problems): each transcript's
     text and, where the search gives token times, its words with times and confidences. Bad
     files are skipped and counted.
 
     options: decoding options (default: the checkpoint's, conf/decode/ at training time).
+    long_form: files longer than its min_seconds (default 60 s) are decoded one at a time with
+    bounded memory (asr.longform.transcribe_long, a progress bar over each file's seconds); the
+    others in batches of at most max_seconds of audio, loaded whole.
     """
     opts = model.decode_options_with(options)
+    lf = long_form or LongFormOptions()
     model = model.to(device).eval()
-    return decode_batches(
+    short, long = [], []
+    for uid, path in items:
+        try:
+            (long if audio_seconds(path) > lf.min_seconds else short).append((uid, path))
+        except AudioError:  # loading it in a batch names and counts the problem
+            short.append((uid, path))
+    hyps, problems = decode_batches(
         lambda audio, lens: model.transcribe_words(audio.to(device), lens.to(device), opts),
-        items,
+        short,
         max_seconds,
         f"decode ({opts.method})",
-        progress,
+        progress and bool(short),
     )
+    for uid, path in long:
+        try:
+            hyps[uid], _ = transcribe_long(model, path, opts, lf, device, progress)
+        except AudioError as e:  # fails midway (truncated, NaN/Inf): named, counted, the rest go on
+            problems.add(e.category, str(e))
+    return hyps, problems
 
 
 def decode_batches(

@@ -203,7 +203,16 @@ LAYERS = [
     ("asr.nn",),
     ("asr.decoding",),
     ("asr.model", "asr.guards"),  # guards: the Lightning callbacks train adds to the model
-    ("asr.train", "asr.transcribe", "asr.transcripts", "asr.stream", "asr.align", "asr.export", "asr.onnx_model"),
+    (
+        "asr.train",
+        "asr.transcribe",
+        "asr.longform",
+        "asr.transcripts",
+        "asr.stream",
+        "asr.align",
+        "asr.export",
+        "asr.onnx_model",
+    ),
     ("asr.cli",),
 ]
 

@@ -23,6 +23,8 @@ __all__ = [  # AudioError and SAMPLE_RATE live in the torch-free audio_check; ca
     "SAMPLE_RATE",
     "AudioError",
     "audio_blocks",
+    "audio_seconds",
+    "concatenate_audio",
     "load_audio",
     "pad_waves",
     "resample",
@@ -68,6 +70,13 @@ def audio_blocks(path: str | Path, block_samples: int, target_sr: int = SAMPLE_R
             yield torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
 
 
+def audio_seconds(path: str | Path) -> float:
+    """A file's duration from its header (nothing decoded). Raises AudioError naming the file
+    when it is missing, unreadable or empty."""
+    with open_sound(path) as f:
+        return f.frames / f.samplerate
+
+
 def pad_waves(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Waveforms [S_i] -> (audio[B, max S_i] right-padded with zeros, lengths[B] int64)."""
     lens = torch.tensor([len(w) for w in waves], dtype=torch.int64)
@@ -82,6 +91,25 @@ def save_audio(path: str | Path, wave: torch.Tensor, sr: int = SAMPLE_RATE) -> N
     path = Path(path)
     subtype = "PCM_16" if path.suffix.lower() in (".flac", ".wav") else None
     sf.write(str(path), wave.detach().cpu().clamp(-1, 1).numpy(), sr, subtype=subtype)
+
+
+def concatenate_audio(
+    paths: list[str | Path], out: str | Path, gap_seconds: float = 0.0, sr: int = SAMPLE_RATE
+) -> float:
+    """Write the files one after another, `gap_seconds` of silence between them, into one mono
+    16-bit file at `sr`, a file at a time (long test audio from short utterances). Returns its
+    duration in seconds."""
+    gap = np.zeros(round(gap_seconds * sr), dtype=np.float32)
+    samples = 0
+    with sf.SoundFile(str(out), "w", sr, 1, "PCM_16") as f:
+        for i, p in enumerate(paths):
+            wave, _ = load_audio(p, sr)
+            if i and len(gap):
+                f.write(gap)
+                samples += len(gap)
+            f.write(wave.clamp(-1, 1).numpy())
+            samples += len(wave)
+    return samples / sr
 
 
 @lru_cache(maxsize=16)
