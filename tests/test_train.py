@@ -31,6 +31,18 @@ there; another CPU moves them by float rounding):
   then falls every epoch (77.6% at 14, dev loss still falling). Threshold 85% greedy: under
   the plateau, 8.5 points above the measured figure; beam and rescoring may be at most 3
   points worse than greedy and beam.
+- Word times (start error against the forced alignment of the reference by the same model's CTC
+  head, over the words scored correct; median / 90th percentile) and word-confidence AUROC:
+  shared RNN-T greedy 0 / 40 ms, AUROC 0.835; beam 4 0 / 40 ms, 0.827; its CTC head greedy
+  0 / 0 ms (AUROC 0.790, not asserted: a 42% WER head). The TDT hybrid's earliest kept checkpoint
+  (epoch05 of 8, dev WER 21.77%, "half-trained"): TDT greedy 0 / 40 ms, 0.847; CTC greedy 0 / 0 ms,
+  0.866. Thresholds: the issue's 40 / 120 ms and AUROC 0.8.
+- LM fusion (8-gram character LM of the training transcripts), beam 4: the shared model's CTC
+  head 42.33% -> 12.79% (weight 0.6; asserted gain 10 points), its RNN-T 6.74% -> 3.72% (0.6, ILM
+  0.3; asserted 1 point), the half-trained TDT 24.19% -> 13.02% (0.6, ILM 0.4; asserted 5 points).
+- Hotwords (the 7 words the RNN-T beam gets wrong that occur in <= 3 test sentences, boost 0.7):
+  5 -> 15 of 16 occurrences recognized (asserted +5), other words' WER 6.04% -> 4.83% (asserted
+  at most +0.5 points).
 """
 
 from __future__ import annotations
@@ -322,7 +334,7 @@ def test_hybrid_tdt_ctc_learns_on_held_out_speakers(prepared):
     _check_transducer_wers(_transducer_wers(exp, corpus, man))
     # word times and confidence of a half-trained model: the earliest checkpoint the run kept
     half = sorted((exp / "checkpoints").glob("epoch*.ckpt"))[0]  # epoch05 (6 of 8) when measured
-    searches = [("transducer", "greedy"), ("transducer", "beam"), ("ctc", "greedy")]
+    searches = [("transducer", "greedy"), ("ctc", "greedy")]  # beam search times: test_timestamps
     _check_word_times(_word_times_and_confidence(half, corpus / "test-clean", searches), confidence=True)
     # an LM (with the internal LM subtracted) helps the half-trained TDT beam search
     lm = _train_lm(man, half, exp / "lm8.arpa")
