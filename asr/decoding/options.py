@@ -26,12 +26,13 @@ class DecodeOptions:
     ctc_weight: float = 0.5  # attention_rescoring after CTC and joint: w in (1 - w) * attention + w * CTC
     transducer_weight: float = 0.5  # attention_rescoring after a transducer: the same w
     reverse_weight: float = 0.0  # attention scores: weight of the right-to-left decoder (if trained)
-    # fusion (asr.decoding.fusion.FusionOptions checks them): greedy becomes a beam of 1 when active
-    lm: str | None = None  # ARPA n-gram LM over the model's tokens (asr lm train)
-    lm_weight: float = 0.3  # score += lm_weight * ln p_LM per token (and for the sentence end)
-    ilm_weight: float = 0.0  # transducers: score -= ilm_weight * ln p_ILM (the predictor's own LM)
-    hotwords: str | None = None  # phrase file: one a line, optional ` :BOOST`
-    hotword_boost: float = 1.5  # bonus per phrase token where a line gives none
+    # fusion (asr.decoding.fusion.FusionOptions holds their defaults and checks them): greedy
+    # becomes a beam of 1 when active
+    lm: str | None = FusionOptions.lm  # ARPA n-gram LM over the model's tokens (asr lm train)
+    lm_weight: float = FusionOptions.lm_weight  # score += lm_weight * ln p_LM per token (and the end)
+    ilm_weight: float = FusionOptions.ilm_weight  # transducers: score -= ilm_weight * ln p_ILM
+    hotwords: str | None = FusionOptions.hotwords  # phrase file: one a line, optional ` :BOOST`
+    hotword_boost: float = FusionOptions.hotword_boost  # bonus per phrase token where a line gives none
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
