@@ -70,34 +70,40 @@ LSTM = {"kind": "lstm", "hidden": 24, "num_layers": 2}
 TDT = {"kind": "tdt", "durations": [0, 1, 2, 3]}
 
 
-@pytest.mark.parametrize(
-    "heads",
-    [
-        {"ctc": {"kind": "ctc"}},
-        {"transducer": {"kind": "transducer", "loss": "rnnt", "predictor": STATELESS, "pred_dim": 48, "joint_dim": 40}},
-        {
-            "transducer": {
-                "kind": "transducer",
-                "loss": {"kind": "pruned_rnnt", "prune_range": 4},
-                "predictor": {"kind": "stateless", "context_size": 1},
-                "pred_dim": 32,
-                "joint_dim": 32,
-            }
-        },
-        {"transducer": {"kind": "transducer", "loss": TDT, "predictor": STATELESS, "pred_dim": 32, "joint_dim": 32}},
-        {"transducer": {"kind": "transducer", "loss": "rnnt", "predictor": LSTM, "pred_dim": 32, "joint_dim": 32}},
-        {"transducer": {"kind": "transducer", "loss": TDT, "predictor": LSTM, "pred_dim": 32, "joint_dim": 32}},
-    ],
-    ids=["ctc", "rnnt", "pruned_rnnt_context1", "tdt", "rnnt_lstm", "tdt_lstm"],
-)
+CTC = {"ctc": {"kind": "ctc"}}
+
+
+def _transducer(loss, predictor: dict, dim: int = 32, joint_dim: int | None = None) -> dict:
+    spec = {"kind": "transducer", "loss": loss, "predictor": predictor, "pred_dim": dim}
+    return {"transducer": {**spec, "joint_dim": joint_dim or dim}}
+
+
+# the Efficient Conformer: 8x frames from block 1 on, grouped attention in the 4x stage
+EFFICIENT = {"downsample_at": [1], "attention_groups": [2, 1]}
+EXPORTED = {
+    "ctc": (CTC, {}),
+    "rnnt": (_transducer("rnnt", STATELESS, 48, 40), {}),
+    "pruned_rnnt_context1": (
+        _transducer({"kind": "pruned_rnnt", "prune_range": 4}, {"kind": "stateless", "context_size": 1}),
+        {},
+    ),
+    "tdt": (_transducer(TDT, STATELESS), {}),
+    "rnnt_lstm": (_transducer("rnnt", LSTM), {}),
+    "tdt_lstm": (_transducer(TDT, LSTM), {}),
+    "ctc_efficient": (CTC, EFFICIENT),
+    "tdt_efficient": (_transducer(TDT, STATELESS), EFFICIENT),
+}
+
+
+@pytest.mark.parametrize("heads,encoder", list(EXPORTED.values()), ids=list(EXPORTED))
 def test_export_equals_pytorch_and_transcribe_onnx_decodes_the_same(
-    heads, char_tokenizer, tiny_corpus, tmp_path, one_thread
+    heads, encoder, char_tokenizer, tiny_corpus, tmp_path, one_thread
 ):
     """Graph output within PARITY of PyTorch on real fbank of another batch than the traced one,
     and onnxruntime greedy decoding gives model.transcribe's texts (transducers: 1 and 3 labels a
     frame; TDT with its (token, duration) decision, LSTM predictors carrying their state). TDT and
     LSTM exports are for `--onnx` only: their README says so and sherpa-onnx's recognizer refuses them."""
-    model = _model(char_tokenizer, heads)
+    model = _model(char_tokenizer, heads, **encoder)
     res = export_model(model, tmp_path / "onnx")
     assert res.max_abs_diff is not None and res.max_abs_diff < PARITY
     assert (tmp_path / "onnx" / "tokens.txt").read_text().splitlines()[:2] == ["<blk> 0", "<unk> 1"]
@@ -270,6 +276,8 @@ def test_streaming_export_errors_name_the_reason(char_tokenizer, tmp_path):
     tdt = {"transducer": {"kind": "transducer", "loss": TDT, "predictor": STATELESS}}
     with pytest.raises(ExportError, match=r"--streaming: head 'transducer' has an LSTM predictor or TDT"):
         export_model(_model(char_tokenizer, tdt, causal=True), tmp_path / "e", on)
+    with pytest.raises(ExportError, match=r"one frame rate and ungrouped attention.*export it offline"):
+        export_model(_model(char_tokenizer, PRUNED, causal=True, **EFFICIENT), tmp_path / "f", on)
 
 
 # ---- trained models, decoded by sherpa-onnx ---------------------------------------------------

@@ -69,12 +69,23 @@ def _inputs(seed: int = 0):
     return torch.randn(3, 211, 20, generator=g), torch.tensor([211, 150, 61])
 
 
+# Efficient Conformer variants: 8x from block 1 with grouped attention in the 4x stage; 16x in three stages
+EFFICIENT = {
+    "plain": {},
+    "8x-grouped": {"downsample_at": [1], "attention_groups": [2, 1]},
+    "16x-grouped": {"num_layers": 3, "downsample_at": [1, 2], "attention_groups": [4, 2, 1]},
+}
+
+
+@pytest.mark.parametrize("arch", list(EFFICIENT))
 @pytest.mark.parametrize("chunk,left", [(4, 8), (4, FULL), (7, 3), (1, 2), (16, 16)])
-def test_conformer_chunks_with_caches_equal_one_masked_pass(chunk, left):
+def test_conformer_chunks_with_caches_equal_one_masked_pass(chunk, left, arch):
     torch.manual_seed(0)
+    kw = {"num_layers": 2, **EFFICIENT[arch]}
     enc = ConformerEncoder(
-        in_features=20, d_model=32, num_layers=2, num_heads=4, conv_kernel=5, subsampling_channels=8, causal=True
-    ).eval()
+        in_features=20, d_model=32, num_heads=4, conv_kernel=5, subsampling_channels=8, causal=True, **kw
+    )
+    enc.eval()
     x, lens = _inputs()
     with torch.no_grad():
         ref, ref_lens = enc(x, lens, chunk, left)
@@ -86,9 +97,69 @@ def test_conformer_chunks_with_caches_equal_one_masked_pass(chunk, left):
             # batched streaming equals streaming this stream alone
             alone = _stream_encoder(enc, x[b : b + 1, : int(lens[b])], lens[b : b + 1], (chunk, left))[0]
             assert (alone - streamed[b]).abs().max() < TOL
-        # the chunk mask matters: full context gives other outputs
+        # the chunk mask matters: full context gives other outputs (where the first chunk ends early)
         full, _ = enc(x, lens)
-        assert (full[0, :10] - ref[0, :10]).abs().max() > 1e-3
+        if chunk < 10:
+            assert (full[0, :10] - ref[0, :10]).abs().max() > 1e-3
+    # each downsampling halves the frames, rounding up: T' = ceil(((T - 1) // 2 - 1) // 2 / 2^D)
+    n = (((lens - 1) // 2 - 1) // 2).tolist()
+    for _ in kw.get("downsample_at", []):
+        n = [-(-v // 2) for v in n]
+    assert ref_lens.tolist() == n and enc.subsampling_factor == 4 * 2 ** len(kw.get("downsample_at", []))
+
+
+def test_grouped_attention_equals_its_definition():
+    """Grouped attention (g = 2) against loops over groups: query group i scores key group j by the
+    sum of its frames' rotated dot products at the same offsets, over sqrt(g * Dh); frame i*g+r reads
+    the softmax-weighted values of frame r of each group. Odd T: the last group has a zero frame."""
+    from asr.nn.encoders.conformer import RotarySelfAttention, apply_rotary
+
+    torch.manual_seed(0)
+    att = RotarySelfAttention(16, 2, 0.0, 10000.0, group=2).eval()
+    b, t, g, h, dh = 2, 7, 2, 2, 8
+    x = torch.randn(b, t, 16)
+    valid = torch.ones(b, t, dtype=torch.bool)
+    groups = -(-t // g)
+    mask = torch.ones(b, 1, groups, groups, dtype=torch.bool)
+    with torch.no_grad():
+        got = att(x, mask, key_valid=valid)
+        q, k, v = att.qkv(att.norm(x)).view(b, t, 3, h, dh).permute(2, 0, 3, 1, 4)
+        cos, sin = att.rope(torch.arange(t))
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        pad = torch.zeros(b, h, 1, dh)
+        q, k, v = (torch.cat([z, pad], dim=2) for z in (q, k, v))
+        y = torch.zeros(b, h, groups * g, dh)
+        for i in range(groups):
+            scores = (
+                torch.stack(
+                    [sum((q[:, :, i * g + r] * k[:, :, j * g + r]).sum(-1) for r in range(g)) for j in range(groups)],
+                    -1,
+                )
+                / (g * dh) ** 0.5
+            )
+            w = scores.softmax(-1)  # [b, h, groups]
+            for r in range(g):
+                y[:, :, i * g + r] = sum(w[..., j, None] * v[:, :, j * g + r] for j in range(groups))
+        want = att.out(y[:, :, :t].transpose(1, 2).reshape(b, t, 16))
+    assert (got - want).abs().max() < 1e-5
+    # grouping changes the result: the same weights ungrouped attend frame by frame
+    att.group = 1
+    with torch.no_grad():
+        assert (att(x, torch.ones(b, 1, t, t, dtype=torch.bool)) - got).abs().max() > 1e-3
+
+
+def test_efficient_conformer_options_are_checked():
+    base = {"in_features": 20, "d_model": 16, "num_heads": 2, "subsampling_channels": 4}
+    with pytest.raises(ValueError, match="increasing block indices"):
+        ConformerEncoder(num_layers=3, downsample_at=[2, 1], **base)
+    with pytest.raises(ValueError, match="increasing block indices"):
+        ConformerEncoder(num_layers=3, downsample_at=[3], **base)
+    with pytest.raises(ValueError, match="one group size per stage"):
+        ConformerEncoder(num_layers=3, downsample_at=[1], attention_groups=[2], **base)
+    with pytest.raises(ValueError, match="must divide 2"):
+        ConformerEncoder(num_layers=3, downsample_at=[1], attention_groups=[4, 1], **base)
+    with pytest.raises(ValueError, match="must divide 1"):
+        ConformerEncoder(num_layers=3, attention_groups=[2], **base)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +228,7 @@ def test_dynamic_chunk_training_samples_a_mask_per_batch(monkeypatch):
     assert calls == [(FULL, FULL)]  # evaluation defaults to full context
 
 
-def _model(kind: str, tok_size: int):
+def _model(kind: str, tok_size: int, arch: str = "plain"):
     from asr.model import ASRModel
 
     heads = (
@@ -176,6 +247,7 @@ def _model(kind: str, tok_size: int):
             "subsampling_channels": 8,
             "conv_kernel": 5,
             "causal": True,
+            **EFFICIENT[arch],
         },
         heads=heads,
     ).eval()
@@ -346,13 +418,16 @@ def _assert_mixed(head: TransducerHead, stats: dict) -> None:
         assert stats["jumps_into_next_chunk"] >= 2, stats
 
 
-@pytest.mark.parametrize("kind", ["ctc", "rnnt", "tdt"])
-def test_streaming_recognizer_equals_offline_greedy(kind, speech_wave):
+@pytest.mark.parametrize(
+    "kind,arch", [("ctc", "plain"), ("rnnt", "plain"), ("tdt", "plain"), ("ctc", "8x-grouped"), ("tdt", "8x-grouped")]
+)
+def test_streaming_recognizer_equals_offline_greedy(kind, arch, speech_wave):
     """Audio in odd-sized blocks, batched streams of different lengths: the final hypotheses
     equal offline greedy decoding of the chunk-masked encoder output, for several chunk sizes.
     Transducer heads are shaped (_mix_transducer_head) so that the hypotheses mix blanks, labels
-    and TDT jumps across chunk boundaries; the test checks that they do."""
-    model = _model(kind, 30)
+    and TDT jumps across chunk boundaries; the test checks that they do. Also with the Efficient
+    Conformer (80 ms frames, grouped attention)."""
+    model = _model(kind, 30, arch)
     waves = [speech_wave, speech_wave[: len(speech_wave) * 2 // 3], speech_wave[4000 : 4000 + len(speech_wave) // 3]]
     audio, lens = _batch(waves)
     head = next(iter(model.heads.values()))

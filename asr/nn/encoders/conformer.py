@@ -17,6 +17,14 @@ latencies and, with -1 in chunk_sizes, full context. `init_state` + `forward_chu
 the same computation chunk by chunk with explicit caches (subsampling carry-over frames,
 per-layer rotated keys and values of the left context, the conv's last kernel-1 frames);
 the outputs equal `forward(x, x_lens, chunk_size, left_context)` (tests check it).
+
+Efficient Conformer (Burchi & Vielzeuf 2021): `downsample_at` names the blocks that start a
+stage at half the frame rate (asr/nn/encoders/subsampling.py PairPooling), e.g. 4x at the input
+and 8x from block 3 on; `attention_groups` gives each stage's attention group size g: g
+consecutive frames' queries, keys and values are concatenated and attend as one, so attention
+costs (T/g)^2 instead of T^2 where the frame rate is highest. Chunk sizes and left contexts
+count output frames; stage s works at 2^(S-1-s) times that rate, and g must divide that ratio,
+so chunks and groups line up at every stage and streaming stays exact.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from torch import nn
 from .base import check_streaming_args
 from .chunking import FULL, chunk_attention_mask, sample_chunking
 from .export import ConformerStreamingStep
-from .subsampling import Conv2dSubsampling4
+from .subsampling import Conv2dSubsampling4, PairPooling
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,31 @@ class ConformerConfig:
     causal: bool = False  # causal depthwise conv: required for streaming
     chunk_sizes: tuple[int, ...] = ()  # dynamic chunk training: chunk sizes (encoder frames, -1 = full) per batch
     left_contexts: tuple[int, ...] = ()  # ... and left contexts (frames, -1 = unlimited) sampled with them
+    downsample_at: tuple[int, ...] = ()  # Efficient Conformer: blocks that start a 2x slower stage, e.g. (3,)
+    attention_groups: tuple[int, ...] = ()  # frames per attention group, one per stage (() = 1 everywhere)
+
+    def __post_init__(self) -> None:
+        at, n = self.downsample_at, self.num_layers
+        if any(b <= a for a, b in zip((0, *at), at)) or (at and at[-1] >= n):
+            raise ValueError(f"downsample_at must be increasing block indices in 1..{n - 1}, not {list(at)}")
+        stages = len(at) + 1
+        if self.attention_groups and len(self.attention_groups) != stages:
+            raise ValueError(
+                f"attention_groups needs one group size per stage ({stages}: downsample_at {list(at)}), "
+                f"not {list(self.attention_groups)}"
+            )
+        for s, g in enumerate(self.attention_groups):
+            ratio = 2 ** (stages - 1 - s)  # stage frames per output frame
+            if g < 1 or ratio % g:
+                raise ValueError(
+                    f"attention group {g} of stage {s} must divide {ratio} (that stage's frames per output "
+                    "frame), so that groups never straddle a streaming chunk"
+                )
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        """The attention group size of each stage."""
+        return self.attention_groups or (1,) * (len(self.downsample_at) + 1)
 
 
 @dataclass
@@ -54,11 +87,11 @@ class ConformerState:
     """Streaming caches of a batch of streams (plain tensors: batchable, savable, exportable)."""
 
     sub_cache: torch.Tensor  # [B, S, F] feature frames carried to the next subsampling call
-    keys: torch.Tensor  # [L, B, H, C, Dh] rotated keys of the last C frames (C <= left context)
-    values: torch.Tensor  # [L, B, H, C, Dh]
-    key_valid: torch.Tensor  # [B, C] bool: cached frame is a real frame of that stream
+    keys: tuple[torch.Tensor, ...]  # per block [B, H, C, Dh]: rotated keys of its stage's last C frames
+    values: tuple[torch.Tensor, ...]  # per block [B, H, C, Dh]
+    key_valid: tuple[torch.Tensor, ...]  # per stage [B, C] bool: cached frame is a real frame of that stream
     conv: torch.Tensor  # [L, B, D, K-1] last inputs of each depthwise conv (zeros at the start)
-    offset: torch.Tensor  # [] int64: encoder frames emitted so far (absolute position of the next)
+    offsets: torch.Tensor  # [stages] int64: frames each stage has seen (absolute position of the next)
     chunk_size: torch.Tensor  # [] int64: encoder frames per chunk (-1 = full context)
     left_context: torch.Tensor  # [] int64: frames of left context (-1 = unlimited)
 
@@ -66,6 +99,37 @@ class ConformerState:
 def padding_mask(lens: torch.Tensor, t: int) -> torch.Tensor:
     """valid[B, T]: True on real frames."""
     return torch.arange(t, device=lens.device)[None, :] < lens[:, None]
+
+
+def pad_to_multiple(x: torch.Tensor, dim: int, m: int) -> torch.Tensor:
+    """x with zeros (False) appended along `dim` up to a multiple of m frames. Pads m - 1 and cuts
+    back, rather than padding by -T % m: no size computed from T in Python, so an ONNX export keeps
+    T dynamic."""
+    n = x.shape[dim]
+    pad = x.new_zeros(*x.shape[:dim], m - 1, *x.shape[dim + 1 :])
+    return torch.cat([x, pad], dim=dim).narrow(dim, 0, (n + m - 1) // m * m)
+
+
+def attention_mask(
+    q_pos: torch.Tensor, k_pos: torch.Tensor, key_valid: torch.Tensor, chunk_size: int, left_context: int, group: int
+) -> torch.Tensor:
+    """mask[B, 1, Tq', Tk'] for queries at frame positions q_pos[Tq] and keys at k_pos[Tk] (consecutive,
+    each starting at a multiple of `group`), key_valid[B, Tk]. With group g > 1 the mask is over groups
+    (Tq' = ceil(Tq / g)): a group is a real key when any of its frames is, and chunks and left
+    context count groups. Each query also sees its own key: a padded query past every visible real
+    key would otherwise have no key at all, and the NaN of an empty softmax would reach real frames.
+    """
+    if group > 1:
+        n_q, n_k = (q_pos.shape[0] + group - 1) // group, (k_pos.shape[0] + group - 1) // group
+        key_valid = pad_to_multiple(key_valid, 1, group).reshape(key_valid.shape[0], n_k, group).any(-1)
+        q_pos = torch.div(q_pos[0], group, rounding_mode="floor") + torch.arange(n_q, device=q_pos.device)
+        k_pos = torch.div(k_pos[0], group, rounding_mode="floor") + torch.arange(n_k, device=k_pos.device)
+        chunk_size = chunk_size if chunk_size == FULL else chunk_size // group
+        left_context = left_context if left_context == FULL else left_context // group
+    visible = chunk_attention_mask(q_pos, k_pos, chunk_size, left_context)
+    # a comparison, not torch.eye: ONNX's EyeLike has no bool kernel in onnxruntime
+    own = q_pos[:, None] == k_pos[None, :]
+    return (key_valid[:, None, None, :] & visible[None, None]) | own
 
 
 class RotaryEmbedding(nn.Module):
@@ -106,12 +170,20 @@ class FeedForward(nn.Module):
 
 
 class RotarySelfAttention(nn.Module):
-    """Multi-head self-attention with RoPE. forward(x[B,T,D], attn_mask[B,1,T,T] bool) -> [B,T,D]."""
+    """Multi-head self-attention with RoPE. forward(x[B,T,D], attn_mask[B,1,T,T] bool) -> [B,T,D].
 
-    def __init__(self, d: int, heads: int, dropout: float, rope_base: float):
+    group g > 1 (Efficient Conformer's grouped attention): after rotation at their own positions,
+    the queries, keys and values of g consecutive frames are concatenated per head ([T, Dh] ->
+    [T/g, g Dh]) and attend as one, so a group's score is the sum of its frames' scores against the
+    other group's frames at the same offsets, which keeps rotary positions relative. The mask is
+    then over groups (`attention_mask`); padded frames' queries, keys and values are zeroed first so
+    that a group half past the end reads the same in a batch, alone, and in chunks.
+    """
+
+    def __init__(self, d: int, heads: int, dropout: float, rope_base: float, group: int = 1):
         super().__init__()
         assert d % heads == 0, "d_model must be divisible by num_heads"
-        self.h, self.dh = heads, d // heads
+        self.h, self.dh, self.group = heads, d // heads, group
         self.norm = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
@@ -125,9 +197,11 @@ class RotarySelfAttention(nn.Module):
         attn_mask: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        key_valid: torch.Tensor | None = None,
     ):
-        """x[B,T,D], attn_mask[B,1,T,T+C] over (cached + new) keys, rope = (cos, sin) [T, Dh] of
-        the frames' positions (default: positions 0..T-1; the encoder computes it once for all layers).
+        """x[B,T,D], attn_mask[B,1,T,T+C] over (cached + new) keys (over groups when grouped), rope =
+        (cos, sin) [T, Dh] of the frames' positions (default: positions 0..T-1; the encoder computes it
+        once for all layers); key_valid[B, C+T]: real frames among the keys (needed when grouped).
 
         With cache = (keys, values) [B,H,C,Dh] of earlier frames (rotated at their positions),
         returns (y, (keys, values) of cache + x); without, returns y.
@@ -139,9 +213,19 @@ class RotarySelfAttention(nn.Module):
         v = qkv[2]
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        p = self.dropout if self.training else 0.0
+        if self.group == 1:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        else:
+            if key_valid is None:
+                raise ValueError("grouped attention needs key_valid (the real frames among the keys)")
+            # a group's score sums its frames' products: padded frames of a real group must add nothing
+            pad = ~key_valid[:, None, :, None]
+            q = q.masked_fill(pad[:, :, pad.shape[2] - t :], 0.0)
+            k, v = k.masked_fill(pad, 0.0), v.masked_fill(pad, 0.0)
+            g = self.group
+            y = F.scaled_dot_product_attention(*(_grouped(z, g) for z in (q, k, v)), attn_mask=attn_mask, dropout_p=p)
+            y = y.reshape(b, self.h, y.shape[2] * g, self.dh)[:, :, :t]
         y = self.drop(self.out(y.transpose(1, 2).reshape(b, t, d)))
         return y if cache is None else (y, (k, v))
 
@@ -174,6 +258,13 @@ class RotarySelfAttention(nn.Module):
         k = apply_rotary(kv[0], rope_k[0][:, None], rope_k[1][:, None])
         y = F.scaled_dot_product_attention(q, k, kv[1], attn_mask=attn_mask)
         return self.out(y.transpose(1, 2).reshape(b, t, d)), ctx
+
+
+def _grouped(x: torch.Tensor, group: int) -> torch.Tensor:
+    """x[B, H, T, Dh] -> [B, H, ceil(T / group), group * Dh]: consecutive frames side by side (zeros
+    pad the last group)."""
+    b, h, t, dh = x.shape
+    return pad_to_multiple(x, 2, group).reshape(b, h, (t + group - 1) // group, group * dh)
 
 
 class ConvModule(nn.Module):
@@ -214,10 +305,10 @@ class ConvModule(nn.Module):
 
 
 class ConformerBlock(nn.Module):
-    def __init__(self, c: ConformerConfig):
+    def __init__(self, c: ConformerConfig, group: int = 1):
         super().__init__()
         self.ff1 = FeedForward(c.d_model, c.ff_mult, c.dropout)
-        self.attn = RotarySelfAttention(c.d_model, c.num_heads, c.dropout, c.rope_base)
+        self.attn = RotarySelfAttention(c.d_model, c.num_heads, c.dropout, c.rope_base, group)
         self.conv = ConvModule(c.d_model, c.conv_kernel, c.dropout, c.causal)
         self.ff2 = FeedForward(c.d_model, c.ff_mult, c.dropout)
         self.norm = nn.LayerNorm(c.d_model)
@@ -230,7 +321,7 @@ class ConformerBlock(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         x = torch.add(x, self.ff1(x), alpha=0.5)  # half-step FF (macaron), one op
-        x = x + self.attn(x, attn_mask, rope)
+        x = x + self.attn(x, attn_mask, rope, key_valid=valid)
         x = x + self.conv(x, valid)
         x = torch.add(x, self.ff2(x), alpha=0.5)
         return self.norm(x)
@@ -239,14 +330,16 @@ class ConformerBlock(nn.Module):
         self,
         x: torch.Tensor,
         valid: torch.Tensor,
+        key_valid: torch.Tensor,
         attn_mask: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         kv: tuple[torch.Tensor, torch.Tensor],
         conv: torch.Tensor,
     ):
-        """One chunk with caches: returns (y, (keys, values) of cache + chunk, next conv cache)."""
+        """One chunk with caches (key_valid[B, C+T] over cached + new frames): returns (y, (keys,
+        values) of cache + chunk, next conv cache)."""
         x = torch.add(x, self.ff1(x), alpha=0.5)  # half-step FF (macaron), one op
-        a, kv = self.attn(x, attn_mask, rope, kv)
+        a, kv = self.attn(x, attn_mask, rope, kv, key_valid)
         x = x + a
         c, conv = self.conv(x, valid, conv)
         x = x + c
@@ -255,20 +348,25 @@ class ConformerBlock(nn.Module):
 
 
 class ConformerEncoder(nn.Module):
-    """forward(x[B, T, F], x_lens[B]) -> (y[B, T', d_model], y_lens[B]) with T' ~ T/4."""
+    """forward(x[B, T, F], x_lens[B]) -> (y[B, T', d_model], y_lens[B]) with T' ~ T / subsampling_factor
+    (4, times 2 per entry of downsample_at)."""
 
     def __init__(self, **kwargs):
         super().__init__()
-        for key in ("chunk_sizes", "left_contexts"):
+        for key in ("chunk_sizes", "left_contexts", "downsample_at", "attention_groups"):
             kwargs[key] = tuple(int(v) for v in kwargs.get(key, ()))
         self.config = c = ConformerConfig(**kwargs)
         if c.chunk_sizes and not c.causal:
             raise ValueError("dynamic chunk training (chunk_sizes) needs causal: true (a causal conv)")
         self.subsampling = Conv2dSubsampling4(c.in_features, c.d_model, c.subsampling_channels)
         self.drop = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(ConformerBlock(c) for _ in range(c.num_layers))
+        bounds = (0, *c.downsample_at, c.num_layers)
+        # the blocks of each stage; stage s runs at 2^(S-1-s) frames per output frame
+        self.stages = [range(a, b) for a, b in zip(bounds, bounds[1:])]
+        self.layers = nn.ModuleList(ConformerBlock(c, g) for g, r in zip(c.groups, self.stages) for _ in r)
+        self.pools = nn.ModuleList(PairPooling(c.d_model) for _ in c.downsample_at)
         self.output_dim = c.d_model
-        self.subsampling_factor = 4
+        self.subsampling_factor = Conv2dSubsampling4.STRIDE * 2 ** len(c.downsample_at)
 
     def training_chunking(self) -> tuple[int, int]:
         """One (chunk_size, left_context) sampled from the configured dynamic chunks, else full."""
@@ -276,26 +374,31 @@ class ConformerEncoder(nn.Module):
             return sample_chunking(self.config.chunk_sizes, self.config.left_contexts)
         return FULL, FULL
 
+    def _stage_chunking(self, s: int, chunk_size: int, left_context: int) -> tuple[int, int]:
+        """(chunk size, left context) in stage s's frames, from the output frames'."""
+        ratio = 2 ** (len(self.stages) - 1 - s)
+        return tuple(v if v == FULL else v * ratio for v in (chunk_size, left_context))
+
     def forward(
         self, x: torch.Tensor, x_lens: torch.Tensor, chunk_size: int | None = None, left_context: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """chunk_size / left_context: encoder frames (-1 = full). Default: full context, except
-        in training with `chunk_sizes` configured, where each call samples a pair."""
+        """chunk_size / left_context: encoder (output) frames (-1 = full). Default: full context,
+        except in training with `chunk_sizes` configured, where each call samples a pair."""
         if chunk_size is None:
             chunk_size, left_context = self.training_chunking() if self.training else (FULL, FULL)
+        left_context = FULL if left_context is None else left_context
         y, lens = self.subsampling(x, x_lens)
-        valid = padding_mask(lens, y.shape[1])
-        pos = torch.arange(y.shape[1], device=y.device)
-        visible = chunk_attention_mask(pos, pos, chunk_size, FULL if left_context is None else left_context)
-        # each query also sees its own key: a padded query past every visible real key would
-        # otherwise have no key at all, and the NaN of an empty softmax would reach real frames
-        # (a comparison, not torch.eye: ONNX's EyeLike has no bool kernel in onnxruntime)
-        own = pos[:, None] == pos[None, :]
-        attn_mask = (valid[:, None, None, :] & visible[None, None]) | own
-        rope = self.layers[0].attn.rope(pos)  # every layer has the same head size and base
         y = self.drop(y)
-        for layer in self.layers:
-            y = layer(y, valid, attn_mask, rope)
+        for s, blocks in enumerate(self.stages):
+            if s:
+                y, lens = self.pools[s - 1](y, lens)
+            valid = padding_mask(lens, y.shape[1])
+            pos = torch.arange(y.shape[1], device=y.device)
+            chunk, left = self._stage_chunking(s, chunk_size, left_context)
+            attn_mask = attention_mask(pos, pos, valid, chunk, left, self.config.groups[s])
+            rope = self.layers[0].attn.rope(pos)  # every layer has the same head size and base
+            for i in blocks:
+                y = self.layers[i](y, valid, attn_mask, rope)
         return y.masked_fill(~valid[..., None], 0.0), lens
 
     # streaming ---------------------------------------------------------------------
@@ -314,14 +417,13 @@ class ConformerEncoder(nn.Module):
             raise ValueError("this Conformer is not causal (causal: false): it cannot stream")
         check_streaming_args(chunk_size, left_context)
         n, h, dh = len(self.layers), c.num_heads, c.d_model // c.num_heads
-        empty = torch.zeros(n, batch_size, h, 0, dh, device=device)
         return ConformerState(
             sub_cache=torch.zeros(batch_size, 0, c.in_features, device=device),
-            keys=empty,
-            values=empty.clone(),
-            key_valid=torch.zeros(batch_size, 0, dtype=torch.bool, device=device),
+            keys=tuple(torch.zeros(batch_size, h, 0, dh, device=device) for _ in range(n)),
+            values=tuple(torch.zeros(batch_size, h, 0, dh, device=device) for _ in range(n)),
+            key_valid=tuple(torch.zeros(batch_size, 0, dtype=torch.bool, device=device) for _ in self.stages),
             conv=torch.zeros(n, batch_size, c.d_model, c.conv_kernel - 1, device=device),
-            offset=torch.zeros((), dtype=torch.long),
+            offsets=torch.zeros(len(self.stages), dtype=torch.long),
             chunk_size=torch.tensor(chunk_size),
             left_context=torch.tensor(left_context),
         )
@@ -334,7 +436,8 @@ class ConformerEncoder(nn.Module):
     def chunk_input_frames(self, state: ConformerState) -> int:
         """Feature frames the next forward_chunk call takes to produce one whole chunk."""
         return self.subsampling.chunk_input_frames(
-            int(state.chunk_size), first=int(state.offset) == 0 and state.sub_cache.shape[1] == 0
+            int(state.chunk_size) * 2 ** (len(self.stages) - 1),
+            first=int(state.offsets[0]) == 0 and state.sub_cache.shape[1] == 0,
         )
 
     def forward_chunk(
@@ -347,34 +450,36 @@ class ConformerEncoder(nn.Module):
         (y[B, T', D], y_lens[B], next state); y equals the matching frames of
         forward(whole input, chunk_size, left_context).
         """
-        chunk, left = int(state.chunk_size), int(state.left_context)
         y, lens, sub_cache = self.subsampling.forward_chunk(x, x_lens, state.sub_cache)
-        t = y.shape[1]
-        offset = int(state.offset)
-        valid = padding_mask(lens, t)
-        n_cached = state.key_valid.shape[1]
-        q_pos = offset + torch.arange(t, device=y.device)
-        k_pos = offset - n_cached + torch.arange(n_cached + t, device=y.device)
-        key_valid = torch.cat([state.key_valid, valid], dim=1)  # [B, C + T]
-        own = k_pos[None, :] == q_pos[:, None]  # as in forward: every query sees its own key
-        attn_mask = (key_valid[:, None, None, :] & chunk_attention_mask(q_pos, k_pos, chunk, left)[None, None]) | own
-        keep = n_cached + t if left == FULL else min(left, n_cached + t)  # the next chunk's left context
-        rope = self.layers[0].attn.rope(q_pos)
-        keys, values, convs = [], [], []
-        for i, layer in enumerate(self.layers):
-            y, (k, v), conv = layer.forward_chunk(
-                y, valid, attn_mask, rope, (state.keys[i], state.values[i]), state.conv[i]
-            )
-            keys.append(k[:, :, k.shape[2] - keep :])
-            values.append(v[:, :, v.shape[2] - keep :])
-            convs.append(conv)
+        keys, values, convs, key_valids, offsets = [], [], [], [], []
+        for s, blocks in enumerate(self.stages):
+            if s:
+                y, lens = self.pools[s - 1](y, lens)
+            chunk, left = self._stage_chunking(s, int(state.chunk_size), int(state.left_context))
+            t, offset, n_cached = y.shape[1], int(state.offsets[s]), state.key_valid[s].shape[1]
+            valid = padding_mask(lens, t)
+            q_pos = offset + torch.arange(t, device=y.device)
+            k_pos = offset - n_cached + torch.arange(n_cached + t, device=y.device)
+            key_valid = torch.cat([state.key_valid[s], valid], dim=1)  # [B, C + T]
+            attn_mask = attention_mask(q_pos, k_pos, key_valid, chunk, left, self.config.groups[s])
+            keep = n_cached + t if left == FULL else min(left, n_cached + t)  # the next chunk's left context
+            rope = self.layers[0].attn.rope(q_pos)
+            for i in blocks:
+                y, (k, v), conv = self.layers[i].forward_chunk(
+                    y, valid, key_valid, attn_mask, rope, (state.keys[i], state.values[i]), state.conv[i]
+                )
+                keys.append(k[:, :, k.shape[2] - keep :])
+                values.append(v[:, :, v.shape[2] - keep :])
+                convs.append(conv)
+            key_valids.append(key_valid[:, key_valid.shape[1] - keep :])
+            offsets.append(offset + t)
         new = replace(
             state,
             sub_cache=sub_cache,
-            keys=torch.stack(keys),
-            values=torch.stack(values),
-            key_valid=key_valid[:, key_valid.shape[1] - keep :],
+            keys=tuple(keys),
+            values=tuple(values),
+            key_valid=tuple(key_valids),
             conv=torch.stack(convs),
-            offset=torch.tensor(offset + t),
+            offsets=torch.tensor(offsets),
         )
         return y.masked_fill(~valid[..., None], 0.0), lens, new

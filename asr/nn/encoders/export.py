@@ -45,6 +45,12 @@ class ConformerStreamingStep(nn.Module):
         c = encoder.config
         if not c.causal:
             raise NotExportable("the Conformer is not causal (causal: false): it cannot stream")
+        if c.downsample_at or any(g > 1 for g in c.groups):
+            raise NotExportable(
+                "sherpa-onnx's streaming conformer runs one frame rate and ungrouped attention; this Conformer "
+                f"downsamples at blocks {list(c.downsample_at)} / groups attention {list(c.groups)} (Efficient "
+                "Conformer): export it offline (without --streaming)"
+            )
         if chunk_size <= 0 or left_context <= 0:
             raise NotExportable(
                 f"sherpa-onnx's streaming conformer needs a chunk and a fixed left context of at least one "

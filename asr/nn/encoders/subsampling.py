@@ -65,3 +65,33 @@ class Conv2dSubsampling4(nn.Module):
             y = full.new_zeros(full.shape[0], 0, self.out.out_features)
         new_cache = full[:, self.STRIDE * n_out :]
         return y, conv2d_subsampling_lengths(lens + cache.shape[1]), new_cache
+
+
+class PairPooling(nn.Module):
+    """2x time reduction between Conformer stages (the progressive downsampling of Efficient
+    Conformer, Burchi & Vielzeuf 2021): y_j = w0 * x_2j + w1 * x_2j+1 + b per channel, a depthwise
+    conv of kernel 2 and stride 2 initialized to the mean of the pair.
+
+    The paper strides the depthwise conv of a stage's first block instead; a pair-wise reduction
+    is used here because output j reads only frames 2j and 2j+1: a chunk of an even number of
+    frames reduces to exactly the frames one pass over the whole input gives, so streaming needs
+    no cache at this point. Padded frames are zeroed first, and the frame after an odd-length
+    input's last is zero too, in one pass and in chunks alike.
+
+    forward(x[B, T, D], lens[B]) -> (y[B, ceil(T / 2), D], ceil(lens / 2)).
+    """
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.conv = nn.Conv1d(d_model, d_model, 2, stride=2, groups=d_model)
+        with torch.no_grad():
+            self.conv.weight.fill_(0.5)
+            self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lens[:, None]
+        x = x.masked_fill(~valid[..., None], 0.0).transpose(1, 2)  # [B, D, T]
+        # one zero frame always: the conv then makes ceil(T / 2) frames (no size computed from T in
+        # Python, so an ONNX export keeps T dynamic)
+        x = nn.functional.pad(x, (0, 1))
+        return self.conv(x).transpose(1, 2), torch.div(lens + 1, 2, rounding_mode="floor")
