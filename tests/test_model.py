@@ -164,6 +164,7 @@ MODEL_CONFIGS = [
     "conformer_tdt",
     "conformer_pruned_tdt",
     "conformer_hybrid_tdt_ctc",
+    "conformer_rnnt_tdt_ctc",
     "lstm_transducer",
     "mingru_ctc",
     "conformer_ctc_streaming",
