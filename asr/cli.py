@@ -237,11 +237,12 @@ def _decode_options(args: argparse.Namespace, model):
             ilm_weight=args.ilm_weight,
             hotwords=args.hotwords,
             hotword_boost=args.hotword_boost,
+            skip_blank=args.skip_blank,
         )
-        if options.fusion.active:  # the files load once here, so a bad line is named before decoding
-            from .decoding import build_model_search
-
-            build_model_search(model.heads, model.decode_head(options), options, model.fusion(options))
+        # the files load once here, so a bad line is named before decoding; frame skipping is checked
+        # against the model's heads
+        if options.fusion.active or options.skip_blank is not None:
+            model.search(options)
         return options
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"asr {args.command}: {e}") from e
@@ -266,7 +267,7 @@ def _onnx_transcriber(args: argparse.Namespace):
     from .onnx_model import OnnxDecodeOptions, OnnxExportError, OnnxModel
 
     fused = ("lm", "lm_weight", "ilm_weight", "hotwords", "hotword_boost")
-    ignored = [f for f in ("method", "head", "transducer_weight", *fused) if getattr(args, f)]
+    ignored = [f for f in ("method", "head", "transducer_weight", "skip_blank", *fused) if getattr(args, f)]
     if ignored:
         raise SystemExit(
             f"asr transcribe --onnx: the export decodes as it was exported; drop --{ignored[0].replace('_', '-')}"
@@ -316,6 +317,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         )
     elapsed = time.perf_counter() - t0
     _write_results(args, fmt, hyps, items)
+    if not args.onnx and options.skip_blank is not None:
+        print(model.frame_skip_counts(options).summary(), file=sys.stderr)
     problems.merge(load_problems)
     if problems.counts:
         print(problems.summary("skipped or changed input"), file=sys.stderr)
@@ -405,6 +408,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if problems.counts:
         print(problems.summary("skipped input"), file=sys.stderr)
     print(report.summary(rec, timing, args.batch_size), file=sys.stderr)
+    if options.skip_blank is not None:
+        print(model.frame_skip_counts(options).summary(), file=sys.stderr)
     return 0
 
 
@@ -528,7 +533,8 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_weight_flags(p: argparse.ArgumentParser) -> None:
-    """The rescoring weights and the LM / hotword fusion flags of DecodeOptions (default: the checkpoint's)."""
+    """The rescoring weights, the LM / hotword fusion flags and --skip-blank of DecodeOptions (default: the
+    checkpoint's)."""
     for flag, what in (
         ("--ctc-weight", "attention_rescoring after CTC: w in (1 - w) * attention + w * CTC score"),
         ("--transducer-weight", "attention_rescoring after a transducer: the same w"),
@@ -548,6 +554,15 @@ def _add_weight_flags(p: argparse.ArgumentParser) -> None:
         "greedy then runs as a beam of 1; --format json names the phrases that fired",
     )
     p.add_argument("--hotword-boost", type=float, help="bonus per phrase token where a line gives none (default 1.5)")
+    p.add_argument(
+        "--skip-blank",
+        type=float,
+        metavar="P",
+        help="frame skipping for a transducer head beside a CTC head: the transducer's search skips the "
+        "encoder frames where the CTC head's blank posterior is >= P, in (0, 1] (e.g. 0.95; a CTC head "
+        "trained with repeat_penalty > 0 blanks more frames); word times stay those of all frames; "
+        "logs the frames kept. Default: the checkpoint's decode.skip_blank, unset: no skipping",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,8 @@ from .data.augment import SpecAugment
 from .data.datamodule import Batch
 from .data.features import Fbank, FbankOptions, GlobalCMVN
 from .data.tokenizer import Tokenizer
-from .decoding import DecodeOptions, Hypothesis, build_model_search, run_search
+from .decoding import DecodeOptions, Hypothesis, Search, build_model_search, run_search
+from .decoding.frame_skip import SkipCounts
 from .decoding.fusion import Fusion, build_fusion
 from .decoding.timestamps import Transcript, hypothesis_words
 from .nn.encoders import build_encoder
@@ -77,6 +78,7 @@ class ASRModel(L.LightningModule):
             )
         self.tokenizer: Tokenizer | None = None
         self._fusions: dict = {}  # FusionOptions -> loaded Fusion (model.fusion)
+        self._searches: dict = {}  # DecodeOptions -> (built Search, its SkipCounts) (model.search)
         self.val_wer = WordErrorRate()
 
     # ---- forward -------------------------------------------------------------------
@@ -139,8 +141,24 @@ class ASRModel(L.LightningModule):
         e.g. method="beam", beam=8, head="ctc" (None values keep the option).
         """
         opts = self.decode_options_with(options, **overrides)
-        search = build_model_search(self.heads, self.decode_head(opts), opts, self.fusion(opts))
-        return run_search(search, *self(audio, audio_lens))
+        return run_search(self.search(opts), *self(audio, audio_lens))
+
+    def search(self, options: DecodeOptions) -> Search:
+        """The search `options` describe over this model's heads (asr.decoding.registry), built once
+        per set of options: searches keep their per-utterance state outside themselves, so one
+        serves every call, and a frame-skipping search adds up the whole run's frames
+        (frame_skip_counts)."""
+        if options not in self._searches:
+            counts = SkipCounts()
+            search = build_model_search(self.heads, self.decode_head(options), options, self.fusion(options), counts)
+            self._searches[options] = (search, counts)
+        return self._searches[options][0]
+
+    def frame_skip_counts(self, options: DecodeOptions) -> SkipCounts:
+        """Frames seen and kept by the frame-skipping search of `options` (options.skip_blank) over
+        every utterance decoded with it so far (decode, transcribe, streaming); zeros before any."""
+        self.search(options)
+        return self._searches[options][1]
 
     def fusion(self, options: DecodeOptions) -> Fusion | None:
         """The LM and hotwords `options` name, loaded for this model's tokenizer once per set of

@@ -402,3 +402,26 @@ def test_bad_decode_flags_are_clear_errors_not_fallbacks(tmp_path, capsys, comma
     # the device is selectable for streaming too, and --max-symbols 1 is honoured, not replaced by the default
     assert main([command, "--ckpt", str(ckpt), str(wav), "--quiet", "--device", "cpu", "--max-symbols", "1"]) == 0
     assert capsys.readouterr().out.strip() == f"{wav.stem} {'C' * frames}"
+
+
+@pytest.mark.parametrize("command", ["transcribe", "stream"])
+def test_skip_blank_flag_reaches_the_decode_options_and_reports_the_frames_kept(tmp_path, capsys, command):
+    """--skip-blank P: the fixed hybrid's CTC head gives blank 0.4 on every frame, so P = 0.5 keeps
+    every frame (the transducer's "C" * 4 per frame) and P = 0.3 skips them all (no text); the run
+    logs the frames kept; bad values and a CTC decoding head are clear errors."""
+    ckpt, wav, frames, _ = _fixed_hybrid(tmp_path, "m", None)
+    every = f"kept {frames} of {frames} frames (100.0%)"
+    for p, text, kept in (("0.5", "C" * 4 * frames, every), ("0.3", "", f"kept 0 of {frames} frames (0.0%)")):
+        assert main([command, "--ckpt", str(ckpt), str(wav), "--quiet", "--skip-blank", p]) == 0
+        out = capsys.readouterr()
+        assert out.out.rstrip("\n") == f"{wav.stem} {text}"
+        assert [line for line in out.err.splitlines() if line.startswith("frame skipping")] == [
+            f"frame skipping: {kept}"
+        ]
+    with pytest.raises(SystemExit, match=rf"asr {command}: skip_blank must be a blank posterior in \(0, 1\]"):
+        main([command, "--ckpt", str(ckpt), str(wav), "--quiet", "--skip-blank", "1.5"])
+    with pytest.raises(SystemExit, match="frame skipping needs a CTC head beside a transducer head; the heads are"):
+        main([command, "--ckpt", str(ckpt), str(wav), "--quiet", "--skip-blank", "0.5", "--head", "ctc"])
+    assert (
+        "frame skipping" not in (main([command, "--ckpt", str(ckpt), str(wav), "--quiet"]), capsys.readouterr().err)[1]
+    )

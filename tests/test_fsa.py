@@ -183,20 +183,23 @@ def test_viterbi_loss_gradient_is_the_best_path(device):
     assert (ctc_fst_loss(lp, targets, t_lens, u_lens, reduction="none") <= -ali.scores + 1e-9).all()
 
 
-def _delay_reference(lp: torch.Tensor, target: list[int], penalty: float) -> torch.Tensor:
-    """Standard CTC with each token's first frame t scoring penalty * ((T-1)/2 - t), by enumeration."""
+def _delay_reference(lp: torch.Tensor, target: list[int], penalty: float, repeat_penalty: float = 0.0) -> torch.Tensor:
+    """Standard CTC with each token's first frame t scoring penalty * ((T-1)/2 - t), and each frame
+    that repeats a token -repeat_penalty, by enumeration."""
     import itertools
 
-    from asr.losses.reference import _ctc_emission_counts
+    from asr.losses.reference import _ctc_path_repeats
 
     T, V = lp.shape
     scores = []
     for frames in itertools.product(range(V), repeat=T):
-        if _ctc_emission_counts(frames, target, False) == 0:
+        paths = _ctc_path_repeats(frames, target, False)  # standard: one path per labeling
+        if not paths:
             continue
         bonus = sum(
             penalty * ((T - 1) / 2 - t) for t, x in enumerate(frames) if x != 0 and (t == 0 or frames[t - 1] != x)
         )
+        bonus -= repeat_penalty * next(iter(paths))
         scores.append(lp[torch.arange(T), torch.tensor(frames)].sum() + bonus)
     return torch.logsumexp(torch.stack(scores), 0)
 
@@ -233,6 +236,108 @@ def test_delay_penalty_matches_enumeration_and_favours_early_paths(device):
         return float((occ * frames).sum() / occ.sum())
 
     assert mean_emission_frame(0.3) < mean_emission_frame(0.0) - 1.0
+
+
+def _one(lp: torch.Tensor, target: list[int], device: str, **kw) -> torch.Tensor:
+    """-ctc_fst_loss of one utterance lp[T, V] (its log P, as the references give it)."""
+    return -ctc_fst_loss(
+        lp[None].to(device),
+        torch.tensor([target or [1]]),
+        torch.tensor([lp.shape[0]]),
+        torch.tensor([len(target)]),
+        reduction="sum",
+        **kw,
+    ).cpu()
+
+
+CASES = [(1, [1]), (4, [1, 1]), (5, [2, 1, 1]), (5, [2, 2, 2]), (3, []), (4, [1, 2]), (5, [1])]
+
+
+@DEVICES
+@pytest.mark.parametrize("modified", [False, True])
+def test_repeat_penalty_matches_enumeration_of_all_paths(modified, device):
+    """Loss and gradient against the enumerated paths, each scored -repeat_penalty per repeated
+    frame (the modified topology's emissions of the same token again are not repeats)."""
+    g = torch.Generator().manual_seed(11)
+    topology = "modified" if modified else "standard"
+    for T, target in CASES:
+        lp = torch.randn(T, 3, generator=g, dtype=torch.float64).log_softmax(-1)
+        x, r = lp.clone().requires_grad_(), lp.clone().requires_grad_()
+        ours = _one(x, target, device, topology=topology, repeat_penalty=0.75)
+        ref = ctc_paths_reference(r, target, modified=modified, repeat_penalty=0.75)
+        torch.testing.assert_close(ours, ref, atol=1e-9, rtol=1e-9)
+        ours.backward()
+        ref.backward()
+        torch.testing.assert_close(x.grad, r.grad, atol=1e-9, rtol=1e-9)
+        # Viterbi: the best single path, penalties included
+        best = _one(lp, target, device, topology=topology, repeat_penalty=0.75, viterbi=True)
+        torch.testing.assert_close(
+            best, ctc_paths_reference(lp, target, modified=modified, viterbi=True, repeat_penalty=0.75)
+        )
+        # 0 is the plain loss exactly, and a penalty costs something only where a path repeats
+        plain = _one(lp, target, device, topology=topology)
+        assert torch.equal(_one(lp, target, device, topology=topology, repeat_penalty=0.0), plain)
+        need = len(target) + (0 if modified else sum(a == b for a, b in zip(target, target[1:])))
+        can_repeat = bool(target) and T > need  # a frame left over for a token to repeat on
+        assert bool(ours < plain) == can_repeat and (can_repeat or torch.equal(ours.detach(), plain))
+
+
+@DEVICES
+def test_repeat_and_delay_penalties_combine(device):
+    g = torch.Generator().manual_seed(12)
+    for T, target in [(5, [1, 2]), (6, [2, 2]), (4, [1])]:
+        lp = torch.randn(T, 3, generator=g, dtype=torch.float64).log_softmax(-1)
+        x, r = lp.clone().requires_grad_(), lp.clone().requires_grad_()
+        ours = _one(x, target, device, delay_penalty=0.5, repeat_penalty=1.25)
+        ref = _delay_reference(r, target, 0.5, repeat_penalty=1.25)
+        torch.testing.assert_close(ours, ref, atol=1e-9, rtol=1e-9)
+        ours.backward()
+        ref.backward()
+        torch.testing.assert_close(x.grad, r.grad, atol=1e-9, rtol=1e-9)
+
+
+@DEVICES
+@pytest.mark.parametrize("topology", ["standard", "modified"])
+def test_repeat_penalty_gradcheck_and_blank_regularization(topology, device):
+    lp, targets, t_lens, u_lens, _ = _batch(6, 3, 6, 4, 2, repeats=True)
+    x = lp.clone().to(device).requires_grad_()
+    on = [t.to(device) for t in (targets, t_lens, u_lens)]
+
+    def loss(a: torch.Tensor) -> torch.Tensor:
+        return ctc_fst_loss(
+            a.log_softmax(-1), *on, topology=topology, delay_penalty=0.3, repeat_penalty=0.5, reduction="none"
+        )
+
+    assert torch.autograd.gradcheck(loss, (x,))
+    # with a uniform network, the penalty moves the posterior from repeated tokens to blank
+    u = torch.full((1, 12, 4), -torch.log(torch.tensor(4.0)), dtype=torch.float64, requires_grad=True)
+    tgt, tl, ul = torch.tensor([[1, 2, 3]]), torch.tensor([12]), torch.tensor([3])
+
+    def token_frames(penalty: float) -> float:
+        u.grad = None
+        ctc_fst_loss(u.to(device), tgt, tl, ul, topology=topology, repeat_penalty=penalty, reduction="sum").backward()
+        return float(-u.grad[0, :, 1:].sum())  # expected frames read as a token (not blank)
+
+    assert token_frames(0.0) > token_frames(1.0) + 1.0 and token_frames(1.0) > token_frames(3.0)
+    assert token_frames(3.0) > 3.0 - 1e-9  # each token still takes at least its one frame
+
+
+def test_repeat_penalty_is_validated():
+    lp, targets, t_lens, u_lens, _ = _batch(1, 2, 4, 3, 2)
+    for bad in (-0.1, float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError, match="repeat_penalty must be a finite number >= 0"):
+            ctc_fst_loss(lp, targets, t_lens, u_lens, repeat_penalty=bad)
+    from asr.nn.heads.ctc import CTCHead
+
+    with pytest.raises(ValueError, match="repeat_penalty must be a finite number >= 0"):
+        CTCHead(8, 5, loss="ctc_fst", repeat_penalty=-1.0)
+    with pytest.raises(ValueError, match="need the FSA loss"):
+        CTCHead(8, 5, loss="ctc", repeat_penalty=0.5)
+    head = CTCHead(8, 5, loss="ctc_fst", repeat_penalty=0.5)
+    enc, lens = torch.randn(2, 6, 8), torch.tensor([6, 5])
+    tok, tl = torch.tensor([[1, 1], [2, 3]]), torch.tensor([2, 2])
+    expected = ctc_fst_loss(head(enc), tok, lens, tl, repeat_penalty=0.5, reduction="sum", zero_infinity=True) / 4
+    torch.testing.assert_close(head.loss(enc, lens, tok, tl)["loss"], expected)
 
 
 @DEVICES

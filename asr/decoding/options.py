@@ -33,6 +33,9 @@ class DecodeOptions:
     ilm_weight: float = FusionOptions.ilm_weight  # transducers: score -= ilm_weight * ln p_ILM
     hotwords: str | None = FusionOptions.hotwords  # phrase file: one a line, optional ` :BOOST`
     hotword_boost: float = FusionOptions.hotword_boost  # bonus per phrase token where a line gives none
+    # frame skipping (asr.decoding.frame_skip): a transducer head's search skips the frames where
+    # the model's CTC head gives blank posterior >= skip_blank; None: it reads every frame
+    skip_blank: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -47,6 +50,14 @@ class DecodeOptions:
                 raise ValueError(f"{name} must be a number in [0, 1], not {w!r}")
         if self.head is not None and not (isinstance(self.head, str) and self.head):
             raise ValueError(f"head must be a head's name, not {self.head!r}")
+        if self.skip_blank is not None and (
+            isinstance(self.skip_blank, bool)
+            or not isinstance(self.skip_blank, (int, float))
+            or not 0.0 < self.skip_blank <= 1.0
+        ):
+            raise ValueError(
+                f"skip_blank must be a blank posterior in (0, 1] (or unset: no skipping), not {self.skip_blank!r}"
+            )
         _ = self.fusion  # building FusionOptions validates the fusion fields
 
     @property

@@ -15,6 +15,7 @@ from dataclasses import replace
 from ..nn.heads import Head
 from .attention import AttentionRescoringSearch, AttentionSearch
 from .ctc import CTCGreedySearch, CTCPrefixBeamSearch
+from .frame_skip import FrameSkipSearch, SkipCounts
 from .fusion import Fusion
 from .joint import JointSearch
 from .options import DecodeOptions
@@ -42,6 +43,8 @@ SEARCHES: dict[tuple[str, str], SearchFactory] = {
 }
 # searches that fuse an LM and hotwords; with fusion, greedy search runs as the beam of 1
 FUSES = {"ctc", "transducer", "taed"}
+# head kinds whose searches can skip the frames a CTC head calls blank (DecodeOptions.skip_blank)
+SKIPS = {"transducer", "taed"}
 # the weight of the first pass in attention rescoring, by the first pass head's kind
 FIRST_PASS_WEIGHT = {"ctc": "ctc_weight", "transducer": "transducer_weight", "taed": "transducer_weight"}
 
@@ -66,16 +69,45 @@ def build_search(head: Head, options: DecodeOptions, fusion: Fusion | None = Non
     return factory(head, options, fusion)
 
 
+def _with_frame_skipping(
+    heads: Mapping[str, Head], head: str, options: DecodeOptions, search: Search, counts: SkipCounts | None
+) -> Search:
+    """`search` (of head `head`) behind FrameSkipSearch when options.skip_blank is set: the frames
+    the model's first CTC head calls blank are skipped."""
+    if options.skip_blank is None:
+        return search
+    ctc = [h for h in heads.values() if h.kind == "ctc"]
+    if not ctc or heads[head].kind not in SKIPS:
+        kinds = [f"{name} ({h.kind})" for name, h in heads.items()]
+        raise ValueError(
+            f"frame skipping needs a CTC head beside a transducer head; the heads are {kinds} and {head!r} decodes"
+        )
+    return FrameSkipSearch(search, ctc[0], options.skip_blank, counts)
+
+
 def build_model_search(
-    heads: Mapping[str, Head], head: str, options: DecodeOptions, fusion: Fusion | None = None
+    heads: Mapping[str, Head],
+    head: str,
+    options: DecodeOptions,
+    fusion: Fusion | None = None,
+    skip_counts: SkipCounts | None = None,
 ) -> Search:
     """The search for a model's heads: `options.method` of head `head`, or a method that combines
     heads: `attention` (the attention decoder's beam search), `attention_rescoring` (head's beam
     n-best rescored by the attention decoder) and `joint` (CTC head `head` and the attention
     decoder in one beam search). The attention decoder is the first head's that has one
-    (`Head.attention_decoder`: an attention head, or TAED's)."""
+    (`Head.attention_decoder`: an attention head, or TAED's).
+
+    With options.skip_blank, a transducer head's search (greedy, beam, or the first pass of
+    attention_rescoring) reads only the frames the model's CTC head does not call blank
+    (asr.decoding.frame_skip), and adds the frames it sees and keeps to `skip_counts` if given."""
     if options.method not in ("attention", "attention_rescoring", "joint"):
-        return build_search(heads[head], options, fusion)
+        return _with_frame_skipping(heads, head, options, build_search(heads[head], options, fusion), skip_counts)
+    if options.skip_blank is not None and options.method != "attention_rescoring":
+        raise ValueError(
+            f"frame skipping (skip_blank) applies to a transducer head's greedy, beam and attention_rescoring "
+            f"searches, not method {options.method!r}"
+        )
     if fusion is not None and options.method != "attention_rescoring":
         raise ValueError(f"method {options.method!r} fuses no LM or hotwords; greedy, beam and attention_rescoring do")
     decoders = [d for d in (h.attention_decoder() for h in heads.values()) if d is not None]
@@ -95,4 +127,5 @@ def build_model_search(
         raise ValueError(f"attention_rescoring rescores a CTC or transducer head's n-best; {head!r} is {first.kind}")
     weight = getattr(options, FIRST_PASS_WEIGHT[first.kind])
     first_pass = build_search(first, replace(options, method="beam"), fusion)
+    first_pass = _with_frame_skipping(heads, head, options, first_pass, skip_counts)
     return AttentionRescoringSearch(first_pass, decoder, weight, options.reverse_weight)

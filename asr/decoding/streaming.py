@@ -4,8 +4,8 @@
 samples not yet framed, the feature frames not yet encoded, the encoder's caches
 (the StreamingEncoder interface: `init_state` / `chunk_input_frames` / `forward_chunk`) and the
 state of the head's search (the Search interface of asr.decoding.search, built by
-asr.decoding.registry for the head's kind and the decoding options). Each step is exact: fbank frames
-are cut on the 10 ms hop, the encoder runs whole chunks with the same chunk mask as
+asr.decoding.registry for the head's kind and the decoding options, through `model.search`).
+Each step is exact: fbank frames are cut on the 10 ms hop, the encoder runs whole chunks with the same chunk mask as
 `encoder.forward(x, lens, chunk_size, left_context)`, and the searches continue across
 chunks, so the final hypothesis equals offline decoding (greedy or beam) of the
 chunk-masked encoder output (tests check it for several chunk sizes).
@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .options import DecodeOptions
-from .registry import build_model_search
 from .search import Hypothesis
 
 
@@ -81,7 +80,7 @@ class StreamingRecognizer:
         self.options = model.decode_options_with(options, **overrides)
         self.head_name = model.decode_head(self.options)
         self.head = model.heads[self.head_name]
-        self.search = build_model_search(model.heads, self.head_name, self.options, model.fusion(self.options))
+        self.search = model.search(self.options)
         self.chunk_size, self.left_context = chunk_size, left_context
         self.method, self.beam = self.options.method, self.options.beam
         self.frame_seconds = model.frame_seconds

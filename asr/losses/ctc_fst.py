@@ -9,12 +9,21 @@ Transducer"): an arc that first emits a token (aux_label > 0 in the graph, i.e. 
 blank and not a repeat frame) at frame t of an utterance of T frames also scores
 delay_penalty * ((T - 1) / 2 - t). Early emissions gain, late ones lose, and the
 offsets sum to zero over the frames, so the loss stays on the scale of the NLL.
+
+Repeat penalty (Yang et al., "Blank-regularized CTC for Frame Skipping in Neural Transducer",
+the soft restriction): every arc that reads a token again on the frame after it (a token
+state's self-loop: label > 0, aux_label 0) also scores -repeat_penalty. A token then costs
+less on one frame with blanks around it than spread over a run of frames, so the CTC head
+learns to put blank on more frames, which a transducer decoded with frame skipping
+(asr.decoding.frame_skip) drops. In the modified topology a token read again may also be a
+new emission of the same token (an arc with aux_label > 0): that arc is not penalized.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -33,6 +42,26 @@ def _delay_extra(graphs: Fsa, input_lengths: torch.Tensor, t_max: int, delay_pen
     t = torch.arange(t_max, dtype=dtype)[None, :]
     frame_extra = (delay_penalty * ((lens - 1) / 2 - t)).masked_fill(t >= lens, 0.0)
     return arc_extra, frame_extra
+
+
+def check_repeat_penalty(repeat_penalty: float) -> float:
+    """repeat_penalty as a float; ValueError unless it is a finite number >= 0."""
+    if not (isinstance(repeat_penalty, (int, float)) and math.isfinite(repeat_penalty) and repeat_penalty >= 0):
+        raise ValueError(f"repeat_penalty must be a finite number >= 0, not {repeat_penalty!r}")
+    return float(repeat_penalty)
+
+
+def _with_repeat_penalty(graphs: Fsa, repeat_penalty: float) -> Fsa:
+    """The graphs with -repeat_penalty added to the score of every arc that repeats a token on the
+    next frame (label > 0 and nothing emitted: the self-loops of token states).
+
+    It goes into the arc scores rather than arc_extra/frame_extra, which the delay penalty uses,
+    because it is the same on every frame: the forward-backward, Viterbi and gradients then see
+    it as part of the graph and both penalties combine."""
+    if repeat_penalty == 0.0:
+        return graphs
+    repeat = (graphs.labels > 0) & (graphs.aux_labels == 0)
+    return replace(graphs, scores=graphs.scores - repeat_penalty * repeat.to(graphs.scores.dtype))
 
 
 _no_alignment = {"utterances": 0, "next_log": 1}
@@ -87,6 +116,7 @@ def ctc_fst_loss(
     viterbi: bool = False,
     reduction: str = "mean",
     zero_infinity: bool = False,
+    repeat_penalty: float = 0.0,
 ) -> torch.Tensor:
     """CTC loss over FSA training graphs (blank = 0).
 
@@ -102,14 +132,18 @@ def ctc_fst_loss(
             length, then averaged over the batch).
         zero_infinity: utterances with no path (too few frames) get loss 0 and gradient 0
             instead of +inf; a warning counts them either way.
-    Returns: the loss, -log P(targets | x) (+ the delay penalty term) per the reduction.
+        repeat_penalty: >= 0, the log-space cost of each frame that repeats a token (see the
+            module docstring); 0 is the plain loss.
+    Returns: the loss, -log P(targets | x) (+ the delay and repeat penalty terms) per the reduction.
     """
     if log_probs.dim() != 3:
         raise ValueError(f"log_probs must be [B, T, V], got {tuple(log_probs.shape)}")
     b, t_max, v = log_probs.shape
     if targets.dim() != 2 or targets.shape[0] != b:
         raise ValueError(f"targets must be [B={b}, U], got {tuple(targets.shape)}")
-    graphs = ctc_graphs(targets, target_lengths, v, topology)
+    graphs = _with_repeat_penalty(
+        ctc_graphs(targets, target_lengths, v, topology), check_repeat_penalty(repeat_penalty)
+    )
     arc_extra, frame_extra = _delay_extra(graphs, input_lengths, t_max, float(delay_penalty), log_probs.dtype)
     if viterbi:
         total = _ViterbiScore.apply(log_probs, graphs, input_lengths, arc_extra, frame_extra)

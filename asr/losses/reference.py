@@ -236,11 +236,12 @@ def tdt_paths(T: int, U: int, durations: list[int]) -> list[list[tuple[int, int,
     return paths
 
 
-def _ctc_emission_counts(frames: tuple[int, ...], target: list[int], modified: bool) -> int:
-    """Number of CTC paths through the frame labels `frames` (0 = blank) that emit `target`.
+def _ctc_path_repeats(frames: tuple[int, ...], target: list[int], modified: bool) -> dict[int, int]:
+    """The CTC paths through the frame labels `frames` (0 = blank) that emit `target`, counted by
+    how many of their frames repeat a token without emitting it: {repeat frames: paths}.
 
-    Standard CTC: a run of one token emits it once. Modified: a run of r frames of a token
-    emits it k times (1 <= k <= r) in C(r-1, k-1) ways, so repeats need no blank.
+    Standard CTC: a run of r frames of one token emits it once (r - 1 repeats). Modified: it
+    emits it k times (1 <= k <= r) in C(r-1, k-1) ways, with r - k repeats, so repeats need no blank.
     """
     runs: list[tuple[int, int]] = []
     prev = 0
@@ -250,34 +251,48 @@ def _ctc_emission_counts(frames: tuple[int, ...], target: list[int], modified: b
         elif x != 0:
             runs.append((x, 1))
         prev = x
-    ways = {0: 1}  # position in target -> number of ways
+    ways = {(0, 0): 1}  # (position in target, repeat frames so far) -> number of paths
     for tok, r in runs:
-        nxt: dict[int, int] = {}
-        for pos, w in ways.items():
+        nxt: dict[tuple[int, int], int] = {}
+        for (pos, rep), w in ways.items():
             for k in range(1, (r if modified else 1) + 1):
                 if target[pos : pos + k] == [tok] * k:
-                    nxt[pos + k] = nxt.get(pos + k, 0) + w * math.comb(r - 1, k - 1)
+                    key = (pos + k, rep + r - k)
+                    nxt[key] = nxt.get(key, 0) + w * math.comb(r - 1, k - 1)
         ways = nxt
-    return ways.get(len(target), 0)
+    return {rep: w for (pos, rep), w in ways.items() if pos == len(target)}
+
+
+def _ctc_emission_counts(frames: tuple[int, ...], target: list[int], modified: bool) -> int:
+    """Number of CTC paths through the frame labels `frames` (0 = blank) that emit `target`."""
+    return sum(_ctc_path_repeats(frames, target, modified).values())
 
 
 def ctc_paths_reference(
-    log_probs: torch.Tensor, target: list[int], modified: bool = False, viterbi: bool = False
+    log_probs: torch.Tensor,
+    target: list[int],
+    modified: bool = False,
+    viterbi: bool = False,
+    repeat_penalty: float = 0.0,
 ) -> torch.Tensor:
     """log P(target) of one utterance (log_probs [T, V]) by enumerating all V^T frame labelings.
 
-    Each labeling scores the sum of its frame log-probs, times the number of topology paths
-    that read it and emit `target`. viterbi=True gives the best single path's score instead.
-    Tiny sizes only.
+    Each labeling scores the sum of its frame log-probs plus, per topology path that reads it and
+    emits `target`, -repeat_penalty per frame that repeats a token (summed over those paths in
+    the log semiring). viterbi=True gives the best single path's score instead. Tiny sizes only.
     """
     T, V = log_probs.shape
     scores = []
     for frames in itertools.product(range(V), repeat=T):
-        n = _ctc_emission_counts(frames, list(target), modified)
-        if n == 0:
+        paths = _ctc_path_repeats(frames, list(target), modified)
+        if not paths:
             continue
         s = log_probs[torch.arange(T), torch.tensor(frames)].sum()
-        scores.append(s if viterbi else s + math.log(n))
+        per_path = [math.log(n) - repeat_penalty * rep for rep, n in paths.items()]
+        if viterbi:
+            scores.append(s - repeat_penalty * min(paths))
+        else:
+            scores.append(s + torch.logsumexp(torch.tensor(per_path, dtype=log_probs.dtype), 0))
     if not scores:
         return torch.tensor(float("-inf"), dtype=log_probs.dtype)
     stacked = torch.stack(scores)

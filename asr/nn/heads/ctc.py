@@ -1,8 +1,8 @@
 """CTC head: a linear layer over encoder frames to log-probabilities, and its loss.
 
 The loss is torch's CTC (`loss: ctc`, the default) or CTC over FSA graphs (`loss: ctc_fst`,
-asr.losses.ctc_fst_loss), which adds the modified topology, a delay penalty and Viterbi
-(max-approximation) training.
+asr.losses.ctc_fst_loss), which adds the modified topology, a delay penalty, a repeat penalty
+(blank regularization for frame skipping) and Viterbi (max-approximation) training.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...losses import ctc_fst_loss, ctc_loss
+from ...losses.ctc_fst import check_repeat_penalty
 from .base import Head
 from .export import CTCGraphs
 
@@ -24,6 +25,8 @@ class CTCHead(Head):
         topology: "standard" or "modified" (repeated tokens need no blank).
         delay_penalty: > 0 rewards emitting tokens on earlier frames (streaming latency).
         viterbi: train on the best path only.
+        repeat_penalty: >= 0, log-space cost of each frame that repeats a token: blank-regularized
+            CTC, whose blank frames a transducer beside it can skip (DecodeOptions.skip_blank).
     """
 
     kind = "ctc"
@@ -37,14 +40,17 @@ class CTCHead(Head):
         topology: str = "standard",
         delay_penalty: float = 0.0,
         viterbi: bool = False,
+        repeat_penalty: float = 0.0,
     ):
         super().__init__()
         if loss not in ("ctc", "ctc_fst"):
             raise ValueError(f"CTC head loss must be ctc|ctc_fst, not {loss!r}")
-        if loss == "ctc" and (topology != "standard" or delay_penalty or viterbi):
-            raise ValueError("topology, delay_penalty and viterbi need the FSA loss: set loss: ctc_fst")
+        repeat_penalty = check_repeat_penalty(repeat_penalty)
+        if loss == "ctc" and (topology != "standard" or delay_penalty or viterbi or repeat_penalty):
+            raise ValueError("topology, delay_penalty, repeat_penalty and viterbi need the FSA loss: set loss: ctc_fst")
         self.vocab_size, self.blank = vocab_size, 0
         self.loss_kind, self.topology, self.delay_penalty, self.viterbi = loss, topology, delay_penalty, viterbi
+        self.repeat_penalty = repeat_penalty
         self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(enc_dim, vocab_size)
 
@@ -76,6 +82,7 @@ class CTCHead(Head):
                 topology=self.topology,
                 delay_penalty=self.delay_penalty,
                 viterbi=self.viterbi,
+                repeat_penalty=self.repeat_penalty,
                 reduction="sum",
                 zero_infinity=True,
             )
