@@ -328,8 +328,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _long_form_options(args: argparse.Namespace):
-    """LongFormOptions of --long-form-seconds/--window-seconds/--overlap-seconds/--pause-ms/--long-form-windows,
-    validated once; a clear error otherwise."""
+    """LongFormOptions of --long-form-seconds/--window-seconds/--overlap-seconds/--pause-ms/--lead-ms/
+    --long-form-windows, validated once; a clear error otherwise."""
     from .longform import LongFormOptions
 
     try:
@@ -339,6 +339,7 @@ def _long_form_options(args: argparse.Namespace):
             overlap_seconds=args.overlap_seconds,
             pause_ms=args.pause_ms,
             windowed=args.long_form_windows,
+            **({} if args.lead_ms is None else {"lead_ms": args.lead_ms}),
         )
     except ValueError as e:
         raise SystemExit(f"asr {args.command}: {e}") from e
@@ -709,6 +710,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=150.0,
         help="long files: a pause this long (30 dB below the speech level) ends a segment, and the "
         "speech after it decodes from a fresh start; 0 = fixed windows / one stream (default 150)",
+    )
+    pr.add_argument(
+        "--lead-ms",
+        type=float,
+        help="long files: a segment starts this much of its pause before the speech resumes, so that "
+        "a soft onset is not cut off (default: LongFormOptions.lead_ms)",
     )
     pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr.add_argument("--threads", type=int, help="torch CPU threads")

@@ -60,6 +60,7 @@ class LongFormOptions:
     # 160-310 ms of silence, their pauses between words last <= 80 ms
     pause_ms: float = 150.0
     pause_db: float = 30.0  # quiet = this far below the speech level
+    lead_ms: float = 0.0  # a segment starts this much of its pause before the speech resumes
 
     def __post_init__(self) -> None:
         if self.min_seconds < 0:
@@ -77,8 +78,16 @@ class LongFormOptions:
             raise ValueError(
                 f"pauses need pause_ms >= 0 and pause_db > 0; got {self.pause_ms:g} ms, {self.pause_db:g} dB"
             )
+        if not 0 <= self.lead_ms <= self.pause_ms:
+            raise ValueError(f"lead_ms must be in [0, pause_ms = {self.pause_ms:g}], not {self.lead_ms:g}")
         if self.match_frames < 0:
             raise ValueError(f"match_frames must be >= 0, not {self.match_frames}")
+
+    def endpointer(self) -> Endpointer | None:
+        """The pause finder these options describe (None with pause_ms 0: no pauses)."""
+        if not self.pause_ms:
+            return None
+        return Endpointer(round(self.pause_ms / 10), self.pause_db, round(self.lead_ms / 10))
 
 
 @dataclass
@@ -256,7 +265,7 @@ def _segments(
     the first minute of the test split), so the token frames of such a segment are offset by the
     nearest encoder frame (word times within half a frame, 20 ms)."""
     window, overlap = windows.window * frame, windows.overlap * frame
-    endpointer = Endpointer(round(lf.pause_ms / 10), lf.pause_db) if lf.pause_ms else None
+    endpointer = lf.endpointer()
     speech: list[int] = []  # segment starts found and not yet used (samples from the file start)
     buf, start, shared, ended = torch.zeros(0), 0, False, False
     while True:
@@ -330,11 +339,10 @@ def _decode_stream(
         stream_decode(rec, [blocks])
         return rec.results()[0]
     frame = round(model.frame_seconds * SAMPLE_RATE)
-    span = round(lf.pause_ms / 10)
-    endpointer = Endpointer(span, lf.pause_db)
+    endpointer = lf.endpointer()
     # audio held back from the recognizer: a segment start is never further than this behind
-    # the newest sample (the frame being measured and a partial one), so it is never fed yet
-    hold = 4 * FRAME_SAMPLES
+    # the newest sample (its lead, the frame being measured and a partial one), so it is never fed yet
+    hold = (endpointer.lead_frames + 4) * FRAME_SAMPLES
     out, pending = _Tokens(), torch.zeros(0)
     fed = start = 0  # samples given to the recognizer; where the current stream starts
     active = False

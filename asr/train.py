@@ -141,6 +141,7 @@ def run_train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
         max_duration=d.max_duration,
         num_buckets=d.num_buckets,
         speed_perturb=tuple(d.speed_perturb),
+        shift_ms=d.shift_ms,
         num_workers=d.num_workers,
         min_utt_duration=d.min_utt_duration,
         max_utt_duration=d.max_utt_duration,

@@ -171,3 +171,27 @@ def test_speed_perturbation_never_makes_a_transcript_too_long_for_ctc(tiny_corpu
     assert fast not in lens_dense and len(lens_dense) == 2  # 0.9 and 1.0 only
     assert fast in lens_plain and len(lens_plain) == 3
     assert ds.num_slowed == 30 and "speed factors > 1 skipped" in caplog.text
+
+
+def test_random_leading_silence_shifts_each_utterance_by_its_own_draw(tiny_corpus, tmp_path):
+    """shift_ms: each training utterance gets 0..shift_ms ms of zeros before its samples, drawn per
+    (seed, epoch, utterance): the audio itself is unchanged behind them, and draws differ across
+    epochs (so the model sees its words at every alignment to the encoder frames)."""
+    out = prepare_librispeech(
+        tiny_corpus, tmp_path / "m", splits=["test-clean"], train_splits=["test-clean"], tokenizer="char"
+    )
+    tok = Tokenizer.load(out["tokenizer"])
+    cut = next(iter(CutSet.from_file(out["test-clean"])))
+    wave = load_audio(cut.recording.sources[0].source)[0]
+    ds = AudioDataset(tok, shift_ms=40.0)
+    shifts = set()
+    for epoch in range(12):
+        batch = ds[BatchRequest(CutSet.from_cuts([cut]), epoch)]
+        shift = int(batch.audio_lens[0]) - len(wave)
+        assert 0 <= shift <= 640
+        assert not batch.audio[0, :shift].any() and torch.equal(batch.audio[0, shift : shift + len(wave)], wave)
+        shifts.add(shift)
+    assert len(shifts) >= 10
+    again = ds[BatchRequest(CutSet.from_cuts([cut]), 3)]
+    assert int(again.audio_lens[0]) - len(wave) in shifts  # the same draw for the same epoch
+    assert int(AudioDataset(tok)[BatchRequest(CutSet.from_cuts([cut]), 3)].audio_lens[0]) == len(wave)

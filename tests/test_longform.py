@@ -82,12 +82,14 @@ def test_long_form_options_are_validated_once():
         LongFormOptions(left_context_ms=-1)
     with pytest.raises(ValueError, match="pause_ms >= 0"):
         LongFormOptions(pause_ms=-1)
+    with pytest.raises(ValueError, match="lead_ms must be in"):
+        LongFormOptions(lead_ms=200)
 
 
 def test_endpointer_starts_segments_where_speech_resumes_after_a_pause():
     """Speech-like noise bursts (with dips of 50 ms inside, like the gaps between words) separated by
     pauses of 200-600 ms, fed in odd-sized blocks: a segment starts at each burst after a pause,
-    on its first 10 ms frame, and nowhere else."""
+    on its first 10 ms frame (or `lead_frames` of its pause before), and nowhere else."""
     g = torch.Generator().manual_seed(0)
     parts, onsets, t = [], [], 0
     for k, (burst, pause) in enumerate([(0.9, 0.3), (1.4, 0.6), (0.5, 0.2), (1.1, 0.0)]):
@@ -99,11 +101,14 @@ def test_endpointer_starts_segments_where_speech_resumes_after_a_pause():
         parts += [wave, gap]
         t += len(wave) + len(gap)
     audio = torch.cat(parts)
-    ep, starts, i = Endpointer(span_frames=15, pause_db=30), [], 0
-    for n in [1000, 3333, 160, 7777] * 100:
-        starts += ep.accept(audio[i : i + n])
-        i += n
-    assert starts == onsets  # every onset is a multiple of 160 here: exactly the first frame
+    pauses = [30, 60, 20]  # frames
+    for lead in (0, 3, 40):  # a lead longer than a pause starts the segment where its pause starts
+        ep, starts, i = Endpointer(span_frames=15, pause_db=30, lead_frames=lead), [], 0
+        for n in [1000, 3333, 160, 7777] * 100:
+            starts += ep.accept(audio[i : i + n])
+            i += n
+        # every onset is a multiple of 160 here: exactly the first frame, less the lead
+        assert starts == [t - 160 * min(lead, p) for t, p in zip(onsets, pauses)]
 
 
 def _model(tmp_path: Path, causal: bool):
@@ -156,8 +161,8 @@ def test_windowed_path_for_a_model_that_does_not_stream(tmp_path, speech_wave, o
     assert tr.words and _monotonic(tr.words) and tr.words[-1].end <= seconds + model.frame_seconds
 
 
-@pytest.mark.parametrize("windowed", [False, True])
-def test_two_utterances_apart_decode_like_each_alone(tmp_path, speech_wave, one_thread, windowed):
+@pytest.mark.parametrize("windowed,lead_ms", [(False, 0), (True, 0), (False, 50), (True, 50)])
+def test_two_utterances_apart_decode_like_each_alone(tmp_path, speech_wave, one_thread, windowed, lead_ms):
     """Speech, half a second of silence, speech: an endpoint at the second utterance's first sound
     starts a fresh stream (or segment), so the file decodes like its two parts decoded alone, the
     second's times offset by where it starts."""
@@ -170,14 +175,13 @@ def test_two_utterances_apart_decode_like_each_alone(tmp_path, speech_wave, one_
     wave = torch.cat([speech_wave, torch.zeros(8000), speech_wave])
     path = tmp_path / "two.wav"
     sf.write(str(path), wave.numpy(), SAMPLE_RATE, subtype="FLOAT")
-    lf = LongFormOptions(left_context_ms=640, windowed=windowed)
+    lf = LongFormOptions(left_context_ms=640, windowed=windowed, lead_ms=lead_ms)
     tr, stats = transcribe_long(model, str(path), long_form=lf, progress=False)
-    ep = Endpointer(round(lf.pause_ms / 10), lf.pause_db)
-    cuts = ep.accept(wave)
+    cuts = lf.endpointer().accept(wave)
     assert stats.pause_cuts == len(cuts) >= 1 and len(speech_wave) < cuts[-1] <= len(speech_wave) + 8000 + 1600
     bounds = [0, *cuts, len(wave)]
     frame = round(model.frame_seconds * SAMPLE_RATE)
-    tokens, frames, conf = [], [], []
+    tokens, frames, durations, conf = [], [], [], []
     for a, b in zip(bounds, bounds[1:]):
         if windowed:
             hyp = model.decode(wave[None, a:b], torch.tensor([b - a]))[0]
@@ -187,8 +191,10 @@ def test_two_utterances_apart_decode_like_each_alone(tmp_path, speech_wave, one_
             hyp = rec.results()[0]
         tokens += hyp.tokens
         frames += [round(a / frame) + f for f in hyp.frames]
+        durations += hyp.durations
         conf += hyp.confidence
-    assert tr == model.transcript(Hypothesis(tokens, 0.0, frames=frames, confidence=conf)) and _monotonic(tr.words)
+    want = Hypothesis(tokens, 0.0, frames=frames, durations=durations, confidence=conf)
+    assert tr == model.transcript(want) and _monotonic(tr.words)
 
 
 def test_transcribe_decodes_long_files_long_form(tmp_path, speech_wave, capsys, one_thread):

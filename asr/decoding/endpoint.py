@@ -33,15 +33,17 @@ def frame_energy_db(wave: torch.Tensor) -> torch.Tensor:
 
 class Endpointer:
     """Finds pauses in a stream fed block by block: speech after a run of at least `span_frames`
-    quiet 10 ms frames (after some speech) is a new segment, reported at its first frame.
+    quiet 10 ms frames (after some speech) is a new segment, reported `lead_frames` frames before
+    its first speech frame (at most the pause's length: the lead is taken from the pause).
 
     Args:
         span_frames: quiet frames (10 ms) that make a pause. pause_db: how far below the running
-            speech level a quiet frame is.
+            speech level a quiet frame is. lead_frames: quiet frames kept before the speech, so
+            that an onset softer than pause_db (a fricative's first 10-50 ms) is not cut off.
     """
 
-    def __init__(self, span_frames: int, pause_db: float):
-        self.span_frames, self.pause_db = span_frames, pause_db
+    def __init__(self, span_frames: int, pause_db: float, lead_frames: int = 0):
+        self.span_frames, self.pause_db, self.lead_frames = span_frames, pause_db, lead_frames
         self.rest = torch.zeros(0)  # samples of a frame not yet whole
         self.frames = 0  # whole frames seen
         self.level = -100.0  # running speech level (dB)
@@ -61,7 +63,7 @@ class Endpointer:
                 self.quiet += 1
             else:
                 if self.quiet >= self.span_frames and self.speech:
-                    starts.append(self.frames * FRAME_SAMPLES)
+                    starts.append((self.frames - min(self.lead_frames, self.quiet)) * FRAME_SAMPLES)
                 self.quiet, self.speech = 0, True
             self.frames += 1
         return starts
