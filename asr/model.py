@@ -20,7 +20,7 @@ from .data.datamodule import Batch
 from .data.features import Fbank, FbankOptions, GlobalCMVN
 from .data.tokenizer import Tokenizer
 from .decoding import DecodeOptions, Hypothesis, Search, build_model_search, run_search
-from .decoding.frame_skip import SkipCounts
+from .decoding.frame_skip import FrameSkipTraining, SkipCounts, keep_mask, pack_frames
 from .decoding.fusion import Fusion, build_fusion
 from .decoding.timestamps import Transcript, hypothesis_words
 from .nn.encoders import build_encoder
@@ -39,6 +39,8 @@ class ASRModel(L.LightningModule):
     optim: {"lr", "weight_decay", "warmup_steps", "betas"}: AdamW with a Noam schedule.
     decode: default decoding options, DecodeOptions fields (conf/decode/), used by `decode` and
         `transcribe` unless overridden; validation WER uses its head, greedy.
+    frame_skip: FrameSkipTraining fields, or None: the transducer heads' losses read only the
+        frames the first CTC head does not call blank (asr.decoding.frame_skip).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class ASRModel(L.LightningModule):
         specaug: dict | None = None,
         optim: dict | None = None,
         decode: dict | None = None,
+        frame_skip: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -76,6 +79,11 @@ class ASRModel(L.LightningModule):
             raise ValueError(
                 f"decode.head={self.decode_options.head!r} is not a head of this model: {list(self.heads)}"
             )
+        self.frame_skip = FrameSkipTraining(**frame_skip) if frame_skip is not None else None
+        ctc = [name for name, h in self.heads.items() if h.kind == "ctc"]
+        if self.frame_skip is not None and not (ctc and any(h.kind == "transducer" for h in self.heads.values())):
+            raise ValueError(f"frame_skip needs a CTC head beside a transducer head; the heads are {list(self.heads)}")
+        self._skip_ctc = ctc[0] if ctc else None  # the head whose blanks are skipped (as build_model_search picks)
         self.tokenizer: Tokenizer | None = None
         self._fusions: dict = {}  # FusionOptions -> loaded Fusion (model.fusion)
         self._searches: dict = {}  # DecodeOptions -> (built Search, its SkipCounts) (model.search)
@@ -104,15 +112,31 @@ class ASRModel(L.LightningModule):
         # encoder's mask does (full context outside training)
         chunk, left = self.encoder.training_chunking() if self.training else (FULL, FULL)
         enc, enc_lens = self.encoder(*self.features(batch.audio, batch.audio_lens), chunk, left)
+        reduced = self.reduced_frames(enc, enc_lens)
         out: dict[str, torch.Tensor] = {}
         total = 0.0
         for name, head in self.heads.items():
-            res = head.loss(enc, enc_lens, batch.tokens, batch.token_lens, step=self.global_step, chunk_size=chunk)
+            e, n = reduced if reduced is not None and head.kind == "transducer" else (enc, enc_lens)
+            res = head.loss(e, n, batch.tokens, batch.token_lens, step=self.global_step, chunk_size=chunk)
             out.update({f"{name}/{k}": v for k, v in res.items() if k != "loss"})
             out[name] = res["loss"]
             total = total + self.head_weights[name] * res["loss"]
         out["loss"] = total
         return out
+
+    def reduced_frames(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """With `frame_skip` (after its first after_steps steps): the frames of enc[B, T, D] that the
+        CTC head does not call blank, packed ([B, T', D], lengths[B]; gradients reach the kept
+        frames), which the transducer heads' losses read. A row with no frame kept keeps all of
+        them: a transducer loss needs at least one. None without frame_skip."""
+        fs = self.frame_skip
+        if fs is None or self.global_step < fs.after_steps:
+            return None
+        keep = keep_mask(self.heads[self._skip_ctc], enc, enc_lens, fs.threshold)
+        valid = torch.arange(enc.shape[1], device=enc.device)[None, :] < enc_lens.to(enc.device)[:, None]
+        keep = torch.where(keep.any(1, keepdim=True), keep, valid)
+        packed, lens, _ = pack_frames(enc, keep)
+        return packed, lens
 
     # ---- decoding ------------------------------------------------------------------
     def check_decode_options(self, options: DecodeOptions) -> None:

@@ -156,6 +156,7 @@ def run_train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
         specaug=m.get("specaug"),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         decode=OmegaConf.to_container(cfg.decode, resolve=True),
+        frame_skip=m.get("frame_skip"),
     )
     model.tokenizer = tok
     dm.subsampling = model.encoder.subsampling_factor

@@ -191,3 +191,68 @@ def test_errors_name_the_heads_and_the_option_is_validated():
         with pytest.raises(ValueError, match=r"skip_blank must be a blank posterior in \(0, 1\]"):
             DecodeOptions(skip_blank=bad)
     assert DecodeOptions(skip_blank=1).skip_blank == 1 and DecodeOptions().skip_blank is None
+
+
+def _skip_model(frame_skip: dict | None):
+    from asr.model import ASRModel
+
+    enc = {"name": "conformer", "d_model": D, "num_layers": 1, "num_heads": 2, "subsampling_channels": 4}
+    heads = {
+        "tdt": {"kind": "transducer", "loss": {"kind": "tdt", "durations": [0, 1, 2]}, "pred_dim": 8, "joint_dim": 8},
+        "ctc": {"kind": "ctc", "weight": 0.3},
+    }
+    torch.manual_seed(0)
+    return ASRModel(V, encoder=enc, heads=heads, specaug=None, frame_skip=frame_skip)
+
+
+def test_frame_skip_in_training_feeds_the_transducer_losses_the_kept_frames():
+    """model.frame_skip: the transducer head's loss is its loss on the frames the CTC head keeps
+    (packed as at inference), gradients reach the kept frames only, the CTC loss reads all frames,
+    a row with nothing kept keeps everything, and nothing changes before after_steps."""
+    from asr.data.datamodule import Batch
+
+    model = _skip_model({"threshold": 0.5, "after_steps": 0})
+    ctc, tdt = model.heads["ctc"], model.heads["tdt"]
+    with torch.no_grad():  # blank wherever MARK > 0, as forcing_ctc does
+        ctc.proj.weight.zero_()
+        ctc.proj.bias.zero_()
+        ctc.proj.weight[0, MARK] = 60.0
+    enc, lens, blank = marked(1, (9, 6, 7))
+    enc[2, :7, MARK] = 1.0  # row 2: every frame blank -> keeps all of them
+    enc.requires_grad_(True)
+    got, got_lens = model.reduced_frames(enc, lens)
+    keep = ~blank & (torch.arange(9)[None] < lens[:, None])
+    keep[2, :7] = True
+    want, want_lens, _ = pack_frames(enc, keep)
+    assert torch.equal(got_lens, want_lens) and torch.equal(got, want) and got_lens.tolist()[2] == 7
+    tokens, token_lens = torch.tensor([[3, 4], [5, 0], [6, 2]]), torch.tensor([2, 1, 2])
+    loss = tdt.loss(got, got_lens, tokens, token_lens)["loss"]
+    (grad,) = torch.autograd.grad(loss, enc)
+    assert (grad.abs().sum(-1) > 0).eq(keep).all()  # the dropped frames get no gradient
+    # the whole model: the same packing inside model.losses (a batch through the encoder)
+    from asr.data.audio import pad_waves
+
+    g = torch.Generator().manual_seed(0)
+    audio, audio_lens = pad_waves([torch.randn(8000, generator=g), torch.randn(6400, generator=g)])
+    batch = Batch(audio, audio_lens, tokens[:2], token_lens[:2], ["a", "b"], ["1", "2"])
+    model.eval()
+    out = model.losses(batch)
+    e, n = model.encoder(*model.features(audio, audio_lens))
+    red = model.reduced_frames(e, n)
+    assert torch.allclose(out["tdt"], tdt.loss(*red, batch.tokens, batch.token_lens)["loss"])
+    assert torch.allclose(out["ctc"], ctc.loss(e, n, batch.tokens, batch.token_lens)["loss"])
+    late = _skip_model({"threshold": 0.5, "after_steps": 10**6})
+    assert late.reduced_frames(enc, lens) is None
+    assert _skip_model(None).reduced_frames(enc, lens) is None
+
+
+def test_frame_skip_training_options_are_checked():
+    from asr.model import ASRModel
+
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\]"):
+        _skip_model({"threshold": 0.0})
+    with pytest.raises(ValueError, match="after_steps must be an integer >= 0"):
+        _skip_model({"after_steps": -1})
+    enc = {"name": "conformer", "d_model": D, "num_layers": 1, "num_heads": 2, "subsampling_channels": 4}
+    with pytest.raises(ValueError, match="frame_skip needs a CTC head beside a transducer head"):
+        ASRModel(V, encoder=enc, heads={"ctc": {"kind": "ctc"}}, frame_skip={})

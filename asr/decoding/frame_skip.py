@@ -24,6 +24,33 @@ import torch
 from .search import Hypothesis, Search
 
 
+@dataclass(frozen=True)
+class FrameSkipTraining:
+    """Frame skipping in training (the model config's `frame_skip`): the transducer heads' losses
+    read only the frames the model's CTC head does not call blank, as their searches do with
+    `--skip-blank`, so that a transducer learns to emit on the frames it will be given
+    (icefall's ctc_bs recipe trains so; a transducer trained on all frames loses words when its
+    frames are dropped only at inference)."""
+
+    threshold: float = 0.95  # frames with blank posterior >= this are dropped (decode with the same skip_blank)
+    after_steps: int = 0  # training steps on all frames first: the CTC head must learn before it chooses
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"frame_skip.threshold must be in (0, 1], not {self.threshold!r}")
+        if not isinstance(self.after_steps, int) or self.after_steps < 0:
+            raise ValueError(f"frame_skip.after_steps must be an integer >= 0, not {self.after_steps!r}")
+
+
+def keep_mask(ctc_head: torch.nn.Module, enc: torch.Tensor, enc_lens: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[B, T] bool: the valid frames of enc[B, T, D] whose blank posterior under ctc_head
+    (CTCHead.blank_posterior, no dropout, no gradient) is below `threshold`."""
+    with torch.no_grad():
+        blank = ctc_head.blank_posterior(enc)
+    valid = torch.arange(enc.shape[1], device=enc.device)[None, :] < enc_lens.to(enc.device)[:, None]
+    return valid & (blank < threshold)
+
+
 @dataclass
 class SkipCounts:
     """Frames seen and kept (passed to the inner search), summed over utterances."""
@@ -121,12 +148,9 @@ class FrameSkipSearch:
     def init(self, batch_size: int, device: torch.device | str) -> FrameSkipState:
         return FrameSkipState(self.inner.init(batch_size, device), [[] for _ in range(batch_size)], [0] * batch_size)
 
-    @torch.no_grad()
     def keep_mask(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> torch.Tensor:
         """[B, T] bool: the valid frames whose blank posterior is below the threshold."""
-        blank = self.ctc_head(enc)[..., self.ctc_head.blank].exp()
-        valid = torch.arange(enc.shape[1], device=enc.device)[None, :] < enc_lens.to(enc.device)[:, None]
-        return valid & (blank < self.threshold)
+        return keep_mask(self.ctc_head, enc, enc_lens, self.threshold)
 
     def advance(
         self, state: FrameSkipState, enc: torch.Tensor, enc_lens: torch.Tensor, final: torch.Tensor

@@ -57,6 +57,10 @@ class CTCHead(Head):
     def forward(self, enc: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.proj(self.drop(enc)).float(), dim=-1)
 
+    def blank_posterior(self, enc: torch.Tensor) -> torch.Tensor:
+        """enc[B, T, D] -> P(blank)[B, T], without dropout (what frame skipping reads, in training too)."""
+        return F.softmax(self.proj(enc).float(), dim=-1)[..., self.blank]
+
     def export_graphs(self) -> CTCGraphs:
         """This head as it runs in the encoder graph: enc[N, T, D] -> log_probs[N, T, V]."""
         return CTCGraphs(log_probs=self, vocab_size=self.vocab_size)
