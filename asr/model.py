@@ -20,7 +20,7 @@ from .data.datamodule import Batch
 from .data.features import Fbank, FbankOptions, GlobalCMVN
 from .data.tokenizer import Tokenizer
 from .decoding import DecodeOptions, Hypothesis, Search, build_model_search, run_search
-from .decoding.frame_skip import FrameSkipTraining, SkipCounts, keep_mask, pack_frames
+from .decoding.frame_skip import FrameSkipTraining, SkipCounts, keep_mask, pack_frames, skipping_ctc_head
 from .decoding.fusion import Fusion, build_fusion
 from .decoding.timestamps import Transcript, hypothesis_words
 from .nn.encoders import build_encoder
@@ -80,10 +80,11 @@ class ASRModel(L.LightningModule):
                 f"decode.head={self.decode_options.head!r} is not a head of this model: {list(self.heads)}"
             )
         self.frame_skip = FrameSkipTraining(**frame_skip) if frame_skip is not None else None
-        ctc = [name for name, h in self.heads.items() if h.kind == "ctc"]
-        if self.frame_skip is not None and not (ctc and any(h.kind == "transducer" for h in self.heads.values())):
+        self._skip_ctc = skipping_ctc_head(self.heads)  # the head whose blanks are skipped, as in decoding
+        if self.frame_skip is not None and not (
+            self._skip_ctc and any(h.kind == "transducer" for h in self.heads.values())
+        ):
             raise ValueError(f"frame_skip needs a CTC head beside a transducer head; the heads are {list(self.heads)}")
-        self._skip_ctc = ctc[0] if ctc else None  # the head whose blanks are skipped (as build_model_search picks)
         self.tokenizer: Tokenizer | None = None
         self._fusions: dict = {}  # FusionOptions -> loaded Fusion (model.fusion)
         self._searches: dict = {}  # DecodeOptions -> (built Search, its SkipCounts) (model.search)

@@ -191,6 +191,8 @@ def test_errors_name_the_heads_and_the_option_is_validated():
         with pytest.raises(ValueError, match=r"skip_blank must be a blank posterior in \(0, 1\]"):
             DecodeOptions(skip_blank=bad)
     assert DecodeOptions(skip_blank=1).skip_blank == 1 and DecodeOptions().skip_blank is None
+    with pytest.raises(ValueError, match=r"blank threshold of frame skipping must be a blank posterior in \(0, 1\]"):
+        FrameSkipSearch(build_model_search({"transducer": rnnt}, "transducer", options("greedy")), ctc, 1.5)
 
 
 def _skip_model(frame_skip: dict | None):
@@ -249,7 +251,7 @@ def test_frame_skip_in_training_feeds_the_transducer_losses_the_kept_frames():
 def test_frame_skip_training_options_are_checked():
     from asr.model import ASRModel
 
-    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"frame_skip.threshold must be a blank posterior in \(0, 1\]"):
         _skip_model({"threshold": 0.0})
     with pytest.raises(ValueError, match="after_steps must be an integer >= 0"):
         _skip_model({"after_steps": -1})

@@ -214,6 +214,8 @@ def test_transcribe_decodes_long_files_long_form(tmp_path, speech_wave, capsys, 
     assert starts == sorted(starts) and starts[-1] < len(wave) / 16000
     with pytest.raises(SystemExit, match="overlap <= window / 2"):
         main([*args, "--overlap-seconds", "15"])
+    with pytest.raises(SystemExit, match=r"lead_ms must be in \[0, pause_ms = 150\]"):
+        main([*args, "--lead-ms", "500"])  # --lead-ms reaches LongFormOptions
 
 
 @pytest.mark.slow

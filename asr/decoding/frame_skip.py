@@ -16,12 +16,26 @@ advances the inner search on it. It remembers the original index of every kept f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from .search import Hypothesis, Search
+
+
+def check_blank_threshold(value: object, name: str) -> None:
+    """The one check of a frame-skipping threshold (DecodeOptions.skip_blank, frame_skip.threshold,
+    FrameSkipSearch): a blank posterior in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be a blank posterior in (0, 1], not {value!r}")
+
+
+def skipping_ctc_head(heads: Mapping[str, torch.nn.Module]) -> str | None:
+    """The name of the CTC head whose blanks frame skipping drops (the first, in decoding and in
+    training alike), or None when the model has none."""
+    return next((name for name, h in heads.items() if h.kind == "ctc"), None)
 
 
 @dataclass(frozen=True)
@@ -36,8 +50,7 @@ class FrameSkipTraining:
     after_steps: int = 0  # training steps on all frames first: the CTC head must learn before it chooses
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"frame_skip.threshold must be in (0, 1], not {self.threshold!r}")
+        check_blank_threshold(self.threshold, "frame_skip.threshold")
         if not isinstance(self.after_steps, int) or self.after_steps < 0:
             raise ValueError(f"frame_skip.after_steps must be an integer >= 0, not {self.after_steps!r}")
 
@@ -140,8 +153,7 @@ class FrameSkipSearch:
     """
 
     def __init__(self, inner: Search, ctc_head: torch.nn.Module, threshold: float, counts: SkipCounts | None = None):
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"the blank threshold of frame skipping must be in (0, 1], not {threshold!r}")
+        check_blank_threshold(threshold, "the blank threshold of frame skipping")
         self.inner, self.ctc_head, self.threshold = inner, ctc_head, threshold
         self.counts = SkipCounts() if counts is None else counts
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from .frame_skip import check_blank_threshold
 from .fusion import FusionOptions
 
 # greedy | beam: the decoding head's own searches; attention: the attention head's beam search;
@@ -50,14 +51,8 @@ class DecodeOptions:
                 raise ValueError(f"{name} must be a number in [0, 1], not {w!r}")
         if self.head is not None and not (isinstance(self.head, str) and self.head):
             raise ValueError(f"head must be a head's name, not {self.head!r}")
-        if self.skip_blank is not None and (
-            isinstance(self.skip_blank, bool)
-            or not isinstance(self.skip_blank, (int, float))
-            or not 0.0 < self.skip_blank <= 1.0
-        ):
-            raise ValueError(
-                f"skip_blank must be a blank posterior in (0, 1] (or unset: no skipping), not {self.skip_blank!r}"
-            )
+        if self.skip_blank is not None:
+            check_blank_threshold(self.skip_blank, "skip_blank")
         _ = self.fusion  # building FusionOptions validates the fusion fields
 
     @property

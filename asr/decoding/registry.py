@@ -15,7 +15,7 @@ from dataclasses import replace
 from ..nn.heads import Head
 from .attention import AttentionRescoringSearch, AttentionSearch
 from .ctc import CTCGreedySearch, CTCPrefixBeamSearch
-from .frame_skip import FrameSkipSearch, SkipCounts
+from .frame_skip import FrameSkipSearch, SkipCounts, skipping_ctc_head
 from .fusion import Fusion
 from .joint import JointSearch
 from .options import DecodeOptions
@@ -76,13 +76,13 @@ def _with_frame_skipping(
     the model's first CTC head calls blank are skipped."""
     if options.skip_blank is None:
         return search
-    ctc = [h for h in heads.values() if h.kind == "ctc"]
-    if not ctc or heads[head].kind not in SKIPS:
+    ctc = skipping_ctc_head(heads)
+    if ctc is None or heads[head].kind not in SKIPS:
         kinds = [f"{name} ({h.kind})" for name, h in heads.items()]
         raise ValueError(
             f"frame skipping needs a CTC head beside a transducer head; the heads are {kinds} and {head!r} decodes"
         )
-    return FrameSkipSearch(search, ctc[0], options.skip_blank, counts)
+    return FrameSkipSearch(search, heads[ctc], options.skip_blank, counts)
 
 
 def build_model_search(
