@@ -8,6 +8,13 @@ decoded one by one.
 
     python scripts/bench/bench_longform.py --ckpt exp/x/best.ckpt --split DIR/test-clean \\
         --refs DIR/manifests/test-clean.ref.txt --minutes 1 60
+
+`--per-utterance` first prints the like-for-like baselines: the utterances decoded one by one
+offline (the windowed path's baseline) and streamed with the long-form streaming path's chunk and
+left context (its baseline). Every WER line also splits the errors into those on each sentence's
+first word and the rest (where long-form decoding of a model trained on sentences that start at
+the file start loses words: BENCHMARKS.md, "Long-form decoding"). `--lead-ms` decodes with each
+`LongFormOptions.lead_ms` given.
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ import sys
 from pathlib import Path
 
 
-def build(split: Path, refs: dict[str, str], seconds: float, out: Path, gap: float) -> str:
+def build(split: Path, refs: dict[str, str], seconds: float, out: Path, gap: float) -> list[str]:
     """Concatenate the split's utterances (sorted by id, repeated) into `out` until it lasts
-    `seconds`; returns the reference text of the whole file."""
+    `seconds`; returns the reference sentences of the whole file, in order."""
     from asr.data.audio import audio_seconds, concatenate_audio
 
     paths = {p.stem: p for p in split.rglob("*.flac")}
@@ -36,7 +43,7 @@ def build(split: Path, refs: dict[str, str], seconds: float, out: Path, gap: flo
                 break
     if not out.exists():
         concatenate_audio([paths[i] for i in order], out, gap)
-    return " ".join(refs[i] for i in order)
+    return [refs[i] for i in order]
 
 
 def child(args: argparse.Namespace) -> None:
@@ -48,7 +55,8 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     model = load_model(args.ckpt)
-    tr, st = transcribe_long(model, args.file, long_form=LongFormOptions(windowed=args.windowed), progress=False)
+    lf = LongFormOptions(windowed=args.windowed, lead_ms=args.lead)
+    tr, st = transcribe_long(model, args.file, long_form=lf, progress=False)
     starts = [w.start for w in tr.words or []]
     print(
         json.dumps(
@@ -67,6 +75,69 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
+def first_word_errors(sentences: list[str], hyp: str) -> tuple[int, int]:
+    """(errors on each sentence's first word, errors elsewhere) of `hyp` against the sentences
+    joined; an insertion counts where it lands in the reference."""
+    import jiwer
+
+    firsts, words = set(), []
+    for s in sentences:
+        firsts.add(len(words))
+        words += s.split()
+    first = other = 0
+    for ch in jiwer.process_words(" ".join(words), hyp or "<empty>").alignments[0]:
+        if ch.type != "equal":
+            n = max(ch.ref_end_idx - ch.ref_start_idx, 1)
+            if ch.ref_start_idx in firsts:
+                first += n
+            else:
+                other += n
+    return first, other
+
+
+def per_utterance(args: argparse.Namespace, refs: dict[str, str]) -> None:
+    """The utterances decoded one by one, offline and streamed (the long-form streaming path's
+    chunk and left context): the two paths' baselines."""
+    import torch
+
+    from asr.data.audio import load_audio, pad_waves
+    from asr.decoding.streaming import StreamingRecognizer, stream_decode
+    from asr.longform import LongFormOptions
+    from asr.metrics import score
+    from asr.model import load_model
+    from asr.stream import StreamTiming
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.ckpt).eval()
+    paths = {p.stem: p for p in Path(args.split).rglob("*.flac")}
+    ids = sorted(i for i in refs if i in paths)
+    lf = LongFormOptions()
+    timing = StreamTiming.from_ms(model, lf.chunk_ms, lf.left_context_ms)
+    rec = StreamingRecognizer(model, timing.chunk_frames, timing.left_frames)
+    offline, streamed = {}, {}
+    for j in range(0, len(ids), 16):
+        batch = ids[j : j + 16]
+        waves = [load_audio(paths[i])[0] for i in batch]
+        with torch.inference_mode():
+            offline.update(zip(batch, model.transcribe(*pad_waves(waves))))
+            stream_decode(rec, waves, timing.block_samples)
+        streamed.update(zip(batch, (model.transcript(h).text for h in rec.results())))
+    for name, hyps in (("offline", offline), ("streamed", streamed)):
+        errs = [first_word_errors([refs[i]], hyps[i]) for i in ids]
+        wer = score({i: refs[i] for i in ids}, hyps).error_rate
+        print(
+            json.dumps(
+                {
+                    "per_utterance": name,
+                    "wer": round(100 * wer, 2),
+                    "first_word_errors": sum(e[0] for e in errs),
+                    "other_errors": sum(e[1] for e in errs),
+                }
+            ),
+            flush=True,
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True)
@@ -77,6 +148,9 @@ def main() -> None:
     p.add_argument("--gap", type=float, default=0.0, help="seconds of silence between utterances")
     p.add_argument("--work", default="/tmp/bench_longform", help="folder for the long files")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lead-ms", type=float, nargs="+", default=[0.0], help="LongFormOptions.lead_ms values")
+    p.add_argument("--per-utterance", action="store_true", help="print the per-utterance baselines first")
+    p.add_argument("--lead", type=float, default=0.0, help=argparse.SUPPRESS)  # child mode: one lead_ms
     p.add_argument("--file", help=argparse.SUPPRESS)  # child mode: decode this file
     p.add_argument("--windowed", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -85,20 +159,27 @@ def main() -> None:
     from asr.metrics import read_kaldi_text, score
 
     refs = read_kaldi_text(args.refs)
+    if args.per_utterance:
+        per_utterance(args, refs)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     for minutes in args.minutes:
         f = work / f"concat_{minutes:g}min_gap{args.gap:g}.wav"
-        ref = build(Path(args.split), refs, 60 * minutes, f, args.gap)
-        for path in args.paths:
+        sentences = build(Path(args.split), refs, 60 * minutes, f, args.gap)
+        ref = " ".join(sentences)
+        for lead, path in ((lead, path) for lead in args.lead_ms for path in args.paths):
             cmd = [sys.executable, __file__, "--ckpt", args.ckpt, "--file", str(f), "--threads", str(args.threads)]
-            out = subprocess.run(cmd + (["--windowed"] if path == "windowed" else []), capture_output=True, text=True)
+            cmd += ["--lead", str(lead)] + (["--windowed"] if path == "windowed" else [])
+            out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr, file=sys.stderr)
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            wer = score({"x": ref}, {"x": r.pop("text")}).error_rate
-            print(json.dumps({"minutes": minutes, **r, "wer": round(100 * wer, 2)}), flush=True)
+            text = r.pop("text")
+            wer = score({"x": ref}, {"x": text}).error_rate
+            first, other = first_word_errors(sentences, text)
+            row = {"minutes": minutes, "lead_ms": lead, **r, "wer": round(100 * wer, 2)}
+            print(json.dumps({**row, "first_word_errors": first, "other_errors": other}), flush=True)
 
 
 if __name__ == "__main__":
