@@ -96,35 +96,29 @@ def first_word_errors(sentences: list[str], hyp: str) -> tuple[int, int]:
 
 
 def per_utterance(args: argparse.Namespace, refs: dict[str, str]) -> None:
-    """The utterances decoded one by one, offline and streamed (the long-form streaming path's
-    chunk and left context): the two paths' baselines."""
+    """The utterances decoded one by one as `asr transcribe` and `asr stream` decode a split
+    (offline; streamed with the long-form streaming path's chunk and left context): the two
+    paths' baselines."""
     import torch
 
-    from asr.data.audio import load_audio, pad_waves
-    from asr.decoding.streaming import StreamingRecognizer, stream_decode
     from asr.longform import LongFormOptions
     from asr.metrics import score
     from asr.model import load_model
-    from asr.stream import StreamTiming
+    from asr.stream import StreamTiming, stream_items
+    from asr.transcribe import split_items, transcribe_items
 
     torch.set_num_threads(args.threads)
     model = load_model(args.ckpt).eval()
-    paths = {p.stem: p for p in Path(args.split).rglob("*.flac")}
-    ids = sorted(i for i in refs if i in paths)
+    items, _, _ = split_items(args.split, progress=False)
+    items = [(i, path) for i, path in items if i in refs]
     lf = LongFormOptions()
-    timing = StreamTiming.from_ms(model, lf.chunk_ms, lf.left_context_ms)
-    rec = StreamingRecognizer(model, timing.chunk_frames, timing.left_frames)
-    offline, streamed = {}, {}
-    for j in range(0, len(ids), 16):
-        batch = ids[j : j + 16]
-        waves = [load_audio(paths[i])[0] for i in batch]
-        with torch.inference_mode():
-            offline.update(zip(batch, model.transcribe(*pad_waves(waves))))
-            stream_decode(rec, waves, timing.block_samples)
-        streamed.update(zip(batch, (model.transcript(h).text for h in rec.results())))
-    for name, hyps in (("offline", offline), ("streamed", streamed)):
-        errs = [first_word_errors([refs[i]], hyps[i]) for i in ids]
-        wer = score({i: refs[i] for i in ids}, hyps).error_rate
+    offline, _ = transcribe_items(model, items, progress=False)
+    report, _ = stream_items(model, items, StreamTiming.from_ms(model, lf.chunk_ms, lf.left_context_ms))
+    ids = sorted(i for i, _ in items)
+    for name, hyps in (("offline", offline), ("streamed", report.hyps)):
+        texts = {i: hyps[i].text for i in ids}
+        errs = [first_word_errors([refs[i]], texts[i]) for i in ids]
+        wer = score({i: refs[i] for i in ids}, texts).error_rate
         print(
             json.dumps(
                 {
